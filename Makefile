@@ -1,0 +1,59 @@
+# The README's commands. Each target sets itself up from nothing: a virtual environment in .venv with
+# the CPU build of torch and harken (editable, with its test tools).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO   := runs/demo
+ARMSPEECH := .cache/armspeech/model.tflite
+
+# The demo's model: small enough to train in a few minutes on two CPU cores.
+DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_batch_size 16 \
+              --learning_rate 0.001 --shuffle_batches --epochs $(or $(DEMO_EPOCHS),25) \
+              --checkpoint_dir $(DEMO)/checkpoints --show_progressbar $(if $(CI),false,true)
+
+.PHONY: setup demo test test-slow lint clean
+
+setup: $(STAMP)
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "harken needs Python 3.10 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# A real DeepSpeech-family model (ArmSpeech, Coqui STT, from its PyPI sdist): the tests check harken's
+# features against the AudioSpectrogram+Mfcc ops inside it. Fetched once, cached outside git.
+$(ARMSPEECH): | $(STAMP)
+	mkdir -p .cache/armspeech
+	$(BIN)/python -m pip download --quiet --no-deps --ignore-requires-python armspeech==0.1.4 -d .cache/armspeech
+	tar -xzf .cache/armspeech/armspeech-0.1.4.tar.gz -C .cache/armspeech --strip-components 3 \
+	    armspeech-0.1.4/src/model/model.tflite
+	test -s $@
+
+demo: setup
+	$(BIN)/harken import synthetic $(DEMO)/corpus $(if $(CI),--noprogress,)
+	$(BIN)/harken train $(DEMO_FLAGS) --train_files $(DEMO)/corpus/train.csv --dev_files $(DEMO)/corpus/dev.csv
+	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
+	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results.json \
+	    --show_progressbar $(if $(CI),false,true)
+	@echo "Transcribing $$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1) (reference: \"$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f3)\"):"
+	$(BIN)/harken transcribe --checkpoint_dir $(DEMO)/checkpoints $(DEMO)/corpus/$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1)
+	@echo "Loss curves: $(DEMO)/checkpoints/loss.png; TensorBoard: $(BIN)/tensorboard --logdir $(DEMO)/checkpoints/summaries"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
+
+test: lint $(ARMSPEECH)
+	$(BIN)/python -m pytest -q
+
+test-slow: setup $(ARMSPEECH)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .cache runs

@@ -1,0 +1,87 @@
+"""Audio in: any format libsndfile reads, mixed down to mono float32 at the model's sample rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message names the file and says why in one line."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def info(path: str | Path) -> AudioInfo:
+    """Sample rate, channels and length of an audio file, from its header."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        meta = soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    return AudioInfo(int(meta.samplerate), int(meta.channels), int(meta.frames))
+
+
+def read(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Samples of ``path`` as mono float32 in [-1, 1] at ``sample_rate``.  # [n_samples]
+
+    Several channels are averaged; another rate is converted with a polyphase resampler. Integer PCM is
+    scaled as DeepSpeech did (int16 / 32768), so features match DeepSpeech models exactly.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [n, channels]
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no audio samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return resample(mono, int(rate), sample_rate)
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Convert mono float samples from ``rate_in`` to ``rate_out`` (exact rational polyphase filter)."""
+    if rate_in == rate_out:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    ratio = Fraction(rate_out, rate_in)
+    out = resample_poly(samples.astype(np.float64), ratio.numerator, ratio.denominator)
+    return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def from_pcm16(pcm: bytes | np.ndarray) -> np.ndarray:
+    """16-bit little-endian PCM (bytes or an int16 array) as float32 in [-1, 1]."""
+    array = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray) else np.asarray(pcm)
+    return array.astype(np.float32) / 32768.0
+
+
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as int16 (clipped)."""
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def write(path: str | Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write mono samples as 16-bit PCM WAV."""
+    soundfile.write(str(path), samples, sample_rate, subtype="PCM_16")
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text

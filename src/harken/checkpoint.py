@@ -1,0 +1,194 @@
+"""Checkpoints: {config, alphabet, weights, optimizer, progress, RNG} saved atomically, found, checked.
+
+A directory holds ``train-<step>.pt`` (the newest ``max_to_keep``) and ``best_dev-<step>.pt`` (one).
+Every file is written to a temporary name, flushed to disk and renamed, so a kill at any moment leaves
+the previous checkpoints intact; a file that still fails to load is skipped for the one before it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harken import config as config_module
+from harken.alphabet import Alphabet
+from harken.config import Config
+from harken.model import DeepSpeech
+
+FORMAT = "harken-checkpoint"
+VERSION = 1
+TRAIN, BEST = "train", "best_dev"
+_NAME = re.compile(r"^(train|best_dev)-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the run; one line, naming the file."""
+
+
+def listing(directory: Path, kind: str) -> list[Path]:
+    """Checkpoints of ``kind`` in ``directory``, oldest step first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match and match.group(1) == kind:
+            found.append((int(match.group(2)), path))
+    return [path for _, path in sorted(found)]
+
+
+def listing_any(directory: Path) -> bool:
+    """Whether ``directory`` holds any checkpoint."""
+    return bool(listing(directory, TRAIN) or listing(directory, BEST))
+
+
+def save(directory: Path, kind: str, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write ``payload`` as ``<kind>-<step>.pt`` atomically and delete all but the newest ``keep``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{kind}-{step}.pt"
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{kind}-", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    for old in listing(directory, kind)[: -max(1, keep)]:
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load one checkpoint file; CheckpointError if it is not a harken checkpoint."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as error:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a harken checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: written by a newer harken (format {payload['version']})")
+    return payload
+
+
+def newest(
+    directory: Path, kinds: tuple[str, ...], device: torch.device | str = "cpu", warn: Callable[[str], None] = print
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable checkpoint, trying ``kinds`` in order; None when the directory has none."""
+    for kind in kinds:
+        for path in reversed(listing(directory, kind)):
+            try:
+                return path, read(path, device)
+            except CheckpointError as error:
+                warn(f"warning: skipping {error}")
+    return None
+
+
+def kinds_for(mode: str, training: bool) -> tuple[str, ...]:
+    """Which checkpoints a --load_train / --load_evaluate mode looks at, in order."""
+    if mode == "last":
+        return (TRAIN,)
+    if mode == "best":
+        return (BEST,)
+    if mode == "init":
+        return ()
+    return (TRAIN, BEST) if training else (BEST, TRAIN)
+
+
+def stored_config(payload: dict[str, Any]) -> Config:
+    return config_module.from_dict(Config, payload["config"])
+
+
+def stored_alphabet(payload: dict[str, Any]) -> Alphabet:
+    return Alphabet(payload["alphabet"])
+
+
+GEOMETRY = {
+    "features": ("audio_sample_rate", "feature_win_len", "feature_win_step", "n_mfcc", "n_mel_channels", "n_context"),
+    "model": ("n_hidden", "bidirectional"),
+}
+
+
+def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphabet: Alphabet) -> None:
+    """Refuse a checkpoint whose geometry or alphabet differs from the run's, naming what differs."""
+    stored = stored_config(payload)
+    for section, names in GEOMETRY.items():
+        for name in names:
+            have = getattr(getattr(stored, section), name)
+            want = getattr(getattr(config, section), name)
+            if have != want:
+                raise CheckpointError(
+                    f"{path}: checkpoint has {name} {have}, this run asks for {want} "
+                    f"(pass --{name} {have}, or use another checkpoint directory)"
+                )
+    theirs = stored_alphabet(payload)
+    if theirs != alphabet:
+        raise CheckpointError(f"{path}: checkpoint alphabet {_describe_difference(theirs, alphabet)}")
+
+
+def _describe_difference(theirs: Alphabet, ours: Alphabet) -> str:
+    if len(theirs) != len(ours):
+        return f"has {len(theirs)} symbols, this run's has {len(ours)}"
+    for index, (a, b) in enumerate(zip(theirs.symbols, ours.symbols, strict=True)):
+        if a != b:
+            return f"has {a!r} at label {index}, this run's alphabet has {b!r}"
+    return "differs"
+
+
+@dataclass
+class LoadedModel:
+    model: DeepSpeech
+    config: Config
+    alphabet: Alphabet
+    path: Path
+
+
+def load_model(directory: Path, mode: str = "auto", device: torch.device | str = "cpu") -> LoadedModel:
+    """The model in ``directory`` for evaluation or inference (best_dev first unless ``mode`` says)."""
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    found = newest(directory, kinds_for(mode, training=False), device)
+    if found is None:
+        raise CheckpointError(f"{directory}: no checkpoint found (looked for {mode} checkpoints)")
+    path, payload = found
+    config = stored_config(payload)
+    alphabet = stored_alphabet(payload)
+    model = DeepSpeech(config.features, config.model, alphabet.n_classes)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the stored geometry ({_first_line(error)})") from None
+    model.to(device).eval()
+    return LoadedModel(model, config, alphabet, path)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)

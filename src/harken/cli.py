@@ -1,0 +1,181 @@
+"""The ``harken`` command: the only place that reads argv.
+
+Options are generated from the config dataclasses (one declaration each, DeepSpeech's names). Boolean
+options take DeepSpeech's forms: ``--early_stop``, ``--early_stop true``, ``--early_stop=false``,
+``--noearly_stop``. Every error a user can cause ends in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harken import __version__, config as config_module
+from harken.config import CheckpointConfig, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig
+
+SECTIONS: dict[str, tuple[type[Any], str]] = {
+    "features": (FeatureConfig, "features (stored in the checkpoint)"),
+    "model": (ModelConfig, "model geometry and dropout"),
+    "data": (DataConfig, "data"),
+    "checkpoint": (CheckpointConfig, "checkpoints"),
+    "train": (TrainConfig, "training, schedule and reports"),
+}
+
+# Which options each command has: section -> field names (None: all of the section).
+COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
+    "train": {name: None for name in SECTIONS},
+    "evaluate": {
+        "data": ("test_files", "test_batch_size", "limit_test", "reverse_test", "num_workers"),
+        "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
+        "train": ("report_count", "test_output_file", "show_progressbar", "device"),
+    },
+    "transcribe": {
+        "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
+        "train": ("device",),
+    },
+}
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_field(group: argparse._ArgumentGroup, section: str, f: dataclasses.Field[Any]) -> None:
+    dest = f"{section}.{f.name}"
+    default = f.default
+    help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    if kind == "bool":
+        group.add_argument(f"--{f.name}", dest=dest, type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                           help=help_text)
+        group.add_argument(f"--no{f.name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
+        return
+    types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+    group.add_argument(f"--{f.name}", dest=dest, type=types.get(kind, str), metavar=kind.upper(),
+                       choices=f.metadata.get("choices"), help=help_text)
+
+
+def add_config_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for section, names in COMMAND_OPTIONS[command].items():
+        cls, title = SECTIONS[section]
+        group = parser.add_argument_group(title)
+        for f in dataclasses.fields(cls):
+            if names is None or f.name in names:
+                _add_field(group, section, f)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config the options describe: defaults, overridden by what was given."""
+    given: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, name = dest.split(".", 1)
+            given[section][name] = value
+    return config_module.from_dict(Config, given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harken", description="Train and run DeepSpeech speech-to-text models.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"harken {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    train = commands.add_parser("train", help="train or fine-tune a model (re-run the same command to resume)")
+    add_config_options(train, "train")
+    evaluate = commands.add_parser("evaluate", help="WER / CER of a checkpoint on test CSVs")
+    add_config_options(evaluate, "evaluate")
+    transcribe = commands.add_parser("transcribe", help="transcribe audio files, folders or globs")
+    transcribe.add_argument("audio", nargs="+", help="audio files, folders or glob patterns")
+    add_config_options(transcribe, "transcribe")
+    importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
+    from harken.importers import IMPORTERS
+
+    kinds = importer.add_subparsers(dest="corpus", metavar="CORPUS", required=True)
+    for name, entry in IMPORTERS.items():
+        sub = kinds.add_parser(name, help=entry.help)
+        entry.add_arguments(sub)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from harken.train import train
+
+    config = config_from_args(args)
+    result = train(config)
+    print(f"Checkpoints in {result.checkpoint_dir}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from harken.evaluate import test_checkpoint
+
+    config = config_from_args(args)
+    if not config.data.test_files:
+        raise ValueError("no --test_files given")
+    test_checkpoint(config)
+    return 0
+
+
+def run_transcribe(args: argparse.Namespace) -> int:
+    from harken import checkpoint, transcribe
+    from harken.model import choose_device
+
+    config = config_from_args(args)
+    loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate,
+                                   choose_device(config.train.device))
+    paths = transcribe.expand(args.audio)
+    failures = 0
+    for result in transcribe.transcribe_files(loaded, paths):
+        if result.error:
+            failures += 1
+            print(f"harken: error: {result.error}", file=sys.stderr)
+        else:
+            print(f"{result.path}: {result.text}" if len(paths) > 1 else result.text)
+    return 1 if failures else 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from harken.importers import IMPORTERS
+
+    for path in IMPORTERS[args.corpus].run(args):
+        print(path)
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "transcribe": run_transcribe,
+    "import": run_import,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except KeyboardInterrupt:
+        print("harken: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            message = f"{error.filename}: {error.strerror}"
+        else:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"harken: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

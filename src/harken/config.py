@@ -1,0 +1,190 @@
+"""Every option harken has, declared once.
+
+Each field of these frozen dataclasses is one command-line flag (cli.py generates argparse from them) with
+DeepSpeech 0.9's name and default where DeepSpeech had the option. The resolved configuration is stored in
+every checkpoint, so a model always knows its own geometry, features and alphabet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def option(default: Any, help: str, group: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field that carries its command-line help text (and optionally its help group)."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices})
+
+
+def _default_dir(kind: str) -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "harken", kind)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The acoustic front end: DeepSpeech 0.9's MFCC, exactly (see DESIGN.md)."""
+
+    audio_sample_rate: int = option(16000, "sample rate the model works at; input audio is resampled to it")
+    feature_win_len: int = option(32, "feature extraction window length in milliseconds")
+    feature_win_step: int = option(20, "feature extraction window step in milliseconds")
+    n_mfcc: int = option(26, "number of MFCC coefficients per frame")
+    n_mel_channels: int = option(40, "number of mel filterbank channels")
+    n_context: int = option(9, "frames of context on each side of the current frame")
+
+    @property
+    def window_samples(self) -> int:
+        return self.audio_sample_rate * self.feature_win_len // 1000
+
+    @property
+    def step_samples(self) -> int:
+        return self.audio_sample_rate * self.feature_win_step // 1000
+
+    @property
+    def n_input(self) -> int:
+        """Width of one context window: (2 * n_context + 1) frames of n_mfcc coefficients."""
+        return (2 * self.n_context + 1) * self.n_mfcc
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Acoustic model geometry and regularisation."""
+
+    n_hidden: int = option(2048, "layer width of the dense layers and LSTM cells")
+    relu_clip: float = option(20.0, "ReLU activations are clipped at this value")
+    bidirectional: bool = option(False, "use a bidirectional LSTM (the early DeepSpeech BiRNN; not streamable)")
+    dropout_rate: float = option(0.05, "dropout rate for the feedforward layers")
+    dropout_rate2: float = option(-1.0, "dropout rate for layer 2 (-1: use dropout_rate)")
+    dropout_rate3: float = option(-1.0, "dropout rate for layer 3 (-1: use dropout_rate)")
+    dropout_rate4: float = option(0.0, "dropout rate for the LSTM output (-1: use dropout_rate)")
+    dropout_rate5: float = option(0.0, "dropout rate for layer 5 (-1: use dropout_rate)")
+    dropout_rate6: float = option(-1.0, "dropout rate for layer 6 (-1: use dropout_rate)")
+
+    def dropout(self, layer: int) -> float:
+        """The effective dropout rate of layer 1..6."""
+        rates = {
+            1: self.dropout_rate,
+            2: self.dropout_rate2,
+            3: self.dropout_rate3,
+            4: self.dropout_rate4,
+            5: self.dropout_rate5,
+            6: self.dropout_rate6,
+        }
+        rate = rates[layer]
+        return self.dropout_rate if rate < 0 else rate
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is read."""
+
+    train_files: str = option("", "comma-separated list of CSV files with the training samples")
+    dev_files: str = option("", "comma-separated list of CSV files with the validation samples")
+    test_files: str = option("", "comma-separated list of CSV files with the test samples")
+    alphabet_config_path: str = option("", "alphabet file (DeepSpeech format); empty: harken's English alphabet")
+    train_batch_size: int = option(1, "number of samples in a training batch")
+    dev_batch_size: int = option(1, "number of samples in a validation batch")
+    test_batch_size: int = option(1, "number of samples in a test batch")
+    limit_train: int = option(0, "use at most this many training samples (0: all)")
+    limit_dev: int = option(0, "use at most this many validation samples (0: all)")
+    limit_test: int = option(0, "use at most this many test samples (0: all)")
+    reverse_train: bool = option(False, "train longest samples first instead of shortest")
+    reverse_dev: bool = option(False, "validate longest samples first")
+    reverse_test: bool = option(False, "test longest samples first")
+    shuffle_batches: bool = option(False, "shuffle the order of the duration-sorted batches every epoch")
+    num_workers: int = option(-1, "data loader worker processes (-1: one per spare CPU core, at most 4)")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    checkpoint_dir: str = option(
+        _default_dir("checkpoints"), "directory to load checkpoints from and save them to"
+    )
+    load_checkpoint_dir: str = option("", "load from here instead of checkpoint_dir")
+    save_checkpoint_dir: str = option("", "save to here instead of checkpoint_dir")
+    load_train: str = option(
+        "auto",
+        "what to start training from: auto (last, else best, else init), last, best or init",
+        choices=("auto", "last", "best", "init"),
+    )
+    load_evaluate: str = option(
+        "auto",
+        "which checkpoint evaluate/transcribe use: auto (best, else last), best or last",
+        choices=("auto", "best", "last"),
+    )
+    checkpoint_secs: int = option(600, "save a checkpoint at least this often during an epoch (seconds)")
+    max_to_keep: int = option(5, "number of latest training checkpoints to keep")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training run: optimiser, schedule, stopping, reporting."""
+
+    epochs: int = option(75, "how many epochs (complete passes over the training data) to train")
+    learning_rate: float = option(0.001, "learning rate of the Adam optimiser")
+    beta1: float = option(0.9, "beta1 of the Adam optimiser")
+    beta2: float = option(0.999, "beta2 of the Adam optimiser")
+    epsilon: float = option(1e-8, "epsilon of the Adam optimiser")
+    clip_grad_norm: float = option(0.0, "clip the global gradient norm to this value (0: no clipping)")
+    random_seed: int = option(4568, "seed for weight initialisation, dropout and batch order")
+    early_stop: bool = option(False, "stop when the validation loss stops improving")
+    es_epochs: int = option(25, "epochs without improvement of the validation loss before stopping")
+    es_min_delta: float = option(0.05, "smallest validation loss decrease that counts as an improvement")
+    reduce_lr_on_plateau: bool = option(False, "reduce the learning rate when the validation loss plateaus")
+    plateau_epochs: int = option(10, "epochs without improvement before the learning rate is reduced")
+    plateau_reduction: float = option(0.1, "factor the learning rate is multiplied by on a plateau")
+    summary_dir: str = option("", "TensorBoard summaries go here (empty: <save_checkpoint_dir>/summaries)")
+    show_progressbar: bool = option(True, "show progress bars with an ETA")
+    device: str = option("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1 ...")
+    report_count: int = option(5, "samples of each of the best, median and worst to show in test reports")
+    test_output_file: str = option("", "write every test sample's result to this JSON file")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a training run."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def load_dir(self) -> Path:
+        return Path(self.checkpoint.load_checkpoint_dir or self.checkpoint.checkpoint_dir)
+
+    @property
+    def save_dir(self) -> Path:
+        return Path(self.checkpoint.save_checkpoint_dir or self.checkpoint.checkpoint_dir)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as plain nested dicts (stored in checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from to_dict's output, ignoring keys this version does not know."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        sub = _dataclass_type(cls, f.name)
+        kwargs[f.name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls: type[Any], name: str) -> type[Any] | None:
+    sections: dict[str, type[Any]] = {
+        "features": FeatureConfig,
+        "model": ModelConfig,
+        "data": DataConfig,
+        "checkpoint": CheckpointConfig,
+        "train": TrainConfig,
+    }
+    return sections.get(name) if cls is Config else None

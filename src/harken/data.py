@@ -1,0 +1,170 @@
+"""Samples -> padded batches of MFCC frames and labels, in duration-sorted order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from harken import audio, features, manifest
+from harken.alphabet import Alphabet
+from harken.config import FeatureConfig
+from harken.manifest import Sample
+
+
+@dataclass
+class Item:
+    index: int
+    features: torch.Tensor  # [time, n_mfcc]
+    labels: torch.Tensor  # [n_labels] int64
+
+
+@dataclass
+class Batch:
+    features: torch.Tensor  # [batch, time, n_mfcc], zero-padded
+    lengths: torch.Tensor  # [batch] frames
+    labels: torch.Tensor  # [batch, max_labels], zero-padded
+    label_lengths: torch.Tensor  # [batch]
+    indices: list[int]  # sample indices into the dataset
+    failed: list[tuple[int, str]]  # (index, one-line reason) of samples whose audio could not be read
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.features.to(device, non_blocking=True),
+            self.lengths,
+            self.labels.to(device, non_blocking=True),
+            self.label_lengths,
+            self.indices,
+            self.failed,
+        )
+
+
+class SpeechDataset(Dataset[Item | tuple[int, str]]):
+    """Reads each sample's audio and computes its MFCC frames (in the loader's worker processes)."""
+
+    def __init__(self, samples: Sequence[Sample], alphabet: Alphabet, config: FeatureConfig) -> None:
+        self.samples = list(samples)
+        self.alphabet = alphabet
+        self.config = config
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Item | tuple[int, str]:
+        sample = self.samples[index]
+        try:
+            waveform = audio.read(sample.path, self.config.audio_sample_rate)
+        except audio.AudioError as error:
+            return index, str(error)
+        mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
+        labels = torch.tensor(self.alphabet.encode(sample.transcript), dtype=torch.int64)
+        return Item(index, mfcc, labels)
+
+
+def collate(items: Sequence[Item | tuple[int, str]]) -> Batch:
+    good = [item for item in items if isinstance(item, Item)]
+    failed = [item for item in items if not isinstance(item, Item)]
+    n_mfcc = good[0].features.shape[1] if good else 0
+    time = max((item.features.shape[0] for item in good), default=0)
+    width = max((item.labels.shape[0] for item in good), default=0)
+    feats = torch.zeros(len(good), time, n_mfcc)
+    labels = torch.zeros(len(good), width, dtype=torch.int64)
+    for row, item in enumerate(good):
+        feats[row, : item.features.shape[0]] = item.features
+        labels[row, : item.labels.shape[0]] = item.labels
+    return Batch(
+        features=feats,
+        lengths=torch.tensor([item.features.shape[0] for item in good], dtype=torch.int64),
+        labels=labels,
+        label_lengths=torch.tensor([item.labels.shape[0] for item in good], dtype=torch.int64),
+        indices=[item.index for item in good],
+        failed=failed,
+    )
+
+
+def sorted_batches(samples: Sequence[Sample], batch_size: int, reverse: bool = False) -> list[list[int]]:
+    """Sample indices grouped into batches of similar duration, shortest first (longest with ``reverse``)."""
+    order = sorted(range(len(samples)), key=lambda i: (samples[i].duration, samples[i].size), reverse=reverse)
+    size = max(1, batch_size)
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+class BatchOrder(Sampler[list[int]]):
+    """The batches of one epoch, from batch ``start`` on; shuffled deterministically by (seed, epoch)."""
+
+    def __init__(
+        self, batches: list[list[int]], epoch: int, seed: int, shuffle: bool = False, start: int = 0
+    ) -> None:
+        self.batches = batches
+        self.order = list(range(len(batches)))
+        if shuffle:
+            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            self.order = torch.randperm(len(batches), generator=generator).tolist()
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches) - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for position in self.order[self.start :]:
+            yield self.batches[position]
+
+
+def default_workers(requested: int) -> int:
+    """-1 means one worker per spare core, at most 4 (0 on a single-core machine)."""
+    if requested >= 0:
+        return requested
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def loader(dataset: SpeechDataset, order: Sampler[list[int]], workers: int, pin: bool = False) -> DataLoader:
+    """A DataLoader over ``order``'s batches whose workers read audio and compute features ahead."""
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_sampler=order,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+class DataError(ValueError):
+    """A data set that cannot be used; one line naming the files."""
+
+
+@dataclass
+class Split:
+    """A validated data set and its duration-sorted batches."""
+
+    name: str
+    samples: list[Sample]
+    batches: list[list[int]]
+    dataset: SpeechDataset
+
+
+def load_split(
+    name: str,
+    files: str,
+    limit: int,
+    batch_size: int,
+    reverse: bool,
+    alphabet: Alphabet,
+    config: FeatureConfig,
+    log: Callable[[str], None],
+) -> Split:
+    """Read and validate the CSVs of one split, report what was skipped and why, and batch the rest."""
+    samples = manifest.read_manifests(files)
+    report = manifest.validate(samples, alphabet, config)
+    log(report.summary(f"{name} ({files})"))
+    kept = report.kept[:limit] if limit > 0 else report.kept
+    if not kept:
+        raise DataError(f"{name}: no usable samples in {files}")
+    return Split(name, kept, sorted_batches(kept, batch_size, reverse), SpeechDataset(kept, alphabet, config))

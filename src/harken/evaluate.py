@@ -1,0 +1,203 @@
+"""Run a model over a test set: per-sample CTC loss and transcripts, WER / CER, DeepSpeech's report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harken import checkpoint, data, decoder, features, manifest, metrics
+from harken.alphabet import Alphabet
+from harken.config import Config
+from harken.data import Batch
+from harken.manifest import Sample
+from harken.model import DeepSpeech, choose_device
+from harken.summary import ProgressBar
+
+
+@dataclass
+class SampleResult:
+    wav_filename: str
+    src: str  # the reference transcript
+    res: str  # the model's transcript
+    loss: float
+    wer: float
+    cer: float
+    word_errors: int = 0
+    words: int = 0
+    char_errors: int = 0
+    chars: int = 0
+
+
+@dataclass
+class Report:
+    name: str
+    samples: list[SampleResult] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # one line per sample whose audio could not be read
+
+    @property
+    def wer(self) -> float:
+        words = sum(s.words for s in self.samples)
+        errors = sum(s.word_errors for s in self.samples)
+        return metrics.Errors(errors, words).rate
+
+    @property
+    def cer(self) -> float:
+        chars = sum(s.chars for s in self.samples)
+        errors = sum(s.char_errors for s in self.samples)
+        return metrics.Errors(errors, chars).rate
+
+    @property
+    def loss(self) -> float:
+        return sum(s.loss for s in self.samples) / len(self.samples) if self.samples else math.nan
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "test_files": self.name,
+            "wer": self.wer,
+            "cer": self.cer,
+            "loss": self.loss,
+            "samples": [asdict(s) for s in self.samples],
+            "failed": self.failed,
+        }
+
+
+def batch_losses(model: DeepSpeech, batch: Batch, n_context: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample CTC losses of a batch on the model's device.
+
+    Returns losses [batch], log_probs [batch, time, n_classes], lengths [batch].
+    """
+    windows = features.context_windows(batch.features, n_context)  # [batch, time, n_input]
+    log_probs, lengths, _ = model(windows, batch.lengths)
+    losses = F.ctc_loss(
+        log_probs.transpose(0, 1),  # [time, batch, n_classes]
+        batch.labels,
+        lengths,
+        batch.label_lengths,
+        blank=model.n_classes - 1,
+        reduction="none",
+        zero_infinity=True,
+    )
+    return losses, log_probs, lengths
+
+
+def run(
+    model: DeepSpeech,
+    batches: Sequence[Batch] | torch.utils.data.DataLoader,
+    samples: Sequence[Sample],
+    alphabet: Alphabet,
+    n_context: int,
+    device: torch.device,
+    name: str = "",
+    on_batch: Callable[[int], None] | None = None,
+) -> Report:
+    """Loss and greedy transcript of every sample the batches hold."""
+    report = Report(name)
+    model.eval()
+    with torch.inference_mode():
+        for batch in batches:
+            report.failed.extend(reason for _, reason in batch.failed)
+            if len(batch):
+                batch = batch.to(device)
+                losses, log_probs, lengths = batch_losses(model, batch, n_context)
+                decoded = decoder.greedy_batch(log_probs, lengths, alphabet)
+                for row, index in enumerate(batch.indices):
+                    report.samples.append(_result(samples[index], decoded[row].text, float(losses[row])))
+            if on_batch is not None:
+                on_batch(len(batch) + len(batch.failed))
+    return report
+
+
+def _result(sample: Sample, hypothesis: str, loss: float) -> SampleResult:
+    words = metrics.word_errors(sample.transcript, hypothesis)
+    chars = metrics.char_errors(sample.transcript, hypothesis)
+    return SampleResult(
+        wav_filename=str(sample.path),
+        src=sample.transcript,
+        res=" ".join(hypothesis.split()),
+        loss=loss,
+        wer=words.rate,
+        cer=chars.rate,
+        word_errors=words.edits,
+        words=words.length,
+        char_errors=chars.edits,
+        chars=chars.length,
+    )
+
+
+def format_report(report: Report, report_count: int) -> str:
+    """DeepSpeech's test report: totals, then the best, median and worst samples by WER then loss."""
+    rule = "-" * 80
+    lines = [
+        f"Test on {report.name} - WER: {report.wer:.6f}, CER: {report.cer:.6f}, loss: {report.loss:.6f}"
+        f" ({len(report.samples)} samples)"
+    ]
+    if report.failed:
+        lines.append(f"{len(report.failed)} samples could not be read, e.g. {report.failed[0]}")
+    ordered = sorted(report.samples, key=lambda s: (s.wer, s.loss))
+    if not ordered:
+        return "\n".join(lines)
+    count = max(0, min(report_count, len(ordered)))
+    middle = len(ordered) // 2
+    half = count // 2
+    sections = [
+        ("Best WER", ordered[:count]),
+        ("Median WER", ordered[max(0, middle - half) : max(0, middle - half) + count]),
+        ("Worst WER", ordered[len(ordered) - count :]),
+    ]
+    for title, chosen in sections:
+        if not chosen:
+            continue
+        lines += [rule, f"{title}:", rule]
+        for s in chosen:
+            lines += [
+                f"WER: {s.wer:.6f}, CER: {s.cer:.6f}, loss: {s.loss:.6f}",
+                f" - wav: {s.wav_filename}",
+                f" - src: \"{s.src}\"",
+                f" - res: \"{s.res}\"",
+                rule,
+            ]
+    return "\n".join(lines)
+
+
+def write_json(reports: Sequence[Report], path: Path) -> None:
+    """Every sample of every report, as JSON, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump([r.to_json() for r in reports], handle, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def test_checkpoint(config: Config, log: Callable[[str], None] = print) -> list[Report]:
+    """Evaluate the checkpoint --load_evaluate picks on every test CSV: print reports, write JSON."""
+    directory = config.save_dir if checkpoint.listing_any(config.save_dir) else config.load_dir
+    loaded = checkpoint.load_model(directory, config.checkpoint.load_evaluate, choose_device(config.train.device))
+    log(f"Testing {loaded.path}")
+    reports = []
+    cfg = config.data
+    device = next(loaded.model.parameters()).device
+    for csv in manifest.split_files(cfg.test_files):
+        split = data.load_split("test", str(csv), cfg.limit_test, cfg.test_batch_size, cfg.reverse_test,
+                                loaded.alphabet, loaded.config.features, log)
+        loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(cfg.num_workers))
+        with ProgressBar(f"Testing {csv.name}", len(split.samples), config.train.show_progressbar) as bar:
+            report = run(loaded.model, loader, split.samples, loaded.alphabet, loaded.config.features.n_context,
+                         device, name=str(csv), on_batch=bar.advance)
+        log(format_report(report, config.train.report_count))
+        reports.append(report)
+    if config.train.test_output_file:
+        write_json(reports, Path(config.train.test_output_file))
+        log(f"Wrote every sample's result to {config.train.test_output_file}")
+    return reports

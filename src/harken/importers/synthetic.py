@@ -1,0 +1,482 @@
+"""A synthetic English speech corpus, spoken offline by espeak-ng: the demo's training data.
+
+The pip package ``espeakng-loader`` ships ``libespeak-ng.so`` and its ``espeak-ng-data``; this module drives
+the library through ``ctypes`` (the ``speak_lib.h`` API in ``AUDIO_OUTPUT_SYNCHRONOUS`` mode), so nothing is
+downloaded and no ``espeak-ng`` binary is needed.
+
+Sentences come from a small built-in command grammar (59 words: colours, numbers, objects, directions)
+or from a text file. Every sentence is spoken by two or three *training* voices; the held-out voices speak
+each sentence once, a ``dev_fraction`` of those utterances forming the dev set and the rest the test set, so
+dev and test measure how well a model copes with speakers it never heard (the transcripts are shared with
+the training set). A voice is an espeak-ng language voice plus a variant, e.g. ``"en-us+f2"``: the language
+voice sets the accent, the variant (a file in ``espeak-ng-data/voices/!v``) the timbre and pitch.
+
+``prepare`` writes ``wav/<id>.wav`` (mono 16-bit PCM) and DeepSpeech CSVs (``train.csv``, ``dev.csv``,
+``test.csv``). It is resumable: existing wavs are kept, and every file is written to a temporary name and
+renamed into place, so an interrupted run never leaves a truncated file behind. Wav names carry a short hash
+of what they say and how, so changing the configuration never reuses stale audio.
+
+espeak-ng is not bit-reproducible (its noise sources keep state between utterances), so the *plan* (texts,
+voices, rates, pitches) is deterministic given the seed but the samples are not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+from scipy.signal import resample_poly
+
+__all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
+
+# speak_lib.h constants (ESPEAK_API_REVISION 12).
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAM_RATE = 1
+_PARAM_PITCH = 3
+_EE_OK = 0
+_RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM, espeakRATE_MAXIMUM (words per minute)
+_PITCH_RANGE = (0, 100)
+
+_CSV_HEADER = ("wav_filename", "wav_filesize", "transcript")
+_SPLITS = ("train", "dev", "test")
+_PREFIX = {"train": "tr", "dev": "dv", "test": "te"}
+_SENTENCE = re.compile(r"[a-z' ]*[a-z][a-z' ]*")
+
+
+class _EspeakVoice(ctypes.Structure):
+    """``espeak_VOICE`` from speak_lib.h."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),  # (priority byte, language string, NUL)*, NUL
+        ("identifier", ctypes.c_char_p),  # file name under espeak-ng-data/voices or lang, e.g. "gmw/en-US"
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+# int SynthCallback(short *wav, int numsamples, espeak_EVENT *events); return 0 to continue, 1 to abort.
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Give the library's functions their C signatures (ctypes would otherwise guess ``int``)."""
+    vp, cp, ci, cu = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint
+    lib.espeak_Initialize.argtypes = [ci, ci, cp, ci]
+    lib.espeak_Initialize.restype = ci
+    lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+    lib.espeak_SetSynthCallback.restype = None
+    lib.espeak_SetVoiceByName.argtypes = [cp]
+    lib.espeak_SetVoiceByName.restype = ci
+    lib.espeak_GetCurrentVoice.argtypes = []
+    lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_EspeakVoice)
+    lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_EspeakVoice)]
+    lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
+    lib.espeak_SetParameter.argtypes = [ci, ci, ci]
+    lib.espeak_SetParameter.restype = ci
+    lib.espeak_Synth.argtypes = [cp, ctypes.c_size_t, cu, ci, cu, cu, vp, vp]
+    lib.espeak_Synth.restype = ci
+    lib.espeak_Synchronize.argtypes = []
+    lib.espeak_Synchronize.restype = ci
+
+
+class Synthesizer:
+    """espeak-ng, loaded from ``espeakng-loader``, speaking one utterance at a time.
+
+    The library keeps its state (voice, parameters, callback) per process, so every ``speak`` call sets all
+    of it; several instances in one process work, but not from several threads at once.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+
+            library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+            lib = ctypes.CDLL(library)
+        except (ImportError, OSError, RuntimeError) as error:
+            raise RuntimeError(f"cannot load espeak-ng from espeakng-loader: {error}") from None
+        _declare(lib)
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), _INITIALIZE_DONT_EXIT)
+        if rate <= 0:
+            raise RuntimeError(f"espeak-ng failed to initialise with data at {data} (status {rate})")
+        self._lib = lib
+        self.sample_rate: int = rate
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SynthCallback(self._collect)  # kept referenced: the library holds a raw pointer
+        self._voices: dict[str, str] | None = None
+        self._variants: list[str] | None = None
+
+    def _collect(self, wav: Any, count: int, _events: Any) -> int:
+        if wav and count > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).astype(np.int16, copy=True))
+        return 0
+
+    def _list(self, spec: _EspeakVoice | None) -> list[_EspeakVoice]:
+        array = self._lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+        found, index = [], 0
+        while array[index]:
+            found.append(array[index].contents)
+            index += 1
+        return found
+
+    def _voice_table(self) -> dict[str, str]:
+        """Lower-cased accepted base names (file name, identifier, display name) -> file name."""
+        if self._voices is None:
+            table: dict[str, str] = {}
+            for voice in self._list(None):
+                identifier = (voice.identifier or b"").decode()
+                short = identifier.rsplit("/", 1)[-1].lower()
+                for key in (short, identifier.lower(), (voice.name or b"").decode().lower()):
+                    table.setdefault(key, short)
+            self._voices = table
+        return self._voices
+
+    def voices(self) -> list[str]:
+        """Language voices, named as ``speak`` accepts them: ``"en"``, ``"en-us"``, ``"en-gb-x-rp"`` ..."""
+        return sorted(set(self._voice_table().values()))
+
+    def variants(self) -> list[str]:
+        """Voice variants (``"m1"`` ... ``"f5"``, ``"klatt3"``, ``"Andy"`` ...), used as ``voice+variant``."""
+        if self._variants is None:
+            language = ctypes.c_char_p(b"variant")
+            spec = _EspeakVoice(languages=ctypes.cast(language, ctypes.c_void_p))
+            self._variants = sorted(
+                (v.identifier or b"").decode().rsplit("/", 1)[-1] for v in self._list(spec)
+            )
+        return self._variants
+
+    def _unknown(self, voice: str) -> ValueError:
+        english = [name for name in self.voices() if name.startswith("en")]
+        variants = [name for name in self.variants() if re.fullmatch(r"[mf]\d", name)]
+        return ValueError(
+            f"unknown espeak-ng voice {voice!r}; use LANGUAGE[+VARIANT] with a language voice such as "
+            f"{', '.join(english)} and a variant (case-sensitive) such as {', '.join(variants)} "
+            f"(all: Synthesizer().voices(), Synthesizer().variants())"
+        )
+
+    def check_voice(self, voice: str) -> None:
+        """Raise ``ValueError`` unless ``voice`` names an installed language voice and variant."""
+        base, plus, variant = voice.partition("+")
+        if base.lower() not in self._voice_table() or (plus and variant not in self.variants()):
+            raise self._unknown(voice)
+
+    def _select(self, voice: str) -> None:
+        self.check_voice(voice)
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            raise self._unknown(voice)
+        # espeak-ng silently ignores a variant it cannot load; the identifier says whether it took.
+        _, plus, variant = voice.partition("+")
+        current = self._lib.espeak_GetCurrentVoice()
+        identifier = (current.contents.identifier or b"").decode() if current else ""
+        if plus and not identifier.endswith(f"+{variant}"):
+            raise self._unknown(voice)
+
+    def speak(self, text: str, voice: str, rate: int = 175, pitch: int = 50) -> tuple[np.ndarray, int]:
+        """Speak ``text``; return int16 mono samples and their sample rate (espeak-ng's own, 22050 Hz).
+
+        ``rate`` is in words per minute (80-450), ``pitch`` 0-100 around the voice's own pitch (50 = as is).
+        """
+        if not text.strip():
+            raise ValueError("nothing to speak: empty text")
+        if not _RATE_RANGE[0] <= rate <= _RATE_RANGE[1]:
+            raise ValueError(f"rate {rate} is outside {_RATE_RANGE[0]}-{_RATE_RANGE[1]} words per minute")
+        if not _PITCH_RANGE[0] <= pitch <= _PITCH_RANGE[1]:
+            raise ValueError(f"pitch {pitch} is outside {_PITCH_RANGE[0]}-{_PITCH_RANGE[1]}")
+        lib = self._lib
+        self._select(voice)
+        lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
+        lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
+        lib.espeak_SetSynthCallback(self._callback)
+        self._chunks = []
+        data = text.encode("utf-8")
+        status = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        if status != _EE_OK or lib.espeak_Synchronize() != _EE_OK:
+            raise RuntimeError(f"espeak-ng failed to speak {text!r} with {voice!r} (status {status})")
+        chunks, self._chunks = self._chunks, []
+        if not chunks:
+            raise RuntimeError(f"espeak-ng produced no audio for {text!r} with {voice!r}")
+        return np.concatenate(chunks), self.sample_rate
+
+
+# --------------------------------------------------------------------------------------------------------
+# The built-in grammar. Homophones of other words ("two"/"to", "four"/"for") are left out on purpose: a
+# character model without a language model could not tell them apart.
+
+_COLOURS = ("red", "blue", "green", "yellow", "black", "white", "orange", "purple")
+_NUMBERS = ("one", "three", "five", "six", "seven", "eight", "nine", "ten")
+_THINGS = ("box", "ball", "cup", "book")
+_DEVICES = ("lamp", "light", "fan", "radio", "heater")
+_OPENABLE = ("door", "window", "box")
+_PLACES = ("table", "chair", "shelf")
+_DIRECTIONS = ("left", "right", "up", "down")
+_SIZES = ("big", "small")
+_UNITS = ("minutes", "seconds")
+_TEMPLATES: tuple[tuple[tuple[str, ...] | str, ...], ...] = (
+    ("turn the", _COLOURS, _DEVICES, ("on", "off")),
+    ("turn", ("on", "off"), "the", _DEVICES, ("now", "please")),
+    ("set the timer to", _NUMBERS, _UNITS),
+    ("set the", _DEVICES, "to level", _NUMBERS),
+    ("move the", _COLOURS, _THINGS, _NUMBERS[1:], "steps", _DIRECTIONS),
+    ("move the", _SIZES, _THINGS, _DIRECTIONS),
+    ("show me the", _COLOURS, _OPENABLE),
+    ("show me the", _SIZES, _COLOURS, _THINGS),
+    (("open", "close"), "the", _COLOURS, _OPENABLE),
+    (("open", "close"), "the", _OPENABLE, ("now", "please")),
+    ("put the", _COLOURS, _THINGS, "on the", _PLACES),
+    ("pick up the", _SIZES, _COLOURS, _THINGS),
+    ("please stop the", _DEVICES, "now"),
+    ("start the", _DEVICES, "in", _NUMBERS, _UNITS),
+)
+
+
+def _draw(template: tuple[tuple[str, ...] | str, ...], rng: random.Random) -> str:
+    return " ".join(part if isinstance(part, str) else rng.choice(part) for part in template)
+
+
+def sentences(n: int, seed: int) -> list[str]:
+    """``n`` distinct sentences from the built-in grammar, the same for the same seed.
+
+    Only ``a``-``z``, apostrophe and single spaces occur; 4 to 8 words each.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    found: dict[str, None] = {}
+    attempts = 0
+    while len(found) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ValueError(f"the built-in grammar cannot produce {n} distinct sentences")
+        found.setdefault(_draw(rng.choice(_TEMPLATES), rng), None)
+    return list(found)
+
+
+def _read_sentences(path: Path, n: int) -> list[str]:
+    """The first ``n`` distinct sentences of a text file, one per line; blank lines are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read sentences ({error})") from None
+    found: dict[str, None] = {}
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        if not _SENTENCE.fullmatch(text):
+            bad = sorted({c for c in text if not ("a" <= c <= "z" or c in "' ")})
+            shown = ", ".join(repr(c) for c in bad) or "no letter"
+            raise ValueError(f"{path}:{number}: only a-z, apostrophe and space are allowed (found {shown})")
+        found.setdefault(" ".join(text.split()), None)
+    if not found:
+        raise ValueError(f"{path}: no sentences (the file is empty or blank)")
+    return list(found)[:n]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Voices: a language voice (accent) plus a variant (timbre, pitch). The held-out voices use variants that no
+# training voice uses, with accents the training voices cover.
+
+_TRAIN_VOICES = (
+    "en+m1",
+    "en-us+m2",
+    "en-gb-x-rp+m3",
+    "en-gb-scotland+m5",
+    "en-us+m6",
+    "en+m7",
+    "en-029+m8",
+    "en-us-nyc+travis",
+    "en+Andy",
+    "en-gb-x-rp+robert",
+    "en-us+Michael",
+    "en-us+klatt3",
+    "en-us+f1",
+    "en+f2",
+    "en-gb-x-rp+f3",
+    "en-us+belinda",
+    "en+steph",
+    "en-gb-x-gbclan+Annie",
+    "en-us+anika",
+    "en-gb-x-rp+aunty",
+)
+_TEST_VOICES = ("en-us+m4", "en+f4", "en-gb-x-rp+gustave", "en-us+f5")
+_RATES = (140, 200)  # words per minute, drawn uniformly per utterance
+_PITCHES = (35, 65)  # espeak pitch parameter (50 = the voice's own), drawn uniformly per utterance
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What to synthesise. The defaults make 1414 utterances (0.6 h of audio) in about 5 s."""
+
+    n_sentences: int = 400
+    train_voices: tuple[str, ...] = _TRAIN_VOICES
+    test_voices: tuple[str, ...] = _TEST_VOICES  # held-out speakers, for both dev and test
+    dev_fraction: float = 0.1  # of the held-out-voice utterances; the rest are the test set
+    sample_rate: int = 16000
+    seed: int = 1234
+    text_file: Path | None = None  # one sentence per line; None: the built-in grammar
+
+    def __post_init__(self) -> None:
+        if self.n_sentences < 1:
+            raise ValueError(f"n_sentences must be >= 1, got {self.n_sentences}")
+        if not self.train_voices or not self.test_voices:
+            raise ValueError("train_voices and test_voices must both name at least one voice")
+        shared = sorted(set(self.train_voices) & set(self.test_voices))
+        if shared:
+            raise ValueError(f"held-out voices must not be training voices: {', '.join(shared)}")
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if self.sample_rate < 8000:
+            raise ValueError(f"sample_rate must be >= 8000 Hz, got {self.sample_rate}")
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    split: str
+    uid: str
+    text: str
+    voice: str
+    rate: int
+    pitch: int
+
+
+def _texts(config: SyntheticConfig) -> list[str]:
+    if config.text_file is None:
+        return sentences(config.n_sentences, config.seed)
+    return _read_sentences(Path(config.text_file), config.n_sentences)
+
+
+def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
+    """Who says what, how fast and how high: deterministic given the texts and the config."""
+    rng = random.Random(f"harken-synthetic-plan:{config.seed}")
+    width = max(4, len(str(3 * len(texts))))
+    counts = dict.fromkeys(_SPLITS, 0)
+    plan: list[_Utterance] = []
+
+    def add(split: str, text: str, voice: str) -> None:
+        rate, pitch = rng.randint(*_RATES), rng.randint(*_PITCHES)
+        counts[split] += 1
+        digest = hashlib.sha1(f"{text}|{voice}|{rate}|{pitch}|{config.sample_rate}".encode()).hexdigest()
+        uid = f"{_PREFIX[split]}_{counts[split]:0{width}d}_{digest[:8]}"
+        plan.append(_Utterance(split, uid, text, voice, rate, pitch))
+
+    train = list(config.train_voices)
+    for text in texts:
+        for voice in rng.sample(train, min(rng.choice((2, 3)), len(train))):
+            add("train", text, voice)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    n_dev = round(config.dev_fraction * len(texts))
+    if config.dev_fraction > 0 and len(texts) > 1:
+        n_dev = min(max(n_dev, 1), len(texts) - 1)
+    held_out = config.test_voices
+    for position, index in enumerate(order):
+        add("dev" if position < n_dev else "test", texts[index], held_out[position % len(held_out)])
+    return plan
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_wav(path: Path, samples: np.ndarray, native_rate: int, sample_rate: int) -> None:
+    """Resample to ``sample_rate`` and write 16-bit PCM, atomically."""
+    audio = samples.astype(np.float32)
+    ratio = Fraction(sample_rate, native_rate)
+    if ratio != 1:
+        audio = resample_poly(audio, ratio.numerator, ratio.denominator)
+    pcm = np.clip(np.rint(audio), -32768, 32767).astype(np.int16)
+    temporary = _temporary(path)
+    try:
+        soundfile.write(temporary, pcm, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_csv(path: Path, rows: Sequence[tuple[str, int, str]]) -> None:
+    """Write a DeepSpeech CSV atomically; leave the file alone when it already says exactly this."""
+    lines = [",".join(_CSV_HEADER)]
+    for name, size, transcript in rows:
+        lines.append(f"{name},{size},{transcript}")
+    content = "\n".join(lines) + "\n"
+    if path.is_file() and path.read_text(encoding="utf-8") == content:
+        return
+    temporary = _temporary(path)
+    try:
+        temporary.write_text(content, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("synthesising", total=total)
+        yield lambda: bar.advance(task)
+
+
+def prepare(target: Path, config: SyntheticConfig = SyntheticConfig(), progress: bool = True) -> list[Path]:
+    """Synthesise the corpus into ``target``; return the CSV paths ``[train, dev, test]``.
+
+    Re-running skips every wav that already exists, so an interrupted run picks up where it stopped.
+    """
+    started = time.perf_counter()
+    target = Path(target)
+    plan = _plan(_texts(config), config)
+    synthesizer = Synthesizer()
+    for voice in dict.fromkeys(config.train_voices + config.test_voices):
+        synthesizer.check_voice(voice)
+    wav_dir = target / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    for stale in wav_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    rows: dict[str, list[tuple[str, int, str]]] = {split: [] for split in _SPLITS}
+    frames, made = 0, 0
+    with _progress_bar(progress, len(plan)) as advance:
+        for utterance in plan:
+            path = wav_dir / f"{utterance.uid}.wav"
+            if not (path.is_file() and path.stat().st_size > 0):
+                samples, native_rate = synthesizer.speak(
+                    utterance.text, utterance.voice, utterance.rate, utterance.pitch
+                )
+                _write_wav(path, samples, native_rate, config.sample_rate)
+                made += 1
+            frames += soundfile.info(str(path)).frames
+            rows[utterance.split].append((f"wav/{path.name}", path.stat().st_size, utterance.text))
+            advance()
+    csvs = [target / f"{split}.csv" for split in _SPLITS]
+    for split, path in zip(_SPLITS, csvs, strict=True):
+        _write_csv(path, rows[split])
+    counts = " / ".join(f"{split} {len(rows[split])}" for split in _SPLITS)
+    hours = frames / config.sample_rate / 3600
+    print(
+        f"synthetic corpus in {target}: {counts} utterances, {hours:.2f} h of audio; "
+        f"{made} synthesised in {time.perf_counter() - started:.1f} s"
+    )
+    return csvs

@@ -1,0 +1,183 @@
+"""DeepSpeech CSV manifests: ``wav_filename,wav_filesize,transcript``.
+
+Paths are relative to the CSV's folder or absolute; several CSVs are given as one comma-joined string.
+``validate`` checks every sample before training and counts what it skips, by reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harken import audio, features
+from harken.alphabet import Alphabet
+from harken.config import FeatureConfig
+
+HEADER = ("wav_filename", "wav_filesize", "transcript")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    size: int
+    transcript: str
+    duration: float = 0.0  # seconds, filled in by validate()
+
+
+def split_files(spec: str | Sequence[str | Path]) -> list[Path]:
+    """``"a.csv,b.csv"`` (or a list) as paths."""
+    items = spec.split(",") if isinstance(spec, str) else [str(s) for s in spec]
+    return [Path(item.strip()) for item in items if item.strip()]
+
+
+def read_csv(path: str | Path) -> list[Sample]:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such CSV file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except csv.Error as error:
+        raise ManifestError(f"{path}: not a valid CSV file ({error})") from None
+    if not rows:
+        raise ManifestError(f"{path}: empty file, expected the header {','.join(HEADER)}")
+    header = [name.strip() for name in rows[0]]
+    missing = [name for name in ("wav_filename", "transcript") if name not in header]
+    if missing:
+        raise ManifestError(
+            f"{path}: header {','.join(header)!r} lacks {', '.join(missing)} (expected {','.join(HEADER)})"
+        )
+    col_file, col_text = header.index("wav_filename"), header.index("transcript")
+    col_size = header.index("wav_filesize") if "wav_filesize" in header else None
+    base = path.parent
+    samples = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ManifestError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+        size = 0
+        if col_size is not None and row[col_size].strip():
+            try:
+                size = int(row[col_size])
+            except ValueError:
+                raise ManifestError(f"{path}:{line}: wav_filesize {row[col_size]!r} is not a number") from None
+        wav = Path(row[col_file])
+        samples.append(Sample(wav if wav.is_absolute() else base / wav, size, row[col_text]))
+    return samples
+
+
+def read_manifests(spec: str | Sequence[str | Path], limit: int = 0) -> list[Sample]:
+    """Samples of every CSV in ``spec`` (comma-joined), in order; at most ``limit`` (0: all)."""
+    samples = [sample for path in split_files(spec) for sample in read_csv(path)]
+    return samples[:limit] if limit > 0 else samples
+
+
+def write_csv(path: str | Path, samples: Iterable[Sample], relative: bool = True) -> None:
+    """Write a manifest atomically; paths relative to the CSV's folder where they can be."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = path.parent.resolve()
+    handle = tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
+    )
+    try:
+        with handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(HEADER)
+            for sample in samples:
+                wav = sample.path.resolve()
+                if relative and wav.is_relative_to(base):
+                    wav = wav.relative_to(base)
+                size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)
+                writer.writerow([wav.as_posix(), size, sample.transcript])
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+# Skip reasons, in the order they are checked.
+MISSING = "missing file"
+UNREADABLE = "unreadable audio"
+EMPTY_AUDIO = "no audio samples"
+EMPTY_TRANSCRIPT = "empty transcript"
+OUT_OF_ALPHABET = "characters outside the alphabet"
+TOO_SHORT = "audio too short for its transcript"
+
+
+@dataclass
+class ValidationReport:
+    kept: list[Sample] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+    details: dict[str, list[str]] = field(default_factory=dict)  # reason -> "file: detail" lines
+    resampled: int = 0  # kept samples whose file is at another sample rate (converted when read)
+
+    def skip(self, reason: str, sample: Sample, detail: str = "") -> None:
+        self.skipped[reason] += 1
+        self.details.setdefault(reason, []).append(f"{sample.path}" + (f": {detail}" if detail else ""))
+
+    @property
+    def hours(self) -> float:
+        return sum(s.duration for s in self.kept) / 3600.0
+
+    def summary(self, name: str, examples: int = 3) -> str:
+        """A short human report: kept count and hours, then each skip reason with a few examples."""
+        lines = [f"{name}: {len(self.kept)} samples ({self.hours:.2f} h) kept"]
+        if self.resampled:
+            lines[0] += f", {self.resampled} at another sample rate (resampled when read)"
+        for reason, count in self.skipped.most_common():
+            lines.append(f"  skipped {count}: {reason}")
+            lines.extend(f"    {line}" for line in self.details[reason][:examples])
+            if count > examples:
+                lines.append(f"    ... and {count - examples} more")
+        return "\n".join(lines)
+
+
+def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfig) -> ValidationReport:
+    """Check each sample's file header and transcript; keep the usable ones (with their duration)."""
+    report = ValidationReport()
+    for sample in samples:
+        if not sample.path.is_file():
+            report.skip(MISSING, sample)
+            continue
+        try:
+            meta = audio.info(sample.path)
+        except audio.AudioError as error:
+            report.skip(UNREADABLE, sample, str(error).split(": ", 1)[-1])
+            continue
+        if meta.frames == 0:
+            report.skip(EMPTY_AUDIO, sample)
+            continue
+        if not sample.transcript.strip():
+            report.skip(EMPTY_TRANSCRIPT, sample)
+            continue
+        unknown = alphabet.unknown(sample.transcript)
+        if unknown:
+            report.skip(OUT_OF_ALPHABET, sample, repr("".join(unknown)))
+            continue
+        labels = alphabet.encode(sample.transcript)
+        frames = features.n_frames(int(meta.duration * config.audio_sample_rate), config)
+        needed = ctc_min_frames(labels)
+        if frames < needed:
+            report.skip(TOO_SHORT, sample, f"{frames} frames for {needed} needed")
+            continue
+        report.resampled += meta.sample_rate != config.audio_sample_rate
+        report.kept.append(replace(sample, duration=meta.duration))
+    return report
+
+
+def ctc_min_frames(labels: Sequence[int]) -> int:
+    """Fewest output frames CTC needs for ``labels``: one per label plus a blank between repeats."""
+    return len(labels) + sum(1 for a, b in zip(labels, labels[1:], strict=False) if a == b)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the repo's own small corpus (tests/data) and a model overfitted on LDC93S1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harken.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+
+DATA = Path(__file__).parent / "data"
+LDC93S1_TEXT = "she had your dark suit in greasy wash water all year"
+
+
+def ldc_config(checkpoint_dir: Path, epochs: int, n_hidden: int = 100, **train: object) -> Config:
+    """DeepSpeech's LDC93S1 smoke test: one file, batch 1, n_hidden 100."""
+    return Config(
+        model=ModelConfig(n_hidden=n_hidden, dropout_rate=0.0),
+        data=DataConfig(train_files=str(DATA / "LDC93S1.csv"), num_workers=0),
+        checkpoint=CheckpointConfig(checkpoint_dir=str(checkpoint_dir)),
+        train=TrainConfig(epochs=epochs, learning_rate=0.003, show_progressbar=False, **train),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+def ldc_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint directory holding a model overfitted on LDC93S1 (200 epochs, about 15 s on 2 cores)."""
+    from harken.train import train
+
+    directory = tmp_path_factory.mktemp("ldc93s1")
+    train(ldc_config(directory, epochs=200), log=lambda _: None)
+    return directory

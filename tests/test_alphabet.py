@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from harken.alphabet import Alphabet, AlphabetError
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_deepspeech_english_alphabet_file() -> None:
+    alphabet = Alphabet.from_file(DATA / "alphabet.txt")
+    assert alphabet.symbols[0] == " "
+    assert "".join(alphabet.symbols[1:27]) == "abcdefghijklmnopqrstuvwxyz"
+    assert alphabet.symbols[-1] == "'"
+    assert len(alphabet) == 28 and alphabet.blank == 28 and alphabet.n_classes == 29
+    assert Alphabet.default() == alphabet
+
+
+@pytest.mark.parametrize("name", ["alphabet_unix.txt", "alphabet_macos.txt", "alphabet_windows.txt"])
+def test_line_endings(name: str) -> None:
+    assert Alphabet.from_file(DATA / name).symbols == ("a", "b", "c")
+
+
+def test_comments_and_escaped_hash(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("# comment\nx\n\\#\n \n", encoding="utf-8")
+    assert Alphabet.from_file(path).symbols == ("x", "#", " ")
+
+
+def test_encode_decode_round_trip() -> None:
+    alphabet = Alphabet.default()
+    labels = alphabet.encode("she's here")
+    assert alphabet.decode(labels) == "she's here"
+    assert alphabet.decode([*labels, alphabet.blank]) == "she's here"
+
+
+def test_unknown_characters_are_named() -> None:
+    alphabet = Alphabet.default()
+    assert alphabet.unknown("Hello, wörld") == ["H", ",", "ö"]
+    with pytest.raises(ValueError, match="'H,ö'"):
+        alphabet.encode("Hello, wörld")
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(AlphabetError, match="missing.txt"):
+        Alphabet.from_file(tmp_path / "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(AlphabetError, match="no symbols"):
+        Alphabet.from_file(empty)
+    twice = tmp_path / "twice.txt"
+    twice.write_text("a\nb\na\n")
+    with pytest.raises(AlphabetError, match="twice.txt.*'a' appears twice"):
+        Alphabet.from_file(twice)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("é\n".encode("latin-1"))
+    with pytest.raises(AlphabetError, match="not UTF-8"):
+        Alphabet.from_file(latin1)
+
+
+def test_file_text_round_trip(tmp_path: Path) -> None:
+    alphabet = Alphabet([" ", "#", "a"])
+    path = tmp_path / "out.txt"
+    path.write_text(alphabet.to_file_text(), encoding="utf-8")
+    assert Alphabet.from_file(path) == alphabet

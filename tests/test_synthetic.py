@@ -1,0 +1,180 @@
+"""The espeak-ng synthetic corpus importer: synthesis, the grammar, and the corpus it writes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from harken.importers import IMPORTERS
+from harken.importers.synthetic import Synthesizer, SyntheticConfig, prepare, sentences
+
+
+@pytest.fixture(scope="module")
+def synth() -> Synthesizer:
+    return Synthesizer()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["wav_filename", "wav_filesize", "transcript"]
+        return list(reader)
+
+
+def test_speak_gives_plausible_int16_speech(synth: Synthesizer) -> None:
+    samples, rate = synth.speak("turn the red lamp on", "en-us+m3")
+    assert rate == 22050
+    assert samples.dtype == np.int16 and samples.ndim == 1
+    assert 0.6 < len(samples) / rate < 3.0  # five words at 175 words per minute
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    assert rms > 500 and int(np.abs(samples).max()) > 5000
+
+
+def test_rate_slows_speech_down(synth: Synthesizer) -> None:
+    slow, _ = synth.speak("set the timer to seven minutes", "en+m1", rate=120)
+    fast, _ = synth.speak("set the timer to seven minutes", "en+m1", rate=240)
+    assert len(slow) > 1.4 * len(fast)
+
+
+def test_different_voices_sound_different(synth: Synthesizer) -> None:
+    def spectrum(voice: str) -> np.ndarray:
+        samples, _ = synth.speak("show me the green door", voice)
+        frames = samples[: len(samples) // 512 * 512].reshape(-1, 512).astype(np.float64)
+        power = np.abs(np.fft.rfft(frames * np.hanning(512), axis=1)) ** 2
+        mean = np.log(power.mean(axis=0) + 1e-9)
+        return mean - mean.mean()
+
+    male, female = spectrum("en+m1"), spectrum("en-us+f2")
+    assert np.abs(male - female).mean() > 0.5
+    again = spectrum("en+m1")
+    assert np.abs(male - again).mean() < np.abs(male - female).mean() / 3
+
+
+def test_voices_lists_english(synth: Synthesizer) -> None:
+    assert {"en", "en-us", "en-gb-x-rp"} <= set(synth.voices())
+    assert {"m1", "f2", "klatt3"} <= set(synth.variants())
+
+
+@pytest.mark.parametrize("voice", ["xx-nowhere", "en+nosuchvariant", "en+M3"])
+def test_unknown_voice_is_a_value_error(synth: Synthesizer, voice: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(voice))) as caught:
+        synth.speak("hello", voice)
+    assert "en-us" in str(caught.value) and "m1" in str(caught.value)
+
+
+def test_grammar_is_deterministic_and_plain() -> None:
+    first = sentences(200, seed=7)
+    assert first == sentences(200, seed=7)
+    assert first != sentences(200, seed=8)
+    assert len(set(first)) == 200
+    for sentence in first:
+        assert re.fullmatch(r"[a-z']+( [a-z']+)*", sentence), sentence
+        assert 4 <= len(sentence.split()) <= 8
+    assert len({word for sentence in first for word in sentence.split()}) <= 60
+
+
+def _tiny(**overrides: object) -> SyntheticConfig:
+    settings: dict[str, object] = {
+        "n_sentences": 6,
+        "train_voices": ("en+m1", "en-us+f2"),
+        "test_voices": ("en-gb-x-rp+m4",),
+    }
+    settings.update(overrides)
+    return SyntheticConfig(**settings)
+
+
+def test_prepare_writes_a_consistent_corpus(tmp_path: Path) -> None:
+    config = _tiny()
+    csvs = prepare(tmp_path, config, progress=False)
+    assert csvs == [tmp_path / "train.csv", tmp_path / "dev.csv", tmp_path / "test.csv"]
+    splits = {path.stem: _rows(path) for path in csvs}
+    assert len(splits["dev"]) == 1 and len(splits["test"]) == 5
+    assert len(splits["train"]) == 12  # each sentence by both training voices
+    for rows in splits.values():
+        for row in rows:
+            wav = tmp_path / row["wav_filename"]
+            assert not Path(row["wav_filename"]).is_absolute() and wav.is_file()
+            assert int(row["wav_filesize"]) == os.path.getsize(wav)
+            audio, rate = soundfile.read(wav, dtype="int16")
+            assert rate == 16000 and audio.ndim == 1 and len(audio) > 8000
+            assert re.fullmatch(r"[a-z' ]+", row["transcript"])
+    held_out = {row["transcript"] for row in splits["dev"] + splits["test"]}
+    assert held_out == {row["transcript"] for row in splits["train"]}  # every sentence, unseen speakers
+    assert not list((tmp_path / "wav").glob(".*"))  # no temporary files left behind
+
+
+def test_no_held_out_voice_in_train(tmp_path: Path) -> None:
+    from harken.importers.synthetic import _plan
+
+    config = _tiny(n_sentences=30, train_voices=("en+m1", "en-us+f2", "en+m3"))
+    plan = _plan(sentences(30, 1), config)
+    assert {u.voice for u in plan if u.split == "train"} <= set(config.train_voices)
+    assert {u.voice for u in plan if u.split != "train"} == set(config.test_voices)
+    per_sentence = [sum(u.text == t and u.split == "train" for u in plan) for t in sentences(30, 1)]
+    assert set(per_sentence) <= {2, 3}
+
+
+def test_second_run_rewrites_nothing(tmp_path: Path) -> None:
+    config = _tiny()
+    prepare(tmp_path, config, progress=False)
+    files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    prepare(tmp_path, config, progress=False)
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == files
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+
+
+def test_prepare_resumes_after_a_lost_wav(tmp_path: Path) -> None:
+    config = _tiny(n_sentences=2)
+    prepare(tmp_path, config, progress=False)
+    victim = tmp_path / _rows(tmp_path / "train.csv")[0]["wav_filename"]
+    victim.write_bytes(b"")
+    prepare(tmp_path, config, progress=True)
+    assert victim.stat().st_size > 1000
+
+
+def test_prepare_rejects_unknown_voice_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="en\\+zz9"):
+        prepare(tmp_path, _tiny(test_voices=("en+zz9",)), progress=False)
+    assert not (tmp_path / "wav").exists()
+
+
+def test_config_rejects_shared_voices() -> None:
+    with pytest.raises(ValueError, match="en\\+m1"):
+        SyntheticConfig(train_voices=("en+m1",), test_voices=("en+m1",))
+
+
+def test_text_file_sentences(tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("hello there\n\nsay   it again\nhello there\n", encoding="utf-8")
+    prepare(tmp_path / "corpus", _tiny(text_file=good), progress=False)
+    transcripts = {row["transcript"] for row in _rows(tmp_path / "corpus" / "train.csv")}
+    assert transcripts == {"hello there", "say it again"}
+
+
+@pytest.mark.parametrize(
+    ("content", "where"), [("", "empty.txt: no sentences"), ("fine line\nBad Line\n", "empty.txt:2:")]
+)
+def test_text_file_errors(tmp_path: Path, content: str, where: str) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(where)):
+        prepare(tmp_path / "corpus", _tiny(text_file=path), progress=False)
+
+
+def test_registry() -> None:
+    assert IMPORTERS["synthetic"] is prepare
+
+
+def test_missing_library_is_a_runtime_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import espeakng_loader
+
+    monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "libnothing.so"))
+    with pytest.raises(RuntimeError, match="cannot load espeak-ng"):
+        Synthesizer()
