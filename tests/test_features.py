@@ -11,7 +11,9 @@ from harken import audio, features
 from harken.config import FeatureConfig
 
 DATA = Path(__file__).parent / "data"
-ARMSPEECH = Path(os.environ.get("HARKEN_ARMSPEECH", Path(__file__).parents[1] / ".cache/armspeech/model.tflite"))
+ARMSPEECH = Path(
+    os.environ.get("HARKEN_ARMSPEECH", Path(__file__).parents[1] / ".cache/armspeech/model.tflite")
+)
 CONFIG = FeatureConfig()
 
 

@@ -94,8 +94,9 @@ def test_prepare_writes_a_consistent_corpus(tmp_path: Path) -> None:
     csvs = prepare(tmp_path, config, progress=False)
     assert csvs == [tmp_path / "train.csv", tmp_path / "dev.csv", tmp_path / "test.csv"]
     splits = {path.stem: _rows(path) for path in csvs}
-    assert len(splits["dev"]) == 1 and len(splits["test"]) == 5
-    assert len(splits["train"]) == 12  # each sentence by both training voices
+    # 6 sentences: 5 trained (each by both training voices), 1 held out (spoken by the held-out voice)
+    assert len(splits["train"]) == 10
+    assert len(splits["dev"]) + len(splits["test"]) == 1
     for rows in splits.values():
         for row in rows:
             wav = tmp_path / row["wav_filename"]
@@ -105,7 +106,7 @@ def test_prepare_writes_a_consistent_corpus(tmp_path: Path) -> None:
             assert rate == 16000 and audio.ndim == 1 and len(audio) > 8000
             assert re.fullmatch(r"[a-z' ]+", row["transcript"])
     held_out = {row["transcript"] for row in splits["dev"] + splits["test"]}
-    assert held_out == {row["transcript"] for row in splits["train"]}  # every sentence, unseen speakers
+    assert held_out and not held_out & {row["transcript"] for row in splits["train"]}  # unseen sentences
     assert not list((tmp_path / "wav").glob(".*"))  # no temporary files left behind
 
 
@@ -117,7 +118,10 @@ def test_no_held_out_voice_in_train(tmp_path: Path) -> None:
     assert {u.voice for u in plan if u.split == "train"} <= set(config.train_voices)
     assert {u.voice for u in plan if u.split != "train"} == set(config.test_voices)
     per_sentence = [sum(u.text == t and u.split == "train" for u in plan) for t in sentences(30, 1)]
-    assert set(per_sentence) <= {2, 3}
+    assert per_sentence.count(0) == 6  # the held-out fifth of the sentences
+    assert set(per_sentence) - {0} <= {2, 3}
+    held = {u.text for u in plan if u.split != "train"}
+    assert len(held) == 6 and not held & {u.text for u in plan if u.split == "train"}
 
 
 def test_second_run_rewrites_nothing(tmp_path: Path) -> None:
@@ -154,7 +158,11 @@ def test_text_file_sentences(tmp_path: Path) -> None:
     good = tmp_path / "good.txt"
     good.write_text("hello there\n\nsay   it again\nhello there\n", encoding="utf-8")
     prepare(tmp_path / "corpus", _tiny(text_file=good), progress=False)
-    transcripts = {row["transcript"] for row in _rows(tmp_path / "corpus" / "train.csv")}
+    transcripts = {
+        row["transcript"]
+        for name in ("train", "dev", "test")
+        for row in _rows(tmp_path / "corpus" / f"{name}.csv")
+    }
     assert transcripts == {"hello there", "say it again"}
 
 
@@ -169,7 +177,7 @@ def test_text_file_errors(tmp_path: Path, content: str, where: str) -> None:
 
 
 def test_registry() -> None:
-    assert IMPORTERS["synthetic"] is prepare
+    assert "synthetic" in IMPORTERS and "espeak-ng" in IMPORTERS["synthetic"].help
 
 
 def test_missing_library_is_a_runtime_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,9 +7,7 @@ the previous checkpoints intact; a file that still fails to load is skipped for 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from harken import config as config_module
 from harken.alphabet import Alphabet
 from harken.config import Config
 from harken.model import DeepSpeech
+from harken.storage import atomic_write
 
 FORMAT = "harken-checkpoint"
 VERSION = 1
@@ -51,36 +50,13 @@ def listing_any(directory: Path) -> bool:
 
 def save(directory: Path, kind: str, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Write ``payload`` as ``<kind>-<step>.pt`` atomically and delete all but the newest ``keep``."""
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{kind}-{step}.pt"
-    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{kind}-", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    with atomic_write(target, "wb") as handle:
+        torch.save(payload, handle)
     for old in listing(directory, kind)[: -max(1, keep)]:
         if old != target:
             old.unlink(missing_ok=True)
     return target
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -99,7 +75,10 @@ def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
 
 
 def newest(
-    directory: Path, kinds: tuple[str, ...], device: torch.device | str = "cpu", warn: Callable[[str], None] = print
+    directory: Path,
+    kinds: tuple[str, ...],
+    device: torch.device | str = "cpu",
+    warn: Callable[[str], None] = print,
 ) -> tuple[Path, dict[str, Any]] | None:
     """The newest loadable checkpoint, trying ``kinds`` in order; None when the directory has none."""
     for kind in kinds:
@@ -131,7 +110,14 @@ def stored_alphabet(payload: dict[str, Any]) -> Alphabet:
 
 
 GEOMETRY = {
-    "features": ("audio_sample_rate", "feature_win_len", "feature_win_step", "n_mfcc", "n_mel_channels", "n_context"),
+    "features": (
+        "audio_sample_rate",
+        "feature_win_len",
+        "feature_win_step",
+        "n_mfcc",
+        "n_mel_channels",
+        "n_context",
+    ),
     "model": ("n_hidden", "bidirectional"),
 }
 
@@ -184,7 +170,9 @@ def load_model(directory: Path, mode: str = "auto", device: torch.device | str =
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the stored geometry ({_first_line(error)})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored geometry ({_first_line(error)})"
+        ) from None
     model.to(device).eval()
     return LoadedModel(model, config, alphabet, path)
 

@@ -11,10 +11,10 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from harken import __version__, config as config_module
+from harken import __version__
+from harken import config as config_module
 from harken.config import CheckpointConfig, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig
 
 SECTIONS: dict[str, tuple[type[Any], str]] = {
@@ -55,13 +55,20 @@ def _add_field(group: argparse._ArgumentGroup, section: str, f: dataclasses.Fiel
     help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
     if kind == "bool":
-        group.add_argument(f"--{f.name}", dest=dest, type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                           help=help_text)
+        group.add_argument(
+            f"--{f.name}", dest=dest, type=parse_bool, nargs="?", const=True, metavar="BOOL", help=help_text
+        )
         group.add_argument(f"--no{f.name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
         return
     types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
-    group.add_argument(f"--{f.name}", dest=dest, type=types.get(kind, str), metavar=kind.upper(),
-                       choices=f.metadata.get("choices"), help=help_text)
+    group.add_argument(
+        f"--{f.name}",
+        dest=dest,
+        type=types.get(kind, str),
+        metavar=kind.upper(),
+        choices=f.metadata.get("choices"),
+        help=help_text,
+    )
 
 
 def add_config_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -85,12 +92,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="harken", description="Train and run DeepSpeech speech-to-text models.",
+        prog="harken",
+        description="Train and run DeepSpeech speech-to-text models.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"harken {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    train = commands.add_parser("train", help="train or fine-tune a model (re-run the same command to resume)")
+    train = commands.add_parser(
+        "train", help="train or fine-tune a model (re-run the same command to resume)"
+    )
     add_config_options(train, "train")
     evaluate = commands.add_parser("evaluate", help="WER / CER of a checkpoint on test CSVs")
     add_config_options(evaluate, "evaluate")
@@ -131,8 +141,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from harken.model import choose_device
 
     config = config_from_args(args)
-    loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate,
-                                   choose_device(config.train.device))
+    loaded = checkpoint.load_model(
+        config.load_dir, config.checkpoint.load_evaluate, choose_device(config.train.device)
+    )
     paths = transcribe.expand(args.audio)
     failures = 0
     for result in transcribe.transcribe_files(loaded, paths):

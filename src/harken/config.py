@@ -55,7 +55,9 @@ class ModelConfig:
 
     n_hidden: int = option(2048, "layer width of the dense layers and LSTM cells")
     relu_clip: float = option(20.0, "ReLU activations are clipped at this value")
-    bidirectional: bool = option(False, "use a bidirectional LSTM (the early DeepSpeech BiRNN; not streamable)")
+    bidirectional: bool = option(
+        False, "use a bidirectional LSTM (the early DeepSpeech BiRNN; not streamable)"
+    )
     dropout_rate: float = option(0.05, "dropout rate for the feedforward layers")
     dropout_rate2: float = option(-1.0, "dropout rate for layer 2 (-1: use dropout_rate)")
     dropout_rate3: float = option(-1.0, "dropout rate for layer 3 (-1: use dropout_rate)")
@@ -84,7 +86,9 @@ class DataConfig:
     train_files: str = option("", "comma-separated list of CSV files with the training samples")
     dev_files: str = option("", "comma-separated list of CSV files with the validation samples")
     test_files: str = option("", "comma-separated list of CSV files with the test samples")
-    alphabet_config_path: str = option("", "alphabet file (DeepSpeech format); empty: harken's English alphabet")
+    alphabet_config_path: str = option(
+        "", "alphabet file (DeepSpeech format); empty: harken's English alphabet"
+    )
     train_batch_size: int = option(1, "number of samples in a training batch")
     dev_batch_size: int = option(1, "number of samples in a validation batch")
     test_batch_size: int = option(1, "number of samples in a test batch")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from harken.config import Config
 from harken.data import Batch
 from harken.manifest import Sample
 from harken.model import DeepSpeech, choose_device
+from harken.storage import atomic_write
 from harken.summary import ProgressBar
 
 
@@ -69,7 +68,9 @@ class Report:
         }
 
 
-def batch_losses(model: DeepSpeech, batch: Batch, n_context: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def batch_losses(
+    model: DeepSpeech, batch: Batch, n_context: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample CTC losses of a batch on the model's device.
 
     Returns losses [batch], log_probs [batch, time, n_classes], lengths [batch].
@@ -160,8 +161,8 @@ def format_report(report: Report, report_count: int) -> str:
             lines += [
                 f"WER: {s.wer:.6f}, CER: {s.cer:.6f}, loss: {s.loss:.6f}",
                 f" - wav: {s.wav_filename}",
-                f" - src: \"{s.src}\"",
-                f" - res: \"{s.res}\"",
+                f' - src: "{s.src}"',
+                f' - res: "{s.res}"',
                 rule,
             ]
     return "\n".join(lines)
@@ -169,32 +170,45 @@ def format_report(report: Report, report_count: int) -> str:
 
 def write_json(reports: Sequence[Report], path: Path) -> None:
     """Every sample of every report, as JSON, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump([r.to_json() for r in reports], handle, indent=2, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump([r.to_json() for r in reports], handle, indent=2, ensure_ascii=False)
 
 
 def test_checkpoint(config: Config, log: Callable[[str], None] = print) -> list[Report]:
     """Evaluate the checkpoint --load_evaluate picks on every test CSV: print reports, write JSON."""
     directory = config.save_dir if checkpoint.listing_any(config.save_dir) else config.load_dir
-    loaded = checkpoint.load_model(directory, config.checkpoint.load_evaluate, choose_device(config.train.device))
+    loaded = checkpoint.load_model(
+        directory, config.checkpoint.load_evaluate, choose_device(config.train.device)
+    )
     log(f"Testing {loaded.path}")
     reports = []
     cfg = config.data
     device = next(loaded.model.parameters()).device
     for csv in manifest.split_files(cfg.test_files):
-        split = data.load_split("test", str(csv), cfg.limit_test, cfg.test_batch_size, cfg.reverse_test,
-                                loaded.alphabet, loaded.config.features, log)
-        loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(cfg.num_workers))
+        split = data.load_split(
+            "test",
+            str(csv),
+            cfg.limit_test,
+            cfg.test_batch_size,
+            cfg.reverse_test,
+            loaded.alphabet,
+            loaded.config.features,
+            log,
+        )
+        loader = data.loader(
+            split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(cfg.num_workers)
+        )
         with ProgressBar(f"Testing {csv.name}", len(split.samples), config.train.show_progressbar) as bar:
-            report = run(loaded.model, loader, split.samples, loaded.alphabet, loaded.config.features.n_context,
-                         device, name=str(csv), on_batch=bar.advance)
+            report = run(
+                loaded.model,
+                loader,
+                split.samples,
+                loaded.alphabet,
+                loaded.config.features.n_context,
+                device,
+                name=str(csv),
+                on_batch=bar.advance,
+            )
         log(format_report(report, config.train.report_count))
         reports.append(report)
     if config.train.test_output_file:

@@ -55,7 +55,9 @@ def _mel_matrix(n_bins: int, sample_rate: int, n_channels: int, upper: float) ->
             channel += 1
         lower_channel = channel - 1  # the channel whose falling edge this bin is on (-1: none)
         if lower_channel >= 0:
-            weight = (centres[lower_channel + 1] - mel) / (centres[lower_channel + 1] - centres[lower_channel])
+            weight = (centres[lower_channel + 1] - mel) / (
+                centres[lower_channel + 1] - centres[lower_channel]
+            )
             matrix[i, lower_channel] += weight
         else:
             weight = (centres[0] - mel) / (centres[0] - mel_low)
@@ -72,11 +74,15 @@ def _dct_matrix(n_channels: int, n_mfcc: int) -> np.ndarray:
     return math.sqrt(2.0 / n_channels) * np.cos(math.pi / n_channels * i * (j + 0.5))
 
 
-def _constants(config: FeatureConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _constants(
+    config: FeatureConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     n_fft = _fft_length(config.window_samples)
     upper = config.audio_sample_rate / 2.0
     window = torch.hann_window(config.window_samples, periodic=True, dtype=torch.float64, device=device)
-    mel = torch.from_numpy(_mel_matrix(n_fft // 2 + 1, config.audio_sample_rate, config.n_mel_channels, upper))
+    mel = torch.from_numpy(
+        _mel_matrix(n_fft // 2 + 1, config.audio_sample_rate, config.n_mel_channels, upper)
+    )
     dct = torch.from_numpy(_dct_matrix(config.n_mel_channels, config.n_mfcc))
     return window, mel.to(device), dct.to(device)
 

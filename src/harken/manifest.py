@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from pathlib import Path
 from harken import audio, features
 from harken.alphabet import Alphabet
 from harken.config import FeatureConfig
+from harken.storage import atomic_write
 
 HEADER = ("wav_filename", "wav_filesize", "transcript")
 
@@ -72,7 +72,9 @@ def read_csv(path: str | Path) -> list[Sample]:
             try:
                 size = int(row[col_size])
             except ValueError:
-                raise ManifestError(f"{path}:{line}: wav_filesize {row[col_size]!r} is not a number") from None
+                raise ManifestError(
+                    f"{path}:{line}: wav_filesize {row[col_size]!r} is not a number"
+                ) from None
         wav = Path(row[col_file])
         samples.append(Sample(wav if wav.is_absolute() else base / wav, size, row[col_text]))
     return samples
@@ -87,25 +89,16 @@ def read_manifests(spec: str | Sequence[str | Path], limit: int = 0) -> list[Sam
 def write_csv(path: str | Path, samples: Iterable[Sample], relative: bool = True) -> None:
     """Write a manifest atomically; paths relative to the CSV's folder where they can be."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, newline="", encoding="utf-8"
-    )
-    try:
-        with handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(HEADER)
-            for sample in samples:
-                wav = sample.path.resolve()
-                if relative and wav.is_relative_to(base):
-                    wav = wav.relative_to(base)
-                size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)
-                writer.writerow([wav.as_posix(), size, sample.transcript])
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        for sample in samples:
+            wav = sample.path.resolve()
+            if relative and wav.is_relative_to(base):
+                wav = wav.relative_to(base)
+            size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)
+            writer.writerow([wav.as_posix(), size, sample.transcript])
 
 
 # Skip reasons, in the order they are checked.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +16,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from harken.storage import atomic_write
 
 
 class ProgressBar:
@@ -42,7 +42,9 @@ class ProgressBar:
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(self._title, total=self._total, completed=self._done, info="")
+            self._task = self._progress.add_task(
+                self._title, total=self._total, completed=self._done, info=""
+            )
         return self
 
     def advance(self, count: int = 1, loss: float | None = None) -> None:
@@ -105,13 +107,9 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> Path | None
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".loss-", suffix=".png")
-    os.close(fd)
     try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as handle:
+            figure.savefig(handle, format="png")
     finally:
         plt.close(figure)
-        Path(tmp).unlink(missing_ok=True)
     return path

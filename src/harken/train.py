@@ -121,19 +121,26 @@ def resume(run: Run) -> None:
     torch.set_rng_state(payload["rng"]["torch"].cpu())
     if "cuda" in payload["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
-    run.log(f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
-            f"step {run.progress.step}")
+    run.log(
+        f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
+        f"step {run.progress.step}"
+    )
 
 
 def train_epoch(run: Run, split: Split, workers: int, summaries: Summaries) -> None:
     """Train the rest of the current epoch, saving a checkpoint every checkpoint_secs."""
     cfg, progress = run.config, run.progress
-    order = data.BatchOrder(split.batches, progress.epoch, cfg.train.random_seed, cfg.data.shuffle_batches,
-                            start=progress.batch)
+    order = data.BatchOrder(
+        split.batches, progress.epoch, cfg.train.random_seed, cfg.data.shuffle_batches, start=progress.batch
+    )
     loader = data.loader(split.dataset, order, workers, pin=run.device.type == "cuda")
     run.model.train()
-    bar = ProgressBar(f"Epoch {progress.epoch + 1}/{cfg.train.epochs}", len(split.batches),
-                      cfg.train.show_progressbar, done=progress.batch)
+    bar = ProgressBar(
+        f"Epoch {progress.epoch + 1}/{cfg.train.epochs}",
+        len(split.batches),
+        cfg.train.show_progressbar,
+        done=progress.batch,
+    )
     with bar:
         for batch in loader:
             for _, reason in batch.failed:
@@ -174,7 +181,9 @@ def dev_loss(run: Run, split: Split, workers: int) -> float:
     with bar, torch.inference_mode():
         for batch in loader:
             if len(batch):
-                losses, _, _ = evaluate.batch_losses(run.model, batch.to(run.device), run.config.features.n_context)
+                losses, _, _ = evaluate.batch_losses(
+                    run.model, batch.to(run.device), run.config.features.n_context
+                )
                 total += float(losses.sum())
                 count += len(batch)
             bar.advance(loss=total / max(1, count))
@@ -185,8 +194,12 @@ def dev_loss(run: Run, split: Split, workers: int) -> float:
 def end_epoch(run: Run, train_loss: float, dev: float | None, summaries: Summaries) -> bool:
     """Book-keeping after an epoch: best checkpoint, plateau LR, early stop. True means stop."""
     cfg, progress = run.config.train, run.progress
-    row = {"epoch": progress.epoch + 1, "step": progress.step, "train_loss": train_loss,
-           "learning_rate": progress.learning_rate}
+    row = {
+        "epoch": progress.epoch + 1,
+        "step": progress.step,
+        "train_loss": train_loss,
+        "learning_rate": progress.learning_rate,
+    }
     summaries.scalar("train/epoch_loss", train_loss, progress.epoch + 1)
     summaries.scalar("train/learning_rate", progress.learning_rate, progress.epoch + 1)
     stop = False
@@ -229,7 +242,9 @@ def build(config: Config, log: Callable[[str], None]) -> Run:
     torch.manual_seed(config.train.random_seed)
     model = DeepSpeech(config.features, config.model, alphabet.n_classes).to(device)
     t = config.train
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.learning_rate, betas=(t.beta1, t.beta2), eps=t.epsilon)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=t.learning_rate, betas=(t.beta1, t.beta2), eps=t.epsilon
+    )
     return Run(config, alphabet, device, model, optimizer, Progress(learning_rate=t.learning_rate), log)
 
 
@@ -239,15 +254,37 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
         raise TrainingError("no --train_files given")
     run = build(config, log)
     cfg = config.data
-    train_split = load_split("train", cfg.train_files, cfg.limit_train, cfg.train_batch_size,
-                             cfg.reverse_train, run.alphabet, config.features, log)
-    dev_split = (load_split("dev", cfg.dev_files, cfg.limit_dev, cfg.dev_batch_size, cfg.reverse_dev,
-                            run.alphabet, config.features, log) if cfg.dev_files else None)
+    train_split = load_split(
+        "train",
+        cfg.train_files,
+        cfg.limit_train,
+        cfg.train_batch_size,
+        cfg.reverse_train,
+        run.alphabet,
+        config.features,
+        log,
+    )
+    dev_split = (
+        load_split(
+            "dev",
+            cfg.dev_files,
+            cfg.limit_dev,
+            cfg.dev_batch_size,
+            cfg.reverse_dev,
+            run.alphabet,
+            config.features,
+            log,
+        )
+        if cfg.dev_files
+        else None
+    )
     if dev_split is None and (config.train.early_stop or config.train.reduce_lr_on_plateau):
         log("warning: --early_stop and --reduce_lr_on_plateau need --dev_files; they are off")
     resume(run)
     workers = data.default_workers(cfg.num_workers)
-    summary_dir = Path(config.train.summary_dir) if config.train.summary_dir else config.save_dir / "summaries"
+    summary_dir = (
+        Path(config.train.summary_dir) if config.train.summary_dir else config.save_dir / "summaries"
+    )
     with Summaries(summary_dir, log) as summaries:
         _epochs(run, train_split, dev_split, workers, summaries)
     plot_history(run.progress.history, config.save_dir / "loss.png")
@@ -255,7 +292,9 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
     return TrainResult(run.progress, config.save_dir, reports)
 
 
-def _epochs(run: Run, train_split: Split, dev_split: Split | None, workers: int, summaries: Summaries) -> None:
+def _epochs(
+    run: Run, train_split: Split, dev_split: Split | None, workers: int, summaries: Summaries
+) -> None:
     progress, epochs = run.progress, run.config.train.epochs
     if progress.epoch >= epochs or progress.stopped_early:
         run.log(f"Training already finished ({progress.epoch} epochs); raise --epochs to train more")
@@ -269,10 +308,14 @@ def _epochs(run: Run, train_split: Split, dev_split: Split | None, workers: int,
             stop = end_epoch(run, train_loss, dev, summaries)
             path = save(run)
             dev_text = f", dev loss {dev:.4f}" if dev is not None else ""
-            run.log(f"Epoch {progress.epoch}/{epochs}: train loss {train_loss:.4f}{dev_text} "
-                    f"({time.monotonic() - started:.1f} s), saved {path.name}")
+            run.log(
+                f"Epoch {progress.epoch}/{epochs}: train loss {train_loss:.4f}{dev_text} "
+                f"({time.monotonic() - started:.1f} s), saved {path.name}"
+            )
             if stop:
                 break
     except KeyboardInterrupt:
         path = save(run)
-        raise TrainingError(f"interrupted: progress saved to {path}; run the same command to resume") from None
+        raise TrainingError(
+            f"interrupted: progress saved to {path}; run the same command to resume"
+        ) from None

@@ -33,7 +33,9 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()))
+            paths.extend(
+                sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            )
         elif not path.exists() and glob.has_magic(text):
             paths.extend(Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file())
         else:

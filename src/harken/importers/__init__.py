@@ -29,12 +29,24 @@ def _synthetic_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = synthetic.SyntheticConfig()
     parser.add_argument("target", type=Path, help="folder to write wav/ and train/dev/test CSVs into")
     parser.add_argument("--n_sentences", type=int, default=defaults.n_sentences, help="distinct sentences")
-    parser.add_argument("--text_file", type=Path, default=None,
-                        help="one sentence per line (default: the built-in command grammar)")
-    parser.add_argument("--train_voices", type=_voices, default=defaults.train_voices,
-                        help="comma-separated espeak-ng voices for training, e.g. en+m1,en-us+f2")
-    parser.add_argument("--test_voices", type=_voices, default=defaults.test_voices,
-                        help="comma-separated held-out voices for dev and test")
+    parser.add_argument(
+        "--text_file",
+        type=Path,
+        default=None,
+        help="one sentence per line (default: the built-in command grammar)",
+    )
+    parser.add_argument(
+        "--train_voices",
+        type=_voices,
+        default=defaults.train_voices,
+        help="comma-separated espeak-ng voices for training, e.g. en+m1,en-us+f2",
+    )
+    parser.add_argument(
+        "--test_voices",
+        type=_voices,
+        default=defaults.test_voices,
+        help="comma-separated held-out voices for dev and test",
+    )
     parser.add_argument("--dev_fraction", type=float, default=defaults.dev_fraction)
     parser.add_argument("--sample_rate", type=int, default=defaults.sample_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed)

@@ -5,11 +5,12 @@ the library through ``ctypes`` (the ``speak_lib.h`` API in ``AUDIO_OUTPUT_SYNCHR
 downloaded and no ``espeak-ng`` binary is needed.
 
 Sentences come from a small built-in command grammar (59 words: colours, numbers, objects, directions)
-or from a text file. Every sentence is spoken by two or three *training* voices; the held-out voices speak
-each sentence once, a ``dev_fraction`` of those utterances forming the dev set and the rest the test set, so
-dev and test measure how well a model copes with speakers it never heard (the transcripts are shared with
-the training set). A voice is an espeak-ng language voice plus a variant, e.g. ``"en-us+f2"``: the language
-voice sets the accent, the variant (a file in ``espeak-ng-data/voices/!v``) the timbre and pitch.
+or from a text file. A ``heldout_fraction`` of the sentences is kept out of training: each of those is
+spoken by ``heldout_repeats`` held-out voices, a ``dev_fraction`` of them forming the dev set and the rest
+the test set, so dev and test measure speakers *and* sentences the model never heard (the words are
+shared). Every other sentence is spoken by two or three training voices. A voice is an espeak-ng
+language voice plus a variant, e.g. ``"en-us+f2"``: the language voice sets the accent, the variant
+(a file in ``espeak-ng-data/voices/!v``) the timbre and pitch.
 
 ``prepare`` writes ``wav/<id>.wav`` (mono 16-bit PCM) and DeepSpeech CSVs (``train.csv``, ``dev.csv``,
 ``test.csv``). It is resumable: existing wavs are kept, and every file is written to a temporary name and
@@ -24,20 +25,20 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import random
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile
-from scipy.signal import resample_poly
+
+from harken import audio
+from harken.storage import atomic_write
 
 __all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
 
@@ -324,12 +325,14 @@ _PITCHES = (35, 65)  # espeak pitch parameter (50 = the voice's own), drawn unif
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """What to synthesise. The defaults make 1414 utterances (0.6 h of audio) in about 5 s."""
+    """What to synthesise. The defaults make about 1200 utterances (0.5 h of audio) in about 5 s."""
 
-    n_sentences: int = 400
+    n_sentences: int = 500
     train_voices: tuple[str, ...] = _TRAIN_VOICES
     test_voices: tuple[str, ...] = _TEST_VOICES  # held-out speakers, for both dev and test
-    dev_fraction: float = 0.1  # of the held-out-voice utterances; the rest are the test set
+    heldout_fraction: float = 0.2  # of the sentences: never in train, only in dev/test
+    heldout_repeats: int = 2  # how many held-out voices say each dev/test sentence
+    dev_fraction: float = 0.1  # of the held-out sentences; the rest are the test set
     sample_rate: int = 16000
     seed: int = 1234
     text_file: Path | None = None  # one sentence per line; None: the built-in grammar
@@ -342,6 +345,10 @@ class SyntheticConfig:
         shared = sorted(set(self.train_voices) & set(self.test_voices))
         if shared:
             raise ValueError(f"held-out voices must not be training voices: {', '.join(shared)}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if self.heldout_repeats < 1:
+            raise ValueError(f"heldout_repeats must be >= 1, got {self.heldout_repeats}")
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
         if self.sample_rate < 8000:
@@ -378,38 +385,33 @@ def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
         uid = f"{_PREFIX[split]}_{counts[split]:0{width}d}_{digest[:8]}"
         plan.append(_Utterance(split, uid, text, voice, rate, pitch))
 
-    train = list(config.train_voices)
-    for text in texts:
-        for voice in rng.sample(train, min(rng.choice((2, 3)), len(train))):
-            add("train", text, voice)
+    # Dev and test sentences are never heard in training, and are spoken by held-out voices only.
     order = list(range(len(texts)))
     rng.shuffle(order)
-    n_dev = round(config.dev_fraction * len(texts))
-    if config.dev_fraction > 0 and len(texts) > 1:
-        n_dev = min(max(n_dev, 1), len(texts) - 1)
+    n_held = round(config.heldout_fraction * len(texts))
+    if len(texts) > 1:
+        n_held = min(max(n_held, 1), len(texts) - 1)
+    held, trained = set(order[:n_held]), [i for i in range(len(texts)) if i not in set(order[:n_held])]
+    train = list(config.train_voices)
+    for index in trained:
+        for voice in rng.sample(train, min(rng.choice((2, 3)), len(train))):
+            add("train", texts[index], voice)
+    n_dev = round(config.dev_fraction * n_held)
+    if config.dev_fraction > 0 and n_held > 1:
+        n_dev = min(max(n_dev, 1), n_held - 1)
     held_out = config.test_voices
-    for position, index in enumerate(order):
-        add("dev" if position < n_dev else "test", texts[index], held_out[position % len(held_out)])
+    for position, index in enumerate(i for i in order if i in held):
+        for repeat in range(min(config.heldout_repeats, len(held_out))):
+            voice = held_out[(position + repeat) % len(held_out)]
+            add("dev" if position < n_dev else "test", texts[index], voice)
     return plan
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _write_wav(path: Path, samples: np.ndarray, native_rate: int, sample_rate: int) -> None:
-    """Resample to ``sample_rate`` and write 16-bit PCM, atomically."""
-    audio = samples.astype(np.float32)
-    ratio = Fraction(sample_rate, native_rate)
-    if ratio != 1:
-        audio = resample_poly(audio, ratio.numerator, ratio.denominator)
-    pcm = np.clip(np.rint(audio), -32768, 32767).astype(np.int16)
-    temporary = _temporary(path)
-    try:
-        soundfile.write(temporary, pcm, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Resample int16 samples to ``sample_rate`` and write 16-bit PCM, atomically."""
+    converted = audio.resample(audio.from_pcm16(samples), native_rate, sample_rate)
+    with atomic_write(path, "wb") as handle:
+        soundfile.write(handle, audio.to_pcm16(converted), sample_rate, subtype="PCM_16", format="WAV")
 
 
 def _write_csv(path: Path, rows: Sequence[tuple[str, int, str]]) -> None:
@@ -420,12 +422,8 @@ def _write_csv(path: Path, rows: Sequence[tuple[str, int, str]]) -> None:
     content = "\n".join(lines) + "\n"
     if path.is_file() and path.read_text(encoding="utf-8") == content:
         return
-    temporary = _temporary(path)
-    try:
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(content)
 
 
 @contextmanager

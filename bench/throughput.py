@@ -1,0 +1,119 @@
+"""Training throughput and feature-extraction speed of harken on this machine.
+
+    .venv/bin/python bench/throughput.py [--n_hidden 256] [--batch 16] [--steps 20] [--device cpu]
+
+Prints audio seconds processed per wall second for training steps of the given geometry on the demo
+corpus (built with `harken import synthetic` if missing), and MFCC extraction speed as a multiple of
+real time, next to LiteRT running a real DeepSpeech-family .tflite (ArmSpeech), whose every invoke
+computes one 32 ms MFCC window *and* the acoustic model (the only way its feature ops can be run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from harken import audio, data, features, manifest
+from harken.alphabet import Alphabet
+from harken.config import FeatureConfig, ModelConfig
+from harken.evaluate import batch_losses
+from harken.importers import synthetic
+from harken.model import DeepSpeech, choose_device
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corpus() -> list[manifest.Sample]:
+    target = ROOT / "runs" / "bench-corpus"
+    if not (target / "train.csv").is_file():
+        synthetic.prepare(target, synthetic.SyntheticConfig(n_sentences=150), progress=False)
+    report = manifest.validate(manifest.read_csv(target / "train.csv"), Alphabet.default(), FeatureConfig())
+    return report.kept
+
+
+def train_throughput(
+    samples: list[manifest.Sample], n_hidden: int, batch: int, steps: int, device: str
+) -> float:
+    cfg, alphabet = FeatureConfig(), Alphabet.default()
+    dev = choose_device(device)
+    model = DeepSpeech(cfg, ModelConfig(n_hidden=n_hidden), alphabet.n_classes).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batches = data.sorted_batches(samples, batch)
+    dataset = data.SpeechDataset(samples, alphabet, cfg)
+    loaded = [data.collate([dataset[i] for i in b]) for b in batches[len(batches) // 2 :][: steps + 2]]
+    seconds, elapsed = 0.0, 0.0
+    for index, b in enumerate(loaded):
+        b = b.to(dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        losses, _, _ = batch_losses(model, b, cfg.n_context)
+        optimizer.zero_grad()
+        losses.mean().backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if index >= 2:  # warm-up
+            elapsed += time.perf_counter() - start
+            seconds += sum(samples[i].duration for i in b.indices)
+    return seconds / elapsed
+
+
+def mfcc_speed(samples: list[manifest.Sample]) -> float:
+    cfg = FeatureConfig()
+    waves = [torch.from_numpy(audio.read(s.path, 16000)) for s in samples[:100]]
+    start = time.perf_counter()
+    for wave in waves:
+        features.mfcc(wave, cfg)
+    return sum(len(w) for w in waves) / 16000 / (time.perf_counter() - start)
+
+
+def litert_speed(samples: list[manifest.Sample]) -> float | None:
+    model = ROOT / ".cache" / "armspeech" / "model.tflite"
+    if not model.is_file():
+        return None
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(model),
+        num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    index = next(d["index"] for d in interpreter.get_input_details() if d["name"] == "input_samples")
+    wave = audio.read(samples[0].path, 16000)
+    windows = range(0, len(wave) - 512 + 1, 320)
+    start = time.perf_counter()
+    for offset in windows:
+        interpreter.set_tensor(index, wave[offset : offset + 512].copy())
+        interpreter.invoke()
+    return len(wave) / 16000 / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n_hidden", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    samples = corpus()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    rate = train_throughput(samples, args.n_hidden, args.batch, args.steps, args.device)
+    print(f"training, n_hidden {args.n_hidden}, batch {args.batch}: {rate:.1f} audio s / wall s")
+    ours = mfcc_speed(samples)
+    print(f"harken MFCC (torch, per utterance): {ours:.0f}x real time")
+    theirs = litert_speed(samples)
+    if theirs is not None:
+        label = "LiteRT ArmSpeech invoke per 32 ms window (MFCC + acoustic model, 1 thread)"
+        print(f"{label}: {theirs:.1f}x real time")
+        print(f"ratio harken MFCC / LiteRT window invoke: {ours / theirs:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

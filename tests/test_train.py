@@ -1,0 +1,154 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harken import checkpoint
+from harken import train as train_module
+from harken.train import TrainingError, train
+
+from conftest import DATA, LDC93S1_TEXT, ldc_config
+
+QUIET = {"log": lambda _: None}
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    found = checkpoint.newest(directory, (checkpoint.TRAIN,))
+    assert found is not None
+    return found[1]["model"]
+
+
+def _three_samples(tmp_path: Path) -> str:
+    csv = tmp_path / "three.csv"
+    row = f"{DATA / 'LDC93S1.wav'},93638,{LDC93S1_TEXT}\n"
+    csv.write_text("wav_filename,wav_filesize,transcript\n" + row * 3)
+    return str(csv)
+
+
+def test_resume_after_an_epoch_gives_identical_weights(tmp_path: Path) -> None:
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    files = _three_samples(tmp_path)
+    train(ldc_config(once, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    train(ldc_config(twice, epochs=1, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    result = train(ldc_config(twice, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    assert result.progress.epoch == 2 and result.progress.step == 6
+    for name, value in _weights(once).items():
+        torch.testing.assert_close(_weights(twice)[name], value, rtol=0, atol=0)
+
+
+def test_interrupt_mid_epoch_saves_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _three_samples(tmp_path)
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train(ldc_config(straight, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    real_step, calls = train_module._step, []
+
+    def step_then_interrupt(run, batch):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, second batch
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+
+    monkeypatch.setattr(train_module, "_step", step_then_interrupt)
+    with pytest.raises(TrainingError, match="interrupted: progress saved to .*train-4.pt"):
+        train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    monkeypatch.setattr(train_module, "_step", real_step)
+    result = train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    assert result.progress.step == 6
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(interrupted)[name], value, rtol=0, atol=0)
+
+
+def test_finished_run_is_not_retrained_and_more_epochs_continue(tmp_path: Path) -> None:
+    logs: list[str] = []
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), log=logs.append)
+    assert any("already finished" in line for line in logs)
+    result = train(ldc_config(tmp_path, epochs=3, n_hidden=16), **QUIET)
+    assert [row["epoch"] for row in result.progress.history] == [1, 2, 3]
+
+
+def test_other_geometry_is_refused(tmp_path: Path) -> None:
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
+    with pytest.raises(checkpoint.CheckpointError, match="n_hidden 16, this run asks for 20"):
+        train(ldc_config(tmp_path, epochs=2, n_hidden=20), **QUIET)
+
+
+def test_best_dev_kept_apart_plot_and_summaries(tmp_path: Path) -> None:
+    config = ldc_config(tmp_path, epochs=3, n_hidden=16)
+    config = type(config)(
+        config.features,
+        config.model,
+        type(config.data)(
+            train_files=config.data.train_files, dev_files=config.data.train_files, num_workers=0
+        ),
+        config.checkpoint,
+        config.train,
+    )
+    result = train(config, **QUIET)
+    assert checkpoint.listing(tmp_path, checkpoint.BEST) and checkpoint.listing(tmp_path, checkpoint.TRAIN)
+    assert len(checkpoint.listing(tmp_path, checkpoint.BEST)) == 1
+    assert all("dev_loss" in row for row in result.progress.history)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = list((tmp_path / "summaries").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_no_usable_training_data(tmp_path: Path) -> None:
+    csv = tmp_path / "bad.csv"
+    csv.write_text("wav_filename,wav_filesize,transcript\nmissing.wav,0,hello\n")
+    with pytest.raises(ValueError, match="train: no usable samples in .*bad.csv"):
+        train(ldc_config(tmp_path, epochs=1, n_hidden=16, files=str(csv)), **QUIET)
+
+
+@pytest.mark.slow
+def test_ldc93s1_overfit(ldc_model: Path) -> None:
+    """DeepSpeech's CI smoke test: n_hidden 100, batch 1, 200 epochs -> the exact transcript."""
+    from harken.transcribe import transcribe_files
+
+    loaded = checkpoint.load_model(ldc_model)
+    (result,) = transcribe_files(loaded, [DATA / "LDC93S1.wav"])
+    assert result.text == LDC93S1_TEXT
+
+
+@pytest.mark.slow
+def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    """kill -9 a training process at arbitrary moments (it saves after every batch): all checkpoints load."""
+    command = [
+        sys.executable,
+        "-m",
+        "harken",
+        "train",
+        "--train_files",
+        _three_samples(tmp_path),
+        "--n_hidden",
+        "64",
+        "--epochs",
+        "1000",
+        "--checkpoint_secs",
+        "0",
+        "--max_to_keep",
+        "3",
+        "--checkpoint_dir",
+        str(tmp_path / "ckpt"),
+        "--noshow_progressbar",
+        "--num_workers",
+        "0",
+    ]
+    for delay in (2.0, 2.3, 2.7, 3.1, 3.6):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        paths = checkpoint.listing(tmp_path / "ckpt", checkpoint.TRAIN)
+        assert paths, "no checkpoint was written"
+        for path in paths:
+            checkpoint.read(path)  # raises if damaged
+    steps = [int(p.stem.split("-")[1]) for p in checkpoint.listing(tmp_path / "ckpt", checkpoint.TRAIN)]
+    assert max(steps) > 3  # later runs resumed and went on
