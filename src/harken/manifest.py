@@ -89,12 +89,12 @@ def read_manifests(spec: str | Sequence[str | Path], limit: int = 0) -> list[Sam
 def write_csv(path: str | Path, samples: Iterable[Sample], relative: bool = True) -> None:
     """Write a manifest atomically; paths relative to the CSV's folder where they can be."""
     path = Path(path)
-    base = path.parent.resolve()
+    base = Path(os.path.abspath(path.parent))
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(HEADER)
         for sample in samples:
-            wav = sample.path.resolve()
+            wav = Path(os.path.abspath(sample.path))  # symlinks stay as they are
             if relative and wav.is_relative_to(base):
                 wav = wav.relative_to(base)
             size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)

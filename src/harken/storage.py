@@ -24,6 +24,7 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, mode, **open_args) as handle:
             yield handle
             handle.flush()
@@ -33,6 +34,12 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -171,27 +171,27 @@ def _step(run: Run, batch: data.Batch) -> float:
     return float(loss.detach())
 
 
-def dev_loss(run: Run, split: Split, workers: int) -> float:
-    """Mean CTC loss over the dev set (the model in eval mode, no dropout)."""
-    order = data.BatchOrder(split.batches, 0, 0)
-    loader = data.loader(split.dataset, order, workers)
-    bar = ProgressBar(f"Validating {split.name}", len(split.batches), run.config.train.show_progressbar)
-    total, count = 0.0, 0
-    run.model.eval()
-    with bar, torch.inference_mode():
-        for batch in loader:
-            if len(batch):
-                losses, _, _ = evaluate.batch_losses(
-                    run.model, batch.to(run.device), run.config.features.n_context
-                )
-                total += float(losses.sum())
-                count += len(batch)
-            bar.advance(loss=total / max(1, count))
+def validate(run: Run, split: Split, workers: int) -> evaluate.Report:
+    """Loss, WER and CER on the dev set (the model in eval mode, no dropout; greedy decoding)."""
+    loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), workers)
+    with ProgressBar(
+        f"Validating {split.name}", len(split.samples), run.config.train.show_progressbar
+    ) as bar:
+        report = evaluate.run(
+            run.model,
+            loader,
+            split.samples,
+            run.alphabet,
+            run.config.features.n_context,
+            run.device,
+            name=split.name,
+            on_batch=bar.advance,
+        )
     run.model.train()
-    return total / count if count else math.nan
+    return report
 
 
-def end_epoch(run: Run, train_loss: float, dev: float | None, summaries: Summaries) -> bool:
+def end_epoch(run: Run, train_loss: float, report: evaluate.Report | None, summaries: Summaries) -> bool:
     """Book-keeping after an epoch: best checkpoint, plateau LR, early stop. True means stop."""
     cfg, progress = run.config.train, run.progress
     row = {
@@ -203,9 +203,11 @@ def end_epoch(run: Run, train_loss: float, dev: float | None, summaries: Summari
     summaries.scalar("train/epoch_loss", train_loss, progress.epoch + 1)
     summaries.scalar("train/learning_rate", progress.learning_rate, progress.epoch + 1)
     stop = False
-    if dev is not None:
-        row["dev_loss"] = dev
-        summaries.scalar("dev/loss", dev, progress.epoch + 1)
+    if report is not None:
+        dev = report.loss
+        row.update(dev_loss=dev, dev_wer=report.wer, dev_cer=report.cer)
+        for name in ("loss", "wer", "cer"):
+            summaries.scalar(f"dev/{name}", row[f"dev_{name}"], progress.epoch + 1)
         improved = dev < progress.best_dev_loss - cfg.es_min_delta
         progress.epochs_without_improvement = 0 if improved else progress.epochs_without_improvement + 1
         is_best = dev < progress.best_dev_loss
@@ -304,10 +306,12 @@ def _epochs(
             started = time.monotonic()
             train_epoch(run, train_split, workers, summaries)
             train_loss = progress.epoch_loss_sum / max(1, progress.epoch_loss_batches)
-            dev = dev_loss(run, dev_split, workers) if dev_split is not None else None
+            dev = validate(run, dev_split, workers) if dev_split is not None else None
             stop = end_epoch(run, train_loss, dev, summaries)
             path = save(run)
-            dev_text = f", dev loss {dev:.4f}" if dev is not None else ""
+            dev_text = (
+                f", dev loss {dev.loss:.4f} WER {dev.wer:.3f} CER {dev.cer:.3f}" if dev is not None else ""
+            )
             run.log(
                 f"Epoch {progress.epoch}/{epochs}: train loss {train_loss:.4f}{dev_text} "
                 f"({time.monotonic() - started:.1f} s), saved {path.name}"
