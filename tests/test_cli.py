@@ -167,3 +167,25 @@ def test_train_evaluate_transcribe_commands(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1 and "x.wav: no such file" in missing.stderr
     assert f"{DATA / 'LDC93S1.wav'}:" in missing.stdout
+
+
+def test_import_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "import",
+        "synthetic",
+        str(tmp_path),
+        "--n_sentences",
+        "5",
+        "--train_voices",
+        "en+m1,en-us+f2",
+        "--test_voices",
+        "en-us+m4",
+        "--noprogress",
+    ]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert [Path(line).name for line in out.splitlines()[-3:]] == ["train.csv", "dev.csv", "test.csv"]
+    argv[argv.index("en-us+m4")] = "en+nosuchvoice"
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nosuchvoice" in err and err.count("\n") == 1

@@ -152,3 +152,17 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
             checkpoint.read(path)  # raises if damaged
     steps = [int(p.stem.split("-")[1]) for p in checkpoint.listing(tmp_path / "ckpt", checkpoint.TRAIN)]
     assert max(steps) > 3  # later runs resumed and went on
+
+
+def test_init_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
+    config = ldc_config(tmp_path, epochs=1, n_hidden=16)
+    config = type(config)(
+        config.features,
+        config.model,
+        config.data,
+        type(config.checkpoint)(checkpoint_dir=str(tmp_path), load_train="init"),
+        config.train,
+    )
+    with pytest.raises(TrainingError, match="already holds checkpoints: --load_train init would mix"):
+        train(config, **QUIET)

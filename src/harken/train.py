@@ -99,6 +99,11 @@ def resume(run: Run) -> None:
     cfg = run.config
     mode = cfg.checkpoint.load_train
     kinds = checkpoint.kinds_for(mode, training=True)
+    if not kinds and checkpoint.listing_any(cfg.save_dir):
+        raise TrainingError(
+            f"{cfg.save_dir} already holds checkpoints: --load_train init would mix two runs there "
+            "(use another --save_checkpoint_dir)"
+        )
     found = checkpoint.newest(cfg.save_dir, kinds, run.device, run.log) if kinds else None
     same_run = found is not None
     if found is None and kinds and cfg.load_dir != cfg.save_dir:
