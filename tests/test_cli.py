@@ -142,6 +142,7 @@ def test_out_of_alphabet_transcripts_are_counted_per_sample(tmp_path: Path) -> N
     assert "skipped 1: characters outside the alphabet" in result.stdout and "'S'" in result.stdout
     assert result.stderr.strip().startswith("harken: error: train: no usable samples")
     assert "Traceback" not in result.stderr
+    assert "characters outside the alphabet" in (tmp_path / "c" / "skipped-train.csv").read_text()
 
 
 @pytest.mark.slow

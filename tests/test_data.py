@@ -243,3 +243,11 @@ def test_resampled_audio_matches_the_16k_features_roughly(alphabet: Alphabet) ->
     assert n >= LDC_FRAMES - 1
     c0 = np.corrcoef(a.features[:n, 0].numpy(), b.features[:n, 0].numpy())[0, 1]
     assert c0 > 0.9
+
+
+def test_silent_file_is_a_failed_entry(alphabet: Alphabet, tmp_path: Path) -> None:
+    silent = tmp_path / "silent.wav"
+    soundfile.write(str(silent), np.zeros(16000, dtype=np.int16), 16000)
+    dataset = SpeechDataset([Sample(silent, 0, "hello")], alphabet, FeatureConfig())
+    batch = data.collate([dataset[0]])
+    assert len(batch) == 0 and batch.failed == [(0, f"{silent}: silent (every sample is zero)")]

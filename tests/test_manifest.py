@@ -327,3 +327,19 @@ def test_ctc_min_frames_needs_a_blank_between_repeats() -> None:
     assert manifest.ctc_min_frames([1, 1, 1]) == 5
     assert manifest.ctc_min_frames([1, 2, 1]) == 3
     assert manifest.ctc_min_frames([1, 1, 2, 2, 3]) == 7
+
+
+def test_rejected_samples_are_listed_with_their_reason(tmp_path: Path) -> None:
+    samples = [
+        manifest.Sample(tmp_path / "gone.wav", 0, "hello"),
+        manifest.Sample(DATA / "LDC93S1.wav", 0, "Upper Case"),
+        manifest.Sample(DATA / "LDC93S1.wav", 0, "fine"),
+    ]
+    report = manifest.validate(samples, Alphabet.default(), FeatureConfig())
+    listing = tmp_path / "skipped.csv"
+    report.write_rejected(listing)
+    rows = listing.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "wav_filename,wav_filesize,transcript,reason,detail"
+    assert rows[1].startswith(f"{(tmp_path / 'gone.wav').as_posix()},0,hello,missing file")
+    assert rows[2].endswith(",Upper Case,characters outside the alphabet,'UC'")
+    assert len(rows) == 3 and len(report.kept) == 1

@@ -166,3 +166,36 @@ def test_init_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
     )
     with pytest.raises(TrainingError, match="already holds checkpoints: --load_train init would mix"):
         train(config, **QUIET)
+
+
+def test_plateau_reduces_the_rate_and_early_stop_stops(tmp_path: Path) -> None:
+    from harken.evaluate import Report, SampleResult
+    from harken.summary import Summaries
+    from harken.train import build, end_epoch
+
+    config = ldc_config(
+        tmp_path,
+        epochs=10,
+        n_hidden=8,
+        early_stop=True,
+        es_epochs=2,
+        es_min_delta=0.05,
+        reduce_lr_on_plateau=True,
+        plateau_epochs=1,
+        plateau_reduction=0.5,
+    )
+    run = build(config, log=lambda _: None)
+    summaries = Summaries(tmp_path / "s", log=lambda _: None)
+
+    def report(loss: float) -> Report:
+        return Report("dev", [SampleResult("a.wav", "x", "x", loss, 0.0, 0.0)])
+
+    assert not end_epoch(run, 1.0, report(10.0), summaries)  # first epoch: the best so far
+    assert checkpoint.listing(tmp_path, checkpoint.BEST) and run.progress.learning_rate == 0.003
+    assert not end_epoch(run, 1.0, report(9.99), summaries)  # better, but by less than es_min_delta
+    assert run.progress.learning_rate == pytest.approx(0.0015)  # plateau after 1 epoch
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.0015)
+    assert end_epoch(run, 1.0, report(9.98), summaries)  # 2 epochs without improvement: stop
+    assert run.progress.stopped_early and run.progress.learning_rate == pytest.approx(0.00075)
+    assert [row["dev_loss"] for row in run.progress.history] == [10.0, 9.99, 9.98]
+    summaries.__exit__(None, None, None)

@@ -2,13 +2,15 @@
 
 Options are generated from the config dataclasses (one declaration each, DeepSpeech's names). Boolean
 options take DeepSpeech's forms: ``--early_stop``, ``--early_stop true``, ``--early_stop=false``,
-``--noearly_stop``. Every error a user can cause ends in one line on stderr and exit status 2.
+``--noearly_stop``. Every error a user can cause ends in one line on stderr and exit status 2
+(set HARKEN_DEBUG=1 to get the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -180,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("harken: interrupted", file=sys.stderr)
         return 130
     except (ValueError, RuntimeError, OSError) as error:
+        if os.environ.get("HARKEN_DEBUG"):
+            raise
         if isinstance(error, OSError) and error.filename is not None:
             message = f"{error.filename}: {error.strerror}"
         else:

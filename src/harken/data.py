@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -29,7 +30,7 @@ class Batch:
     labels: torch.Tensor  # [batch, max_labels], zero-padded
     label_lengths: torch.Tensor  # [batch]
     indices: list[int]  # sample indices into the dataset
-    failed: list[tuple[int, str]]  # (index, one-line reason) of samples whose audio could not be read
+    failed: list[tuple[int, str]]  # (index, one-line reason) of unusable samples (unreadable, silent)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -62,6 +63,8 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
             waveform = audio.read(sample.path, self.config.audio_sample_rate)
         except audio.AudioError as error:
             return index, str(error)
+        if not waveform.any():
+            return index, f"{sample.path}: silent (every sample is zero)"
         mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
         labels = torch.tensor(self.alphabet.encode(sample.transcript), dtype=torch.int64)
         return Item(index, mfcc, labels)
@@ -164,11 +167,19 @@ def load_split(
     alphabet: Alphabet,
     config: FeatureConfig,
     log: Callable[[str], None],
+    rejected_dir: Path | None = None,
 ) -> Split:
-    """Read and validate the CSVs of one split, report what was skipped and why, and batch the rest."""
+    """Read and validate the CSVs of one split, report what was skipped and why, and batch the rest.
+
+    With ``rejected_dir``, every skipped sample is also listed in ``<rejected_dir>/skipped-<name>.csv``.
+    """
     samples = manifest.read_manifests(files)
     report = manifest.validate(samples, alphabet, config)
     log(report.summary(f"{name} ({files})"))
+    if report.rejected and rejected_dir is not None:
+        listing = rejected_dir / f"skipped-{name}.csv"
+        report.write_rejected(listing)
+        log(f"  every skipped {name} sample, with the reason: {listing}")
     kept = report.kept[:limit] if limit > 0 else report.kept
     if not kept:
         raise DataError(f"{name}: no usable samples in {files}")

@@ -116,9 +116,11 @@ class ValidationReport:
     skipped: Counter[str] = field(default_factory=Counter)
     details: dict[str, list[str]] = field(default_factory=dict)  # reason -> "file: detail" lines
     resampled: int = 0  # kept samples whose file is at another sample rate (converted when read)
+    rejected: list[tuple[Sample, str, str]] = field(default_factory=list)  # (sample, reason, detail)
 
     def skip(self, reason: str, sample: Sample, detail: str = "") -> None:
         self.skipped[reason] += 1
+        self.rejected.append((sample, reason, detail))
         self.details.setdefault(reason, []).append(f"{sample.path}" + (f": {detail}" if detail else ""))
 
     @property
@@ -136,6 +138,14 @@ class ValidationReport:
             if count > examples:
                 lines.append(f"    ... and {count - examples} more")
         return "\n".join(lines)
+
+    def write_rejected(self, path: Path) -> None:
+        """Every skipped sample, as a manifest with two more columns: reason and detail."""
+        with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow([*HEADER, "reason", "detail"])
+            for sample, reason, detail in self.rejected:
+                writer.writerow([sample.path.as_posix(), sample.size, sample.transcript, reason, detail])
 
 
 def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfig) -> ValidationReport:

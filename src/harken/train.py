@@ -149,7 +149,7 @@ def train_epoch(run: Run, split: Split, workers: int, summaries: Summaries) -> N
     with bar:
         for batch in loader:
             for _, reason in batch.failed:
-                run.log(f"warning: skipping unreadable sample {reason}")
+                run.log(f"warning: skipping {reason}")
             if len(batch):
                 loss = _step(run, batch.to(run.device))
                 progress.epoch_loss_sum += loss
@@ -270,6 +270,7 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
         run.alphabet,
         config.features,
         log,
+        config.save_dir,
     )
     dev_split = (
         load_split(
@@ -281,6 +282,7 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
             run.alphabet,
             config.features,
             log,
+            config.save_dir,
         )
         if cfg.dev_files
         else None
