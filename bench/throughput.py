@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/throughput.py [--n_hidden 256] [--batch 16] [--steps 20] [--device cpu]
 
-Prints audio seconds processed per wall second for training steps of the given geometry on the demo
-corpus (built with `harken import synthetic` if missing), and MFCC extraction speed as a multiple of
-real time, next to LiteRT running a real DeepSpeech-family .tflite (ArmSpeech), whose every invoke
-computes one 32 ms MFCC window *and* the acoustic model (the only way its feature ops can be run).
+Prints audio seconds processed per wall second for training steps of the given geometry on a synthetic
+corpus (built with harken's espeak-ng importer if missing), and MFCC extraction speed as a multiple of
+real time next to the peer, python_speech_features (the early DeepSpeech's front end; install it into the
+venv to compare: it is not a harken dependency). No DeepSpeech training peer runs on Python 3.11.
 """
 
 from __future__ import annotations
@@ -71,26 +71,17 @@ def mfcc_speed(samples: list[manifest.Sample]) -> float:
     return sum(len(w) for w in waves) / 16000 / (time.perf_counter() - start)
 
 
-def litert_speed(samples: list[manifest.Sample]) -> float | None:
-    model = ROOT / ".cache" / "armspeech" / "model.tflite"
-    if not model.is_file():
+def peer_mfcc_speed(samples: list[manifest.Sample]) -> float | None:
+    """python_speech_features.mfcc: the front end of the early DeepSpeech the seeds describe."""
+    try:
+        from python_speech_features import mfcc as psf_mfcc
+    except ImportError:
         return None
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_path=str(model),
-        num_threads=1,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    index = next(d["index"] for d in interpreter.get_input_details() if d["name"] == "input_samples")
-    wave = audio.read(samples[0].path, 16000)
-    windows = range(0, len(wave) - 512 + 1, 320)
+    waves = [audio.read(s.path, 16000) for s in samples[:100]]
     start = time.perf_counter()
-    for offset in windows:
-        interpreter.set_tensor(index, wave[offset : offset + 512].copy())
-        interpreter.invoke()
-    return len(wave) / 16000 / (time.perf_counter() - start)
+    for wave in waves:
+        psf_mfcc(wave, samplerate=16000, winlen=0.032, winstep=0.02, numcep=26, nfilt=40, nfft=512)
+    return sum(len(w) for w in waves) / 16000 / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -108,11 +99,12 @@ def main() -> None:
     print(f"training, n_hidden {args.n_hidden}, batch {args.batch}: {rate:.1f} audio s / wall s")
     ours = mfcc_speed(samples)
     print(f"harken MFCC (torch, per utterance): {ours:.0f}x real time")
-    theirs = litert_speed(samples)
-    if theirs is not None:
-        label = "LiteRT ArmSpeech invoke per 32 ms window (MFCC + acoustic model, 1 thread)"
-        print(f"{label}: {theirs:.1f}x real time")
-        print(f"ratio harken MFCC / LiteRT window invoke: {ours / theirs:.0f}x")
+    theirs = peer_mfcc_speed(samples)
+    if theirs is None:
+        print("peer: pip install python_speech_features to compare with the early DeepSpeech's MFCC")
+        return
+    print(f"python_speech_features MFCC (numpy, per utterance): {theirs:.0f}x real time")
+    print(f"ratio harken / python_speech_features: {ours / theirs:.2f}")
 
 
 if __name__ == "__main__":
