@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,10 @@ import pytest
 from harken.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 
 DATA = Path(__file__).parent / "data"
+# A real DeepSpeech-family model (ArmSpeech, Coqui STT, hybrid int8): `make test` fetches it from PyPI once.
+ARMSPEECH = Path(
+    os.environ.get("HARKEN_ARMSPEECH", Path(__file__).parents[1] / ".cache/armspeech/model.tflite")
+)
 LDC93S1_TEXT = "she had your dark suit in greasy wash water all year"
 
 

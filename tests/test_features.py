@@ -1,6 +1,5 @@
 """harken's MFCC against the real thing: the AudioSpectrogram+Mfcc ops inside a DeepSpeech-family .tflite."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,9 @@ import torch
 from harken import audio, features
 from harken.config import FeatureConfig
 
+from conftest import ARMSPEECH
+
 DATA = Path(__file__).parent / "data"
-ARMSPEECH = Path(
-    os.environ.get("HARKEN_ARMSPEECH", Path(__file__).parents[1] / ".cache/armspeech/model.tflite")
-)
 CONFIG = FeatureConfig()
 
 

@@ -1,0 +1,1 @@
+"""DeepSpeech and Coqui STT files in: ``.tflite`` models (more formats follow)."""

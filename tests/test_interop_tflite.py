@@ -1,0 +1,117 @@
+"""A real Coqui STT model (ArmSpeech, hybrid int8 .tflite) imported and compared with LiteRT running it."""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harken import audio, features
+from harken.interop.tflite import InteropError, parse_alphabet, read_tflite
+from harken.model import DeepSpeech
+
+from conftest import ARMSPEECH
+
+
+def _blob(symbols: list[str]) -> bytes:
+    out = struct.pack("<H", len(symbols))
+    for label, symbol in enumerate(symbols):
+        data = symbol.encode("utf-8")
+        out += struct.pack("<HH", label, len(data)) + data
+    return out
+
+
+def test_parse_serialised_alphabet() -> None:
+    alphabet = parse_alphabet(_blob([" ", "ա", "բ", "'"]))
+    assert alphabet.symbols == (" ", "ա", "բ", "'")
+    with pytest.raises(InteropError, match="damaged"):
+        parse_alphabet(_blob([" ", "ա"])[:-1])
+    with pytest.raises(InteropError, match="damaged"):
+        parse_alphabet(b"\x01")
+
+
+@pytest.fixture(scope="module")
+def imported():  # type: ignore[no-untyped-def]
+    if not ARMSPEECH.is_file():
+        pytest.fail(f"{ARMSPEECH} is missing: `make test` fetches it (ArmSpeech's sdist from PyPI)")
+    return read_tflite(ARMSPEECH)
+
+
+def test_geometry_alphabet_and_features_come_from_the_model(imported) -> None:  # type: ignore[no-untyped-def]
+    assert imported.config.model.n_hidden == 2048
+    assert imported.config.features.audio_sample_rate == 16000 and imported.config.features.n_context == 9
+    assert len(imported.alphabet) == 40 and imported.alphabet.symbols[:3] == (" ", "ա", "բ")
+    assert imported.metadata["version"] == 6 and imported.metadata["beam_width"] == 500
+    model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
+    model.load_state_dict(imported.state_dict)  # every tensor present, every shape right
+
+
+def _litert_probabilities(windows: torch.Tensor, delegate: bool) -> np.ndarray:
+    """LiteRT running the model in 16-frame steps as DeepSpeech's client did. windows: [1, T, 494]."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    options = (
+        {}
+        if delegate
+        else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    )
+    interpreter = Interpreter(model_path=str(ARMSPEECH), num_threads=2, **options)
+    interpreter.allocate_tensors()
+    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    frames = windows.shape[1]
+    padded = torch.zeros(1, (frames + 15) // 16 * 16, 19, 26)
+    padded[0, :frames] = windows[0].reshape(frames, 19, 26)
+    c = np.zeros((1, 2048), np.float32)
+    h = np.zeros((1, 2048), np.float32)
+    interpreter.set_tensor(inputs["input_samples"], np.zeros(512, np.float32))
+    probabilities = []
+    for start in range(0, padded.shape[1], 16):
+        interpreter.set_tensor(inputs["input_node"], padded[:, start : start + 16].numpy())
+        interpreter.set_tensor(inputs["previous_state_c"], c)
+        interpreter.set_tensor(inputs["previous_state_h"], h)
+        interpreter.invoke()
+        probabilities.append(interpreter.get_tensor(outputs["logits"]).copy())
+        c = interpreter.get_tensor(outputs["new_state_c"]).copy()
+        h = interpreter.get_tensor(outputs["new_state_h"]).copy()
+    return np.concatenate(probabilities)[:frames]
+
+
+def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no-untyped-def]
+    """Against LiteRT's builtin kernels (DeepSpeech's client): about as close as its XNNPACK kernels are."""
+    from harken.importers.synthetic import Synthesizer
+
+    model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
+    model.load_state_dict(imported.state_dict)
+    model.eval()
+    synthesizer = Synthesizer()
+    ours, builtin, xnnpack = [], [], []
+    for text in ("բարև ձեզ ինչպես եք", "ես սիրում եմ իմ քաղաքը"):
+        pcm, rate = synthesizer.speak(text, "hy")
+        samples = audio.from_pcm16(audio.to_pcm16(audio.resample(audio.from_pcm16(pcm), rate, 16000)))
+        mfcc = features.mfcc(torch.from_numpy(samples), imported.config.features).unsqueeze(0)
+        windows = features.context_windows(mfcc, 9)  # [1, T, 494]
+        with torch.inference_mode():
+            ours.append(model(windows)[0][0].exp().numpy())
+        builtin.append(_litert_probabilities(windows, delegate=False))
+        xnnpack.append(_litert_probabilities(windows, delegate=True))
+    p_ours, p_ref, p_xnn = (np.concatenate(x) for x in (ours, builtin, xnnpack))
+    ours_agree = (p_ours.argmax(1) == p_ref.argmax(1)).mean()
+    xnn_agree = (p_xnn.argmax(1) == p_ref.argmax(1)).mean()
+    assert np.abs(p_ours - p_ref).mean() <= 0.005
+    assert ours_agree >= xnn_agree - 0.02 and ours_agree > 0.9
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(InteropError, match="no such file"):
+        read_tflite(tmp_path / "missing.tflite")
+    text = tmp_path / "notes.tflite"
+    text.write_text("not a model")
+    with pytest.raises(InteropError, match="notes.tflite: not a readable TFLite model"):
+        read_tflite(text)
+    if ARMSPEECH.is_file():
+        truncated = tmp_path / "truncated.tflite"
+        truncated.write_bytes(ARMSPEECH.read_bytes()[:100_000])
+        with pytest.raises(InteropError, match="truncated.tflite: not a readable TFLite model"):
+            read_tflite(truncated)
