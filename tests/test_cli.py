@@ -96,7 +96,7 @@ def test_bad_bool_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     ("argv", "message"),
     [
         (["train", "--train_files", "nowhere.csv"], "nowhere.csv: no such CSV file"),
-        (["train"], "no --train_files given"),
+        (["train"], "no --train_files given (nor --test_files"),
         (
             ["train", "--train_files", str(DATA / "LDC93S1.csv"), "--alphabet_config_path", "nope.txt"],
             "nope.txt: cannot read the alphabet file",
@@ -114,6 +114,14 @@ def test_bad_bool_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
             ["train", "--train_files", str(DATA / "LDC93S1.csv"), "--device", "cuda"],
             "this machine has no CUDA GPU",
         ),
+        (
+            ["train", "--feature_win_step", "0"],
+            "--feature_win_step 0: must be a positive number of milliseconds",
+        ),
+        (["train", "--n_mfcc", "50"], "--n_mfcc 50: must be 1 to n_mel_channels, 40"),
+        (["train", "--n_hidden", "0"], "--n_hidden 0: must be positive"),
+        (["train", "--plateau_epochs", "0"], "--plateau_epochs 0: must be 1 or more"),
+        (["train", "--dropout_rate", "1.5"], "--dropout_rate 1.5: must be -1 or in [0, 1)"),
     ],
 )
 def test_bad_input_gives_one_line(
@@ -156,9 +164,19 @@ def test_train_evaluate_transcribe_commands(tmp_path: Path) -> None:
     assert trained.returncode == 0, trained.stderr
     assert "Epoch 3/3" in trained.stdout and (ckpt / "loss.png").is_file()
     out = tmp_path / "results.json"
+    elsewhere = ["--checkpoint_dir", str(tmp_path / "empty"), "--load_checkpoint_dir", str(ckpt)]
     evaluated = _run(
-        "evaluate", "--test_files", csv, "--test_output_file", str(out), "--report_count", "1", *common
+        "evaluate",
+        "--test_files",
+        csv,
+        "--test_output_file",
+        str(out),
+        "--report_count",
+        "1",
+        *elsewhere,
+        "--noshow_progressbar",
     )
+    assert f"Testing {ckpt}" in evaluated.stdout
     assert evaluated.returncode == 0, evaluated.stderr
     assert "WER:" in evaluated.stdout and "Best WER" in evaluated.stdout and "Worst WER" in evaluated.stdout
     (report,) = json.loads(out.read_text())

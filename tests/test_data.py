@@ -9,7 +9,7 @@ import torch
 
 from harken import audio, data, features
 from harken.alphabet import Alphabet
-from harken.config import FeatureConfig
+from harken.config import DataConfig, FeatureConfig
 from harken.data import BatchOrder, DataError, Item, SpeechDataset
 from harken.manifest import Sample
 
@@ -195,7 +195,9 @@ def test_default_workers() -> None:
 def test_load_split_batches_the_usable_samples(alphabet: Alphabet) -> None:
     lines: list[str] = []
     csv = str(DATA / "LDC93S1.csv")
-    split = data.load_split("train", csv, 0, 4, False, alphabet, CONFIG, lines.append)
+    split = data.load_split(
+        "train", DataConfig(train_files=csv, train_batch_size=4), alphabet, CONFIG, lines.append
+    )
     assert split.name == "train"
     assert [s.path for s in split.samples] == [DATA / "LDC93S1.wav"]
     assert split.samples[0].duration == pytest.approx(2.92, abs=0.01)
@@ -208,7 +210,9 @@ def test_load_split_limit(alphabet: Alphabet, tmp_path: Path) -> None:
     csv = tmp_path / "three.csv"
     wav = DATA / "LDC93S1.wav"
     csv.write_text(f"wav_filename,wav_filesize,transcript\n{wav},0,a\n{wav},0,b\n{wav},0,c\n")
-    split = data.load_split("dev", str(csv), 2, 1, False, alphabet, CONFIG, lambda _: None)
+    split = data.load_split(
+        "dev", DataConfig(dev_files=str(csv), limit_dev=2), alphabet, CONFIG, lambda _: None
+    )
     assert [s.transcript for s in split.samples] == ["a", "b"]
     assert split.batches == [[0], [1]]
 
@@ -223,7 +227,7 @@ def test_load_split_without_usable_samples_names_the_files(alphabet: Alphabet, t
     files = f"{bad},{empty}"
     lines: list[str] = []
     with pytest.raises(DataError, match="no usable samples") as info:
-        data.load_split("test", files, 0, 1, False, alphabet, CONFIG, lines.append)
+        data.load_split("test", DataConfig(test_files=files), alphabet, CONFIG, lines.append)
     assert str(bad) in str(info.value) and str(empty) in str(info.value)
     assert str(info.value).startswith("test:")
     # What was skipped and why was logged before giving up.

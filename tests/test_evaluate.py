@@ -10,7 +10,7 @@ import torch
 
 from harken import data, evaluate
 from harken.alphabet import Alphabet
-from harken.config import FeatureConfig, ModelConfig
+from harken.config import DataConfig, FeatureConfig, ModelConfig
 from harken.evaluate import Report, SampleResult
 from harken.manifest import Sample
 from harken.model import DeepSpeech
@@ -172,7 +172,8 @@ def test_run_over_ldc93s1_with_an_untrained_model() -> None:
     alphabet = Alphabet.from_file(DATA / "alphabet.txt")
     features = FeatureConfig()
     lines: list[str] = []
-    split = data.load_split("test", str(DATA / "LDC93S1.csv"), 0, 1, False, alphabet, features, lines.append)
+    config = DataConfig(test_files=str(DATA / "LDC93S1.csv"))
+    split = data.load_split("test", config, alphabet, features, lines.append)
     loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), 0)
     torch.manual_seed(0)
     model = DeepSpeech(features, ModelConfig(n_hidden=16), alphabet.n_classes)

@@ -173,3 +173,15 @@ def test_choose_cuda_without_a_gpu() -> None:
         choose_device("cuda")
     with pytest.raises(ValueError, match="--device"):
         choose_device("cuda:1")
+
+
+def test_dropout_rates_follow_deepspeech_numbering() -> None:
+    from harken.config import ModelConfig as Geometry
+
+    model = DeepSpeech(FeatureConfig(), Geometry(n_hidden=8, dropout_rate=0.1, dropout_rate6=0.3), 29)
+    assert isinstance(model.layer_5.dropout, torch.nn.Dropout) and model.layer_5.dropout.p == 0.3
+    assert isinstance(model.layer_1.dropout, torch.nn.Dropout) and model.layer_1.dropout.p == 0.1
+    assert (
+        isinstance(model.layer_2.dropout, torch.nn.Dropout) and model.layer_2.dropout.p == 0.1
+    )  # -1: inherit
+    assert isinstance(model.lstm_dropout, torch.nn.Identity)  # dropout_rate4 defaults to 0

@@ -56,8 +56,10 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(
         return real_step(run, batch)
 
     monkeypatch.setattr(train_module, "_step", step_then_interrupt)
-    with pytest.raises(TrainingError, match="interrupted: progress saved to .*train-4.pt"):
-        train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), log=logs.append)
+    assert "Interrupted: progress saved to" in logs[-1] and "train-4.pt; run the same command" in logs[-1]
     monkeypatch.setattr(train_module, "_step", real_step)
     result = train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
     assert result.progress.step == 6
@@ -163,18 +165,74 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
     assert _newest_step(directory) > 6  # every run resumed and went on
 
 
-def test_init_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
-    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
-    config = ldc_config(tmp_path, epochs=1, n_hidden=16)
-    config = type(config)(
-        config.features,
-        config.model,
-        config.data,
-        type(config.checkpoint)(checkpoint_dir=str(tmp_path), load_train="init"),
-        config.train,
+def _with(config, **sections):  # type: ignore[no-untyped-def]
+    """A copy of ``config`` with fields of some sections replaced."""
+    from dataclasses import replace
+
+    return replace(
+        config, **{name: replace(getattr(config, name), **fields) for name, fields in sections.items()}
     )
-    with pytest.raises(TrainingError, match="already holds checkpoints: --load_train init would mix"):
+
+
+def test_every_load_train_mode_resumes_its_own_run(tmp_path: Path) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    train(ldc_config(source, epochs=2, n_hidden=16), **QUIET)
+    fine_tune = ldc_config(target, epochs=1, n_hidden=16)
+    fine_tune = _with(
+        fine_tune, checkpoint={"load_checkpoint_dir": str(source), "save_checkpoint_dir": str(target)}
+    )
+    logs: list[str] = []
+    train(fine_tune, log=logs.append)
+    assert any(line.startswith(f"Starting from {source / 'train-2.pt'}") for line in logs)
+    for mode in ("best", "init", "last", "auto"):
+        logs.clear()
+        result = train(
+            _with(fine_tune, checkpoint={"load_train": mode}, train={"epochs": 2}), log=logs.append
+        )
+        assert any(line.startswith(f"Resuming from {target}") for line in logs), (mode, logs)
+    assert (
+        result.progress.epoch == 2 and checkpoint.listing(source, checkpoint.TRAIN)[-1].name == "train-2.pt"
+    )
+
+
+def test_load_checkpoint_dir_alone_is_refused(tmp_path: Path) -> None:
+    config = _with(
+        ldc_config(tmp_path, epochs=1, n_hidden=16),
+        checkpoint={"checkpoint_dir": train_module.DEFAULT_CHECKPOINTS, "load_checkpoint_dir": str(tmp_path)},
+    )
+    with pytest.raises(TrainingError, match="--load_checkpoint_dir needs --save_checkpoint_dir"):
         train(config, **QUIET)
+
+
+def test_test_files_alone_test_the_checkpoint(tmp_path: Path) -> None:
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
+    config = _with(
+        ldc_config(tmp_path, epochs=1, n_hidden=16),
+        data={"train_files": "", "test_files": str(DATA / "LDC93S1.csv")},
+    )
+    result = train(config, **QUIET)
+    assert len(result.test_reports) == 1 and len(result.test_reports[0].samples) == 1
+    assert (tmp_path / "test-results.json").is_file()
+
+
+def test_early_stop_holds_only_while_early_stop_is_on(tmp_path: Path) -> None:
+    config = ldc_config(tmp_path, epochs=5, n_hidden=16, early_stop=True, es_epochs=1, es_min_delta=1e9)
+    config = _with(config, data={"dev_files": config.data.train_files})
+    first = train(config, **QUIET)
+    assert first.progress.stopped_early and first.progress.epoch == 2
+    logs: list[str] = []
+    train(config, log=logs.append)
+    assert any("stopped early after epoch 2" in line for line in logs)
+    result = train(_with(config, train={"early_stop": False}), **QUIET)
+    assert result.progress.epoch == 5
+
+
+def test_stale_temporary_files_are_removed(tmp_path: Path) -> None:
+    stale = tmp_path / ".train-7.pt.abc123.tmp"
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a checkpoint")
+    train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
+    assert not stale.exists()
 
 
 def test_plateau_reduces_the_rate_and_early_stop_stops(tmp_path: Path) -> None:

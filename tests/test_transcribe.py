@@ -46,3 +46,17 @@ def test_8khz_audio_is_upsampled_to_what_a_16khz_model_hears_of_it() -> None:
     # Below 4 kHz the signals agree to the 8 kHz file's 16-bit quantisation.
     assert np.corrcoef(converted[:n], band_limited[:n])[0, 1] > 0.999
     assert (ours - reference)[:, :13].abs().median() < 0.5
+
+
+def test_audio_shorter_than_a_window_is_a_per_file_error(tmp_path: Path) -> None:
+    from harken.train import build, save
+
+    from conftest import ldc_config
+
+    save(build(ldc_config(tmp_path / "ckpt", epochs=1, n_hidden=8), log=lambda _: None))
+    loaded = checkpoint.load_model(tmp_path / "ckpt")
+    short = tmp_path / "short.wav"
+    audio.write(short, np.full(300, 0.1, dtype=np.float32), 16000)
+    results = list(transcribe_files(loaded, [short, DATA / "LDC93S1.wav"]))
+    assert results[0].error == f"{short}: shorter than one 32 ms feature window"
+    assert not results[1].error and results[1].duration == pytest.approx(2.92, abs=0.01)

@@ -48,6 +48,13 @@ def listing_any(directory: Path) -> bool:
     return bool(listing(directory, TRAIN) or listing(directory, BEST))
 
 
+def remove_temporary(directory: Path) -> None:
+    """Delete the temporary files of saves that a killed process never finished."""
+    if directory.is_dir():
+        for stale in directory.glob(".*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def save(directory: Path, kind: str, step: int, payload: dict[str, Any], keep: int) -> Path:
     """Write ``payload`` as ``<kind>-<step>.pt`` atomically and delete all but the newest ``keep``."""
     target = directory / f"{kind}-{step}.pt"

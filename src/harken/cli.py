@@ -134,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not config.data.test_files:
         raise ValueError("no --test_files given")
-    test_checkpoint(config)
+    test_checkpoint(config, config.load_dir)
     return 0
 
 

@@ -19,6 +19,31 @@ def option(default: Any, help: str, group: str | None = None, choices: tuple[str
     return field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
 
+def require(ok: bool, flag: str, value: Any, expected: str) -> None:
+    """Raise the one-line error for an option value out of range."""
+    if not ok:
+        raise ValueError(f"--{flag} {value}: must be {expected}")
+
+
+def _require_all(config: Any, checks: dict[str, tuple[Any, str]]) -> None:
+    """checks: field name -> (predicate on its value, what it must be)."""
+    for name, (predicate, expected) in checks.items():
+        value = getattr(config, name)
+        require(predicate(value), name, value, expected)
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _rate(value: float) -> bool:
+    return value == -1.0 or 0.0 <= value < 1.0
+
+
 def _default_dir(kind: str) -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "harken", kind)
@@ -34,6 +59,20 @@ class FeatureConfig:
     n_mfcc: int = option(26, "number of MFCC coefficients per frame")
     n_mel_channels: int = option(40, "number of mel filterbank channels")
     n_context: int = option(9, "frames of context on each side of the current frame")
+
+    def __post_init__(self) -> None:
+        _require_all(self, {
+            "audio_sample_rate": (_positive, "a positive number of Hz"),
+            "feature_win_len": (_positive, "a positive number of milliseconds"),
+            "feature_win_step": (_positive, "a positive number of milliseconds"),
+            "n_mel_channels": (_positive, "positive"),
+            "n_mfcc": (lambda n: 0 < n <= self.n_mel_channels, f"1 to n_mel_channels, {self.n_mel_channels}"),
+            "n_context": (_non_negative, "0 or more"),
+        })  # fmt: skip
+        require(
+            self.window_samples >= 2, "feature_win_len", self.feature_win_len, "at least two samples long"
+        )
+        require(self.step_samples >= 1, "feature_win_step", self.feature_win_step, "at least one sample long")
 
     @property
     def window_samples(self) -> int:
@@ -58,15 +97,25 @@ class ModelConfig:
     bidirectional: bool = option(
         False, "use a bidirectional LSTM (the early DeepSpeech BiRNN; not streamable)"
     )
-    dropout_rate: float = option(0.05, "dropout rate for the feedforward layers")
+    dropout_rate: float = option(0.05, "dropout rate for layer 1 (and the default of the others)")
     dropout_rate2: float = option(-1.0, "dropout rate for layer 2 (-1: use dropout_rate)")
     dropout_rate3: float = option(-1.0, "dropout rate for layer 3 (-1: use dropout_rate)")
-    dropout_rate4: float = option(0.0, "dropout rate for the LSTM output (-1: use dropout_rate)")
-    dropout_rate5: float = option(0.0, "dropout rate for layer 5 (-1: use dropout_rate)")
-    dropout_rate6: float = option(-1.0, "dropout rate for layer 6 (-1: use dropout_rate)")
+    dropout_rate4: float = option(0.0, "dropout rate for the (forward) LSTM output (-1: use dropout_rate)")
+    dropout_rate5: float = option(0.0, "dropout rate for the backward LSTM output (-1: use dropout_rate)")
+    dropout_rate6: float = option(
+        -1.0, "dropout rate for layer 5, as DeepSpeech numbered it (-1: use dropout_rate)"
+    )
+
+    def __post_init__(self) -> None:
+        _require_all(self, {
+            "n_hidden": (_positive, "positive"),
+            "relu_clip": (_positive, "positive"),
+            **{f"dropout_rate{n}": (_rate, "-1 or in [0, 1)") for n in ("", 2, 3, 4, 5, 6)},
+        })  # fmt: skip
+        require(self.dropout_rate >= 0, "dropout_rate", self.dropout_rate, "in [0, 1)")
 
     def dropout(self, layer: int) -> float:
-        """The effective dropout rate of layer 1..6."""
+        """The value of dropout_rate<layer> (layer 1: dropout_rate); -1 falls back to dropout_rate."""
         rates = {
             1: self.dropout_rate,
             2: self.dropout_rate2,
@@ -101,6 +150,13 @@ class DataConfig:
     shuffle_batches: bool = option(False, "shuffle the order of the duration-sorted batches every epoch")
     num_workers: int = option(-1, "data loader worker processes (-1: one per spare CPU core, at most 4)")
 
+    def __post_init__(self) -> None:
+        _require_all(self, {
+            **{f"{split}_batch_size": (_positive, "positive") for split in ("train", "dev", "test")},
+            **{f"limit_{split}": (_non_negative, "0 (all) or more") for split in ("train", "dev", "test")},
+            "num_workers": (lambda n: n >= -1, "-1 (automatic) or more"),
+        })  # fmt: skip
+
 
 @dataclass(frozen=True)
 class CheckpointConfig:
@@ -121,6 +177,12 @@ class CheckpointConfig:
     )
     checkpoint_secs: int = option(600, "save a checkpoint at least this often during an epoch (seconds)")
     max_to_keep: int = option(5, "number of latest training checkpoints to keep")
+
+    def __post_init__(self) -> None:
+        _require_all(self, {
+            "checkpoint_secs": (_non_negative, "0 or more seconds"),
+            "max_to_keep": (_positive, "1 or more"),
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -144,7 +206,24 @@ class TrainConfig:
     show_progressbar: bool = option(True, "show progress bars with an ETA")
     device: str = option("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1 ...")
     report_count: int = option(5, "samples of each of the best, median and worst to show in test reports")
-    test_output_file: str = option("", "write every test sample's result to this JSON file")
+    test_output_file: str = option(
+        "", "write every test sample's result to this JSON file (default: <checkpoint dir>/test-results.json)"
+    )
+
+    def __post_init__(self) -> None:
+        _require_all(self, {
+            "epochs": (_non_negative, "0 or more"),
+            "learning_rate": (_positive, "positive"),
+            "beta1": (lambda b: 0 <= b < 1, "in [0, 1)"),
+            "beta2": (lambda b: 0 <= b < 1, "in [0, 1)"),
+            "epsilon": (_positive, "positive"),
+            "clip_grad_norm": (_non_negative, "0 (off) or more"),
+            "es_epochs": (_positive, "1 or more"),
+            "es_min_delta": (_non_negative, "0 or more"),
+            "plateau_epochs": (_positive, "1 or more"),
+            "plateau_reduction": (lambda r: 0 < r <= 1, "in (0, 1]"),
+            "report_count": (_non_negative, "0 or more"),
+        })  # fmt: skip
 
 
 @dataclass(frozen=True)

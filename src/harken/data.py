@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harken import audio, features, manifest
 from harken.alphabet import Alphabet
-from harken.config import FeatureConfig
+from harken.config import DataConfig, FeatureConfig
 from harken.manifest import Sample
 
 
@@ -160,21 +160,24 @@ class Split:
 
 def load_split(
     name: str,
-    files: str,
-    limit: int,
-    batch_size: int,
-    reverse: bool,
+    config: DataConfig,
     alphabet: Alphabet,
-    config: FeatureConfig,
+    features: FeatureConfig,
     log: Callable[[str], None],
     rejected_dir: Path | None = None,
+    files: str | None = None,
 ) -> Split:
-    """Read and validate the CSVs of one split, report what was skipped and why, and batch the rest.
+    """Read and validate the CSVs of split ``name`` (train, dev or test), report what was skipped and why,
+    and batch the rest, with that split's options (``<name>_files``, ``<name>_batch_size``, ``limit_<name>``,
+    ``reverse_<name>``; ``files`` overrides the CSV list).
 
     With ``rejected_dir``, every skipped sample is also listed in ``<rejected_dir>/skipped-<name>.csv``.
+    The limit keeps the first usable samples in CSV order.
     """
+    files = files if files is not None else getattr(config, f"{name}_files")
+    limit, reverse = getattr(config, f"limit_{name}"), getattr(config, f"reverse_{name}")
     samples = manifest.read_manifests(files)
-    report = manifest.validate(samples, alphabet, config)
+    report = manifest.validate(samples, alphabet, features)
     log(report.summary(f"{name} ({files})"))
     if report.rejected and rejected_dir is not None:
         listing = rejected_dir / f"skipped-{name}.csv"
@@ -183,4 +186,5 @@ def load_split(
     kept = report.kept[:limit] if limit > 0 else report.kept
     if not kept:
         raise DataError(f"{name}: no usable samples in {files}")
-    return Split(name, kept, sorted_batches(kept, batch_size, reverse), SpeechDataset(kept, alphabet, config))
+    batches = sorted_batches(kept, getattr(config, f"{name}_batch_size"), reverse)
+    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features))

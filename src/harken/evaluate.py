@@ -174,44 +174,34 @@ def write_json(reports: Sequence[Report], path: Path) -> None:
         json.dump([r.to_json() for r in reports], handle, indent=2, ensure_ascii=False)
 
 
-def test_checkpoint(config: Config, log: Callable[[str], None] = print) -> list[Report]:
-    """Evaluate the checkpoint --load_evaluate picks on every test CSV: print reports, write JSON."""
-    directory = config.save_dir if checkpoint.listing_any(config.save_dir) else config.load_dir
+def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] = print) -> list[Report]:
+    """Evaluate the checkpoint in ``directory`` that --load_evaluate picks on every test CSV: print the
+    reports and write every sample's result as JSON (--test_output_file, else <directory>/test-results.json).
+    """
     loaded = checkpoint.load_model(
         directory, config.checkpoint.load_evaluate, choose_device(config.train.device)
     )
     log(f"Testing {loaded.path}")
     reports = []
-    cfg = config.data
     device = next(loaded.model.parameters()).device
-    for csv in manifest.split_files(cfg.test_files):
+    workers = data.default_workers(config.data.num_workers)
+    for csv in manifest.split_files(config.data.test_files):
         split = data.load_split(
-            "test",
-            str(csv),
-            cfg.limit_test,
-            cfg.test_batch_size,
-            cfg.reverse_test,
-            loaded.alphabet,
-            loaded.config.features,
-            log,
+            "test", config.data, loaded.alphabet, loaded.config.features, log, files=str(csv)
         )
-        loader = data.loader(
-            split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(cfg.num_workers)
-        )
+        loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), workers)
         with ProgressBar(f"Testing {csv.name}", len(split.samples), config.train.show_progressbar) as bar:
             report = run(
-                loaded.model,
-                loader,
-                split.samples,
-                loaded.alphabet,
-                loaded.config.features.n_context,
-                device,
-                name=str(csv),
-                on_batch=bar.advance,
-            )
+                loaded.model, loader, split.samples, loaded.alphabet, loaded.config.features.n_context,
+                device, name=str(csv), on_batch=bar.advance,
+            )  # fmt: skip
         log(format_report(report, config.train.report_count))
         reports.append(report)
-    if config.train.test_output_file:
-        write_json(reports, Path(config.train.test_output_file))
-        log(f"Wrote every sample's result to {config.train.test_output_file}")
+    output = (
+        Path(config.train.test_output_file)
+        if config.train.test_output_file
+        else directory / "test-results.json"
+    )
+    write_json(reports, output)
+    log(f"Wrote every sample's result to {output}")
     return reports

@@ -127,6 +127,8 @@ def context_windows(features: torch.Tensor, n_context: int) -> torch.Tensor:
     input (and of its layer_1 weights).
     """
     batch, time, width = features.shape
+    if time == 0:
+        return features.new_zeros((batch, 0, (2 * n_context + 1) * width))
     padded = F.pad(features, (0, 0, n_context, n_context))  # [batch, time + 2 n_context, n_mfcc]
     windows = padded.unfold(1, 2 * n_context + 1, 1)  # [batch, time, n_mfcc, 2 n_context + 1]
     return windows.transpose(2, 3).reshape(batch, time, (2 * n_context + 1) * width)

@@ -7,6 +7,7 @@ Paths are relative to the CSV's folder or absolute; several CSVs are given as on
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -87,18 +88,26 @@ def read_manifests(spec: str | Sequence[str | Path], limit: int = 0) -> list[Sam
 
 
 def write_csv(path: str | Path, samples: Iterable[Sample], relative: bool = True) -> None:
-    """Write a manifest atomically; paths relative to the CSV's folder where they can be."""
+    """Write a manifest atomically; paths relative to the CSV's folder where they can be.
+
+    A file that already holds exactly this text is left untouched (its modification time too).
+    """
     path = Path(path)
     base = Path(os.path.abspath(path.parent))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(HEADER)
+    for sample in samples:
+        wav = Path(os.path.abspath(sample.path))  # symlinks stay as they are
+        if relative and wav.is_relative_to(base):
+            wav = wav.relative_to(base)
+        size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)
+        writer.writerow([wav.as_posix(), size, sample.transcript])
+    content = text.getvalue()
+    if path.is_file() and path.read_text(encoding="utf-8") == content:
+        return
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(HEADER)
-        for sample in samples:
-            wav = Path(os.path.abspath(sample.path))  # symlinks stay as they are
-            if relative and wav.is_relative_to(base):
-                wav = wav.relative_to(base)
-            size = sample.size or (os.path.getsize(sample.path) if sample.path.is_file() else 0)
-            writer.writerow([wav.as_posix(), size, sample.transcript])
+        handle.write(content)
 
 
 # Skip reasons, in the order they are checked.

@@ -17,6 +17,10 @@ from harken.config import FeatureConfig, ModelConfig
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [directions, batch, n_hidden]
 
 
+def _dropout(rate: float) -> nn.Module:
+    return nn.Dropout(rate) if rate > 0 else nn.Identity()
+
+
 class ClippedDense(nn.Module):
     """Linear -> ReLU clipped at ``clip`` -> dropout."""
 
@@ -24,7 +28,7 @@ class ClippedDense(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_in, n_out)
         self.clip = clip
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = _dropout(dropout)
         nn.init.xavier_uniform_(self.linear.weight)  # DeepSpeech: VarianceScaling(fan_avg, uniform)
         nn.init.zeros_(self.linear.bias)
 
@@ -44,9 +48,11 @@ class DeepSpeech(nn.Module):
         self.layer_2 = ClippedDense(hidden, hidden, clip, config.dropout(2))
         self.layer_3 = ClippedDense(hidden, hidden, clip, config.dropout(3))
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=config.bidirectional)
-        self.lstm_dropout = nn.Dropout(config.dropout(4)) if config.dropout(4) > 0 else nn.Identity()
+        self.lstm_dropout = _dropout(config.dropout(4))  # forward direction
+        self.lstm_dropout_backward = _dropout(config.dropout(5)) if config.bidirectional else nn.Identity()
         directions = 2 if config.bidirectional else 1
-        self.layer_5 = ClippedDense(directions * hidden, hidden, clip, config.dropout(5))
+        # DeepSpeech numbers its dropout rates by position: layer_5 takes the sixth.
+        self.layer_5 = ClippedDense(directions * hidden, hidden, clip, config.dropout(6))
         self.layer_6 = nn.Linear(hidden, n_classes)
         nn.init.xavier_uniform_(self.layer_6.weight)
         nn.init.zeros_(self.layer_6.bias)
@@ -83,7 +89,12 @@ class DeepSpeech(nn.Module):
             packed = pack_padded_sequence(hidden, lengths.cpu(), batch_first=True, enforce_sorted=False)
             packed_out, new_state = self.lstm(packed, state)
             recurrent, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=time)
-        logits = self.layer_6(self.layer_5(self.lstm_dropout(recurrent)))  # [batch, time, n_classes]
+        if self.bidirectional:
+            forward, backward = recurrent.chunk(2, dim=-1)
+            recurrent = torch.cat([self.lstm_dropout(forward), self.lstm_dropout_backward(backward)], dim=-1)
+        else:
+            recurrent = self.lstm_dropout(recurrent)
+        logits = self.layer_6(self.layer_5(recurrent))  # [batch, time, n_classes]
         return F.log_softmax(logits.float(), dim=-1), lengths, new_state
 
 

@@ -24,7 +24,7 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give what open() would
         with os.fdopen(fd, mode, **open_args) as handle:
             yield handle
             handle.flush()
@@ -36,10 +36,13 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
     _fsync_directory(path.parent)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import: setting it later would race with other threads' files
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -90,13 +90,11 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> Path | None
     """A PNG of the training and dev loss per epoch (written atomically); None with no history."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the process's plotting backend is left alone
 
     epochs = [row["epoch"] for row in history]
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.subplots()
     axes.plot(epochs, [row["train_loss"] for row in history], marker=".", label="train loss")
     dev = [(row["epoch"], row["dev_loss"]) for row in history if "dev_loss" in row]
     if dev:
@@ -107,9 +105,6 @@ def plot_history(history: Sequence[dict[str, float]], path: Path) -> Path | None
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    try:
-        with atomic_write(path, "wb") as handle:
-            figure.savefig(handle, format="png")
-    finally:
-        plt.close(figure)
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png")
     return path

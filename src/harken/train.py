@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ import torch
 from harken import checkpoint, data, evaluate
 from harken import config as config_module
 from harken.alphabet import Alphabet
-from harken.config import Config
+from harken.config import CheckpointConfig, Config
 from harken.data import Split, load_split
 from harken.model import DeepSpeech, choose_device, parameter_count
 from harken.summary import ProgressBar, Summaries, plot_history
+
+DEFAULT_CHECKPOINTS = CheckpointConfig().checkpoint_dir
 
 
 class TrainingError(RuntimeError):
@@ -95,19 +97,20 @@ def _set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
 
 
 def resume(run: Run) -> None:
-    """Continue from the newest checkpoint (save dir first, then load dir) when there is one."""
+    """Continue this run, or start it from --load_checkpoint_dir, or initialise a new model.
+
+    The save directory is this run's own: when it holds checkpoints, the newest is resumed whatever
+    --load_train says (so re-running a command always continues it). Only a run that has not saved
+    anything yet starts from --load_checkpoint_dir (or checkpoint_dir) as --load_train chooses.
+    """
     cfg = run.config
+    found = checkpoint.newest(cfg.save_dir, (checkpoint.TRAIN, checkpoint.BEST), run.device, run.log)
+    if found is not None:
+        _continue(run, *found)
+        return
     mode = cfg.checkpoint.load_train
     kinds = checkpoint.kinds_for(mode, training=True)
-    if not kinds and checkpoint.listing_any(cfg.save_dir):
-        raise TrainingError(
-            f"{cfg.save_dir} already holds checkpoints: --load_train init would mix two runs there "
-            "(use another --save_checkpoint_dir)"
-        )
-    found = checkpoint.newest(cfg.save_dir, kinds, run.device, run.log) if kinds else None
-    same_run = found is not None
-    if found is None and kinds and cfg.load_dir != cfg.save_dir:
-        found = checkpoint.newest(cfg.load_dir, kinds, run.device, run.log)
+    found = checkpoint.newest(cfg.load_dir, kinds, run.device, run.log) if kinds else None
     if found is None:
         if mode in ("last", "best"):
             raise TrainingError(f"{cfg.load_dir}: no {mode} checkpoint to start from (--load_train {mode})")
@@ -116,20 +119,31 @@ def resume(run: Run) -> None:
     path, payload = found
     checkpoint.check_compatible(path, payload, cfg, run.alphabet)
     run.model.load_state_dict(payload["model"])
-    run.optimizer.load_state_dict(payload["optimizer"])
-    if not same_run:
-        run.log(f"Fine-tuning from {path}")
-        _set_learning_rate(run.optimizer, run.progress.learning_rate)
-        return
-    run.progress = Progress(**payload["progress"])
+    if payload.get("optimizer"):
+        run.optimizer.load_state_dict(payload["optimizer"])
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
-    torch.set_rng_state(payload["rng"]["torch"].cpu())
-    if "cuda" in payload["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
+    run.log(f"Starting from {path} (saving to {cfg.save_dir})")
+
+
+def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
+    """Restore weights, optimizer, progress and RNG state of this run's checkpoint."""
+    checkpoint.check_compatible(path, payload, run.config, run.alphabet)
+    run.model.load_state_dict(payload["model"])
+    if payload.get("optimizer"):
+        run.optimizer.load_state_dict(payload["optimizer"])
+    known = {f.name for f in fields(Progress)}
+    run.progress = Progress(**{k: v for k, v in payload["progress"].items() if k in known})
+    _set_learning_rate(run.optimizer, run.progress.learning_rate)
+    if "rng" in payload:
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        if "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
     run.log(
         f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
         f"step {run.progress.step}"
     )
+    if run.progress.learning_rate != run.config.train.learning_rate:
+        run.log(f"  (learning rate {run.progress.learning_rate:g} from the checkpoint, not --learning_rate)")
 
 
 def train_epoch(run: Run, split: Split, workers: int, summaries: Summaries) -> None:
@@ -150,24 +164,28 @@ def train_epoch(run: Run, split: Split, workers: int, summaries: Summaries) -> N
         for batch in loader:
             for _, reason in batch.failed:
                 run.log(f"warning: skipping {reason}")
-            if len(batch):
-                loss = _step(run, batch.to(run.device))
+            loss = _step(run, batch.to(run.device)) if len(batch) else None
+            if loss is not None:
                 progress.epoch_loss_sum += loss
                 progress.epoch_loss_batches += 1
                 progress.step += 1
                 summaries.scalar("train/batch_loss", loss, progress.step)
+            elif len(batch):
+                names = ", ".join(str(split.samples[i].path) for i in batch.indices[:3])
+                run.log(f"warning: non-finite loss, batch skipped without an update ({names} ...)")
             progress.batch += 1
             bar.advance(loss=progress.epoch_loss_sum / max(1, progress.epoch_loss_batches))
             if time.monotonic() - run.last_save >= cfg.checkpoint.checkpoint_secs:
                 save(run)
 
 
-def _step(run: Run, batch: data.Batch) -> float:
+def _step(run: Run, batch: data.Batch) -> float | None:
+    """One optimizer step on a batch; None (and no update) when the loss is not finite."""
     losses, _, _ = evaluate.batch_losses(run.model, batch, run.config.features.n_context)
     loss = losses.mean()  # [] mean per-sample CTC loss, as DeepSpeech
     if not torch.isfinite(loss):
         run.optimizer.zero_grad(set_to_none=True)
-        return float("nan")
+        return None
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.config.train.clip_grad_norm > 0:
@@ -256,39 +274,26 @@ def build(config: Config, log: Callable[[str], None]) -> Run:
 
 
 def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
-    """Train (or resume training) as ``config`` says; then test the best model on the test files."""
-    if not config.data.train_files:
-        raise TrainingError("no --train_files given")
-    run = build(config, log)
+    """Train (or resume training) as ``config`` says; then test the best model on the test files.
+
+    Without --train_files but with --test_files, only the test runs (as DeepSpeech did).
+    """
     cfg = config.data
-    train_split = load_split(
-        "train",
-        cfg.train_files,
-        cfg.limit_train,
-        cfg.train_batch_size,
-        cfg.reverse_train,
-        run.alphabet,
-        config.features,
-        log,
-        config.save_dir,
-    )
-    dev_split = (
-        load_split(
-            "dev",
-            cfg.dev_files,
-            cfg.limit_dev,
-            cfg.dev_batch_size,
-            cfg.reverse_dev,
-            run.alphabet,
-            config.features,
-            log,
-            config.save_dir,
+    if not cfg.train_files:
+        if not cfg.test_files:
+            raise TrainingError("no --train_files given (nor --test_files to test a trained model)")
+        return TrainResult(
+            Progress(), config.load_dir, evaluate.test_checkpoint(config, config.load_dir, log)
         )
-        if cfg.dev_files
-        else None
+    _check_directories(config)
+    run = build(config, log)
+    train_split = load_split("train", cfg, run.alphabet, config.features, log, config.save_dir)
+    dev_split = (
+        load_split("dev", cfg, run.alphabet, config.features, log, config.save_dir) if cfg.dev_files else None
     )
     if dev_split is None and (config.train.early_stop or config.train.reduce_lr_on_plateau):
         log("warning: --early_stop and --reduce_lr_on_plateau need --dev_files; they are off")
+    checkpoint.remove_temporary(config.save_dir)  # left by a process killed while saving
     resume(run)
     workers = data.default_workers(cfg.num_workers)
     summary_dir = (
@@ -297,15 +302,32 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
     with Summaries(summary_dir, log) as summaries:
         _epochs(run, train_split, dev_split, workers, summaries)
     plot_history(run.progress.history, config.save_dir / "loss.png")
-    reports = evaluate.test_checkpoint(config, log) if cfg.test_files else []
+    reports = evaluate.test_checkpoint(config, config.save_dir, log) if cfg.test_files else []
     return TrainResult(run.progress, config.save_dir, reports)
+
+
+def _check_directories(config: Config) -> None:
+    """--load_checkpoint_dir alone would save into the default checkpoint_dir, mixing runs: refuse that."""
+    ckpt = config.checkpoint
+    if (
+        ckpt.load_checkpoint_dir
+        and not ckpt.save_checkpoint_dir
+        and ckpt.checkpoint_dir == DEFAULT_CHECKPOINTS
+    ):
+        raise TrainingError(
+            "--load_checkpoint_dir needs --save_checkpoint_dir (or --checkpoint_dir): where this run saves"
+        )
 
 
 def _epochs(
     run: Run, train_split: Split, dev_split: Split | None, workers: int, summaries: Summaries
 ) -> None:
     progress, epochs = run.progress, run.config.train.epochs
-    if progress.epoch >= epochs or progress.stopped_early:
+    if progress.stopped_early and run.config.train.early_stop:
+        run.log(f"Training stopped early after epoch {progress.epoch}; run without --early_stop to go on")
+        return
+    progress.stopped_early = False
+    if progress.epoch >= epochs:
         run.log(f"Training already finished ({progress.epoch} epochs); raise --epochs to train more")
         return
     try:
@@ -326,7 +348,5 @@ def _epochs(
             if stop:
                 break
     except KeyboardInterrupt:
-        path = save(run)
-        raise TrainingError(
-            f"interrupted: progress saved to {path}; run the same command to resume"
-        ) from None
+        run.log(f"Interrupted: progress saved to {save(run)}; run the same command to resume")
+        raise

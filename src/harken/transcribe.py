@@ -63,5 +63,9 @@ def transcribe_files(loaded: LoadedModel, paths: Iterable[Path]) -> Iterator[Tra
         except audio.AudioError as error:
             yield Transcript(path, error=str(error))
             continue
+        if features.n_frames(len(samples), loaded.config.features) == 0:
+            window = loaded.config.features.feature_win_len
+            yield Transcript(path, error=f"{path}: shorter than one {window} ms feature window")
+            continue
         decoded = transcribe_samples(loaded, torch.from_numpy(samples))
         yield Transcript(path, " ".join(decoded.text.split()), len(samples) / rate)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from harken import audio
+from harken import audio, manifest
 from harken.storage import atomic_write
 
 __all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
@@ -53,7 +53,6 @@ _EE_OK = 0
 _RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM, espeakRATE_MAXIMUM (words per minute)
 _PITCH_RANGE = (0, 100)
 
-_CSV_HEADER = ("wav_filename", "wav_filesize", "transcript")
 _SPLITS = ("train", "dev", "test")
 _PREFIX = {"train": "tr", "dev": "dv", "test": "te"}
 _SENTENCE = re.compile(r"[a-z' ]*[a-z][a-z' ]*")
@@ -414,18 +413,6 @@ def _write_wav(path: Path, samples: np.ndarray, native_rate: int, sample_rate: i
         soundfile.write(handle, audio.to_pcm16(converted), sample_rate, subtype="PCM_16", format="WAV")
 
 
-def _write_csv(path: Path, rows: Sequence[tuple[str, int, str]]) -> None:
-    """Write a DeepSpeech CSV atomically; leave the file alone when it already says exactly this."""
-    lines = [",".join(_CSV_HEADER)]
-    for name, size, transcript in rows:
-        lines.append(f"{name},{size},{transcript}")
-    content = "\n".join(lines) + "\n"
-    if path.is_file() and path.read_text(encoding="utf-8") == content:
-        return
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        handle.write(content)
-
-
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
     if not enabled:
@@ -454,7 +441,7 @@ def prepare(target: Path, config: SyntheticConfig = SyntheticConfig(), progress:
     wav_dir.mkdir(parents=True, exist_ok=True)
     for stale in wav_dir.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    rows: dict[str, list[tuple[str, int, str]]] = {split: [] for split in _SPLITS}
+    rows: dict[str, list[manifest.Sample]] = {split: [] for split in _SPLITS}
     frames, made = 0, 0
     with _progress_bar(progress, len(plan)) as advance:
         for utterance in plan:
@@ -466,11 +453,11 @@ def prepare(target: Path, config: SyntheticConfig = SyntheticConfig(), progress:
                 _write_wav(path, samples, native_rate, config.sample_rate)
                 made += 1
             frames += soundfile.info(str(path)).frames
-            rows[utterance.split].append((f"wav/{path.name}", path.stat().st_size, utterance.text))
+            rows[utterance.split].append(manifest.Sample(path, path.stat().st_size, utterance.text))
             advance()
     csvs = [target / f"{split}.csv" for split in _SPLITS]
     for split, path in zip(_SPLITS, csvs, strict=True):
-        _write_csv(path, rows[split])
+        manifest.write_csv(path, rows[split])
     counts = " / ".join(f"{split} {len(rows[split])}" for split in _SPLITS)
     hours = frames / config.sample_rate / 3600
     print(
