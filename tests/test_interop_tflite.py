@@ -115,3 +115,23 @@ def test_bad_files(tmp_path: Path) -> None:
         truncated.write_bytes(ARMSPEECH.read_bytes()[:100_000])
         with pytest.raises(InteropError, match="truncated.tflite: not a readable TFLite model"):
             read_tflite(truncated)
+
+
+def test_import_model_and_transcribe_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harken import cli
+    from harken.importers.synthetic import Synthesizer
+
+    if not ARMSPEECH.is_file():
+        pytest.fail(f"{ARMSPEECH} is missing: `make test` fetches it (ArmSpeech's sdist from PyPI)")
+    pcm, rate = Synthesizer().speak("այսօր եղանակը շատ լավ է", "hy")
+    wav = tmp_path / "hy.wav"
+    audio.write(wav, audio.resample(audio.from_pcm16(pcm), rate, 16000), 16000)
+    assert cli.main(["transcribe", "--model", str(ARMSPEECH), str(wav)]) == 0
+    direct = capsys.readouterr().out.strip()
+    assert len(direct) > 10 and set(direct) <= set(" աբգդեզէըթժիլխծկհձղճմյնշոչպջռսվտրցւփքևօֆ")
+    assert cli.main(["import-model", str(ARMSPEECH), "--output", str(tmp_path / "ckpt")]) == 0
+    assert "n_hidden 2048, 40 symbols + blank, 16000 Hz" in capsys.readouterr().out
+    assert cli.main(["transcribe", "--checkpoint_dir", str(tmp_path / "ckpt"), str(wav)]) == 0
+    assert capsys.readouterr().out.strip() == direct
+    assert cli.main(["import-model", str(ARMSPEECH), "--output", str(tmp_path / "ckpt")]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err

@@ -170,18 +170,68 @@ def load_model(directory: Path, mode: str = "auto", device: torch.device | str =
     found = newest(directory, kinds_for(mode, training=False), device)
     if found is None:
         raise CheckpointError(f"{directory}: no checkpoint found (looked for {mode} checkpoints)")
-    path, payload = found
-    config = stored_config(payload)
-    alphabet = stored_alphabet(payload)
+    return _model(found[0], stored_config(found[1]), stored_alphabet(found[1]), found[1]["model"], device)
+
+
+def load_file(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """A model from one file: a harken checkpoint (.pt) or a DeepSpeech / Coqui STT model (.tflite)."""
+    if path.suffix.lower() == ".tflite":
+        from harken.interop.tflite import read_tflite
+
+        imported = read_tflite(path)
+        return _model(path, imported.config, imported.alphabet, imported.state_dict, device)
+    payload = read(path, device)
+    return _model(path, stored_config(payload), stored_alphabet(payload), payload["model"], device)
+
+
+def _model(
+    path: Path,
+    config: Config,
+    alphabet: Alphabet,
+    weights: dict[str, torch.Tensor],
+    device: torch.device | str,
+) -> LoadedModel:
     model = DeepSpeech(config.features, config.model, alphabet.n_classes)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: weights do not fit the stored geometry ({_first_line(error)})"
         ) from None
     model.to(device).eval()
     return LoadedModel(model, config, alphabet, path)
+
+
+def make_payload(
+    config: Config,
+    alphabet: Alphabet,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A checkpoint's contents; the RNG state is the current one."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config_module.to_dict(config),
+        "alphabet": alphabet.serialize(),
+        "model": weights,
+        "optimizer": optimizer,
+        "progress": progress or {},
+        "rng": rng,
+    }
+
+
+def import_model(source: Path, target: Path) -> tuple[Path, LoadedModel]:
+    """Write a model file (e.g. a .tflite) as a harken checkpoint in ``target`` (train-0.pt)."""
+    if listing_any(target):
+        raise CheckpointError(f"{target} already holds checkpoints; import into an empty directory")
+    loaded = load_file(source)
+    payload = make_payload(loaded.config, loaded.alphabet, loaded.model.state_dict())
+    return save(target, TRAIN, 0, payload, keep=1), loaded
 
 
 def _first_line(error: Exception) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from harken import __version__
@@ -108,7 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(evaluate, "evaluate")
     transcribe = commands.add_parser("transcribe", help="transcribe audio files, folders or globs")
     transcribe.add_argument("audio", nargs="+", help="audio files, folders or glob patterns")
+    transcribe.add_argument(
+        "--model",
+        type=Path,
+        help="a model file instead of --checkpoint_dir: a DeepSpeech/Coqui STT .tflite or a .pt",
+    )
     add_config_options(transcribe, "transcribe")
+    import_model = commands.add_parser(
+        "import-model", help="turn a DeepSpeech / Coqui STT .tflite model into a harken checkpoint"
+    )
+    import_model.add_argument("model", type=Path, help="the .tflite file")
+    import_model.add_argument("--output", type=Path, required=True, help="an empty checkpoint directory")
     importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
     from harken.importers import IMPORTERS
 
@@ -143,9 +154,11 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from harken.model import choose_device
 
     config = config_from_args(args)
-    loaded = checkpoint.load_model(
-        config.load_dir, config.checkpoint.load_evaluate, choose_device(config.train.device)
-    )
+    device = choose_device(config.train.device)
+    if args.model is not None:
+        loaded = checkpoint.load_file(args.model, device)
+    else:
+        loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate, device)
     paths = transcribe.expand(args.audio)
     failures = 0
     for result in transcribe.transcribe_files(loaded, paths):
@@ -155,6 +168,19 @@ def run_transcribe(args: argparse.Namespace) -> int:
         else:
             print(f"{result.path}: {result.text}" if len(paths) > 1 else result.text)
     return 1 if failures else 0
+
+
+def run_import_model(args: argparse.Namespace) -> int:
+    from harken import checkpoint
+
+    path, loaded = checkpoint.import_model(args.model, args.output)
+    features, model = loaded.config.features, loaded.config.model
+    print(
+        f"Imported {args.model}: n_hidden {model.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
+        f"{features.audio_sample_rate} Hz, {features.feature_win_len}/{features.feature_win_step} ms windows"
+    )
+    print(f"Wrote {path}")
+    return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -170,6 +196,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": run_evaluate,
     "transcribe": run_transcribe,
     "import": run_import,
+    "import-model": run_import_model,
 }
 
 

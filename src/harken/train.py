@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from harken import checkpoint, data, evaluate
-from harken import config as config_module
 from harken.alphabet import Alphabet
 from harken.config import CheckpointConfig, Config
 from harken.data import Split, load_split
@@ -69,19 +68,9 @@ class TrainResult:
 
 
 def _payload(run: Run) -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "format": checkpoint.FORMAT,
-        "version": checkpoint.VERSION,
-        "config": config_module.to_dict(run.config),
-        "alphabet": run.alphabet.serialize(),
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "progress": asdict(run.progress),
-        "rng": rng,
-    }
+    return checkpoint.make_payload(
+        run.config, run.alphabet, run.model.state_dict(), run.optimizer.state_dict(), asdict(run.progress)
+    )
 
 
 def save(run: Run, kind: str = checkpoint.TRAIN) -> Path:
@@ -133,6 +122,8 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
         run.optimizer.load_state_dict(payload["optimizer"])
     known = {f.name for f in fields(Progress)}
     run.progress = Progress(**{k: v for k, v in payload["progress"].items() if k in known})
+    if run.progress.learning_rate <= 0:  # an imported model carries no training progress
+        run.progress.learning_rate = run.config.train.learning_rate
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
     if "rng" in payload:
         torch.set_rng_state(payload["rng"]["torch"].cpu())
