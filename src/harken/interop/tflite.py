@@ -63,7 +63,7 @@ def _interpreter(path: Path) -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
-        raise InteropError("importing .tflite models needs LiteRT: pip install ai-edge-litert") from None
+        raise InteropError("reading .tflite models needs LiteRT: pip install 'harken[tflite]'") from None
     if not path.is_file():
         raise InteropError(f"{path}: no such file")
     try:
