@@ -331,7 +331,7 @@ class SyntheticConfig:
     test_voices: tuple[str, ...] = _TEST_VOICES  # held-out speakers, for both dev and test
     heldout_fraction: float = 0.2  # of the sentences: never in train, only in dev/test
     heldout_repeats: int = 2  # how many held-out voices say each dev/test sentence
-    dev_fraction: float = 0.1  # of the held-out sentences; the rest are the test set
+    dev_fraction: float = 0.25  # of the held-out sentences; the rest are the test set
     sample_rate: int = 16000
     seed: int = 1234
     text_file: Path | None = None  # one sentence per line; None: the built-in grammar
