@@ -18,7 +18,15 @@ from typing import Any
 
 from harken import __version__
 from harken import config as config_module
-from harken.config import CheckpointConfig, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig
+from harken.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    ExportConfig,
+    FeatureConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 SECTIONS: dict[str, tuple[type[Any], str]] = {
     "features": (FeatureConfig, "features (stored in the checkpoint)"),
@@ -26,6 +34,7 @@ SECTIONS: dict[str, tuple[type[Any], str]] = {
     "data": (DataConfig, "data"),
     "checkpoint": (CheckpointConfig, "checkpoints"),
     "train": (TrainConfig, "training, schedule and reports"),
+    "export": (ExportConfig, "export"),
 }
 
 # Which options each command has: section -> field names (None: all of the section).
@@ -35,6 +44,10 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "data": ("test_files", "test_batch_size", "limit_test", "reverse_test", "num_workers"),
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
         "train": ("report_count", "test_output_file", "show_progressbar", "device"),
+    },
+    "export": {
+        "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
+        "export": None,
     },
     "transcribe": {
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
@@ -83,14 +96,19 @@ def add_config_options(parser: argparse.ArgumentParser, command: str) -> None:
                 _add_field(group, section, f)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The Config the options describe: defaults, overridden by what was given."""
+def given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """section -> {option: value} for every option given on the command line."""
     given: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for dest, value in vars(args).items():
         if "." in dest and value is not None:
             section, name = dest.split(".", 1)
             given[section][name] = value
-    return config_module.from_dict(Config, given)
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config the options describe: defaults, overridden by what was given."""
+    return config_module.from_dict(Config, given_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model file instead of --checkpoint_dir: a DeepSpeech/Coqui STT .tflite or a .pt",
     )
     add_config_options(transcribe, "transcribe")
+    exporter = commands.add_parser(
+        "export", help="write the model as ONNX (float, and int8 with --quantize int8)"
+    )
+    exporter.add_argument(
+        "--check_audio", type=Path, help="speech to check the export on (default: espeak-ng)"
+    )
+    add_config_options(exporter, "export")
     import_model = commands.add_parser(
         "import-model", help="turn a DeepSpeech / Coqui STT .tflite model into a harken checkpoint"
     )
@@ -170,6 +195,21 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from harken import checkpoint
+    from harken.export import export
+
+    config = config_from_args(args)
+    options = ExportConfig(**given_options(args)["export"])
+    if not options.export_dir:
+        raise ValueError("no --export_dir given")
+    loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate)
+    print(f"Exporting {loaded.path}")
+    for result in export(loaded, options, args.check_audio):
+        print(f"Wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): {result.parity}")
+    return 0
+
+
 def run_import_model(args: argparse.Namespace) -> int:
     from harken import checkpoint
 
@@ -197,6 +237,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "transcribe": run_transcribe,
     "import": run_import,
     "import-model": run_import_model,
+    "export": run_export,
 }
 
 

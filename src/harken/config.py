@@ -227,6 +227,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export: where, how, and the metadata DeepSpeech's export_* flags carried."""
+
+    export_dir: str = option("", "directory to write model.onnx (and model.int8.onnx) into")
+    quantize: str = option(
+        "none", "also write an int8 model (dynamic quantization)", choices=("none", "int8")
+    )
+    export_author_id: str = option("author", "author of the model (a short id)")
+    export_model_name: str = option("model", "name of the model")
+    export_model_version: str = option("0.0.1", "version of the model")
+    export_contact_info: str = option("<author email>", "how to reach the author")
+    export_license: str = option("AGPL-3.0", "license of the model (SPDX identifier)")
+    export_language: str = option("", "language the model was trained on (BCP 47 tag, e.g. en-US)")
+    export_description: str = option("", "free text describing the model")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a training run."""
 

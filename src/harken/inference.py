@@ -1,0 +1,232 @@
+"""``Model`` and ``Stream``: DeepSpeech's inference API in plain Python, over onnxruntime or torch.
+
+    from harken import Model
+    model = Model("export/model.onnx")            # or a checkpoint directory, a .pt or a .tflite
+    text = model.stt(pcm16)                        # 16-bit samples at model.sample_rate
+    stream = model.create_stream()
+    stream.feed_audio_content(chunk)               # any chunk size
+    partial = stream.intermediate_decode()
+    final = stream.finish_stream()
+
+A stream computes each MFCC frame once its window of samples has arrived, each context window once its
+future frames have, and runs the acoustic model on what is new with the LSTM state carried over, so its
+final result is the whole file's, exactly (float models). Decoding is greedy (beam search with a scorer
+comes with the decoder issue); ``num_results`` above 1 therefore still gives one candidate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from harken import checkpoint, decoder, features
+from harken import config as config_module
+from harken.alphabet import Alphabet
+from harken.config import Config
+
+State = tuple[np.ndarray, np.ndarray]  # (h, c), each [1, 1, n_hidden]
+
+
+class InferenceError(ValueError):
+    """A model that cannot be loaded or audio that cannot be used; one line."""
+
+
+@dataclass(frozen=True)
+class TokenMetadata:
+    text: str
+    timestep: int  # the frame at which the character was emitted
+    start_time: float  # seconds
+
+
+@dataclass(frozen=True)
+class CandidateTranscript:
+    tokens: tuple[TokenMetadata, ...]
+    confidence: float  # sum of the chosen frames' log-probabilities
+
+    @property
+    def text(self) -> str:
+        return "".join(token.text for token in self.tokens)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    transcripts: tuple[CandidateTranscript, ...]
+
+
+class Backend(Protocol):
+    n_hidden: int
+
+    def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """windows [1, time, n_input] -> log_probs [1, time, n_classes] and the new state."""
+        ...
+
+
+class OnnxBackend:
+    def __init__(self, path: Path, threads: int | None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise InferenceError(f"{path}: not a loadable ONNX model ({type(error).__name__})") from None
+        info = self.session.get_modelmeta().custom_metadata_map.get("harken")
+        if info is None:
+            raise InferenceError(
+                f"{path}: an ONNX file without harken metadata (export it with harken export)"
+            )
+        self.metadata: dict[str, Any] = json.loads(info)
+        self.n_hidden = int(self.session.get_inputs()[1].shape[2])
+
+    def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        log_probs, hn, cn = self.session.run(None, {"windows": windows, "h0": state[0], "c0": state[1]})
+        return log_probs, (hn, cn)
+
+
+class TorchBackend:
+    def __init__(self, loaded: checkpoint.LoadedModel) -> None:
+        self.model = loaded.model.eval()
+        self.n_hidden = loaded.model.n_hidden
+        self.device = next(loaded.model.parameters()).device
+
+    def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        h0, c0 = (torch.from_numpy(s).to(self.device) for s in state)
+        with torch.inference_mode():
+            log_probs, _, (hn, cn) = self.model(torch.from_numpy(windows).to(self.device), None, (h0, c0))
+        return log_probs.cpu().numpy(), (hn.cpu().numpy(), cn.cpu().numpy())
+
+
+class Model:
+    """A speech-to-text model: an exported .onnx, a checkpoint directory, a .pt or a DeepSpeech .tflite."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+        path = Path(path)
+        self.backend: Backend
+        if path.suffix.lower() == ".onnx":
+            if not path.is_file():
+                raise InferenceError(f"{path}: no such file")
+            onnx_backend = OnnxBackend(path, threads)
+            self.config: Config = config_module.from_dict(Config, onnx_backend.metadata["config"])
+            self.alphabet = Alphabet(onnx_backend.metadata["alphabet"])
+            self.backend = onnx_backend
+        else:
+            if threads:
+                torch.set_num_threads(threads)
+            loaded = checkpoint.load_model(path) if path.is_dir() else checkpoint.load_file(path, device)
+            self.config, self.alphabet = loaded.config, loaded.alphabet
+            self.backend = TorchBackend(loaded)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.features.audio_sample_rate
+
+    def create_stream(self) -> Stream:
+        return Stream(self)
+
+    def stt(self, pcm16: bytes | np.ndarray) -> str:
+        """The transcript of a whole utterance (16-bit samples at ``sample_rate``)."""
+        return self.stt_with_metadata(pcm16).transcripts[0].text
+
+    def stt_with_metadata(self, pcm16: bytes | np.ndarray, num_results: int = 1) -> Metadata:
+        stream = self.create_stream()
+        stream.feed_audio_content(pcm16)
+        return stream.finish_stream_with_metadata(num_results)
+
+
+def _floats(pcm16: bytes | np.ndarray) -> np.ndarray:
+    """16-bit PCM (bytes or int16 array) or float samples in [-1, 1] -> float32 [n]."""
+    if isinstance(pcm16, bytes | bytearray | memoryview):
+        if len(pcm16) % 2:
+            raise InferenceError("16-bit PCM needs an even number of bytes")
+        return np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0
+    array = np.asarray(pcm16)
+    if array.ndim != 1:
+        raise InferenceError(f"expected mono samples (one dimension), got shape {array.shape}")
+    if array.dtype == np.int16:
+        return array.astype(np.float32) / 32768.0
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    raise InferenceError(f"expected int16 or float samples, got {array.dtype}")
+
+
+class Stream:
+    """Incremental recognition: feed audio as it comes, read partial results, finish for the final one."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        cfg = model.config.features
+        self._cfg = cfg
+        self._samples = np.zeros(0, np.float32)  # not yet turned into frames; starts at a frame boundary
+        self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then real frames
+        zeros = np.zeros((1, 1, model.backend.n_hidden), np.float32)
+        self._state: State = (zeros, zeros.copy())
+        self._log_probs: list[np.ndarray] = []  # [time, n_classes] pieces
+        self._finished = False
+
+    def feed_audio_content(self, pcm16: bytes | np.ndarray) -> None:
+        if self._finished:
+            raise InferenceError("the stream is finished; create a new one")
+        self._samples = np.concatenate([self._samples, _floats(pcm16)])
+        count = features.n_frames(len(self._samples), self._cfg)
+        assert isinstance(count, int)
+        if count == 0:
+            return
+        used = (count - 1) * self._cfg.step_samples + self._cfg.window_samples
+        mfcc = features.mfcc(torch.from_numpy(self._samples[:used]), self._cfg).numpy()  # [count, n_mfcc]
+        self._samples = self._samples[count * self._cfg.step_samples :]
+        self._frames = np.concatenate([self._frames, mfcc])
+        self._run(final=False)
+
+    def _run(self, final: bool) -> None:
+        """Run the model on every window whose future context has arrived (all of them when final)."""
+        context = self._cfg.n_context
+        if final:
+            self._frames = np.concatenate([self._frames, np.zeros((context, self._cfg.n_mfcc), np.float32)])
+        ready = len(self._frames) - 2 * context  # windows whose 2 * context + 1 frames are all here
+        if ready <= 0:
+            return
+        frames = torch.from_numpy(self._frames).unsqueeze(0)  # [1, frames, n_mfcc]
+        windows = features.context_windows(frames, context)[
+            :, context : context + ready
+        ]  # [1, ready, n_input]
+        log_probs, self._state = self.model.backend(np.ascontiguousarray(windows.numpy()), self._state)
+        self._log_probs.append(log_probs[0])
+        self._frames = self._frames[ready:]  # keep the 2 * context frames the next windows still need
+
+    def _metadata(self) -> Metadata:
+        n_classes = self.model.alphabet.n_classes
+        log_probs = (
+            np.concatenate(self._log_probs) if self._log_probs else np.zeros((0, n_classes), np.float32)
+        )
+        best = decoder.greedy(torch.from_numpy(log_probs), len(log_probs), self.model.alphabet)
+        seconds = self._cfg.feature_win_step / 1000.0
+        tokens = tuple(
+            TokenMetadata(char, step, round(step * seconds, 3))
+            for char, step in zip(best.text, best.timesteps, strict=True)
+        )
+        return Metadata((CandidateTranscript(tokens, best.confidence),))
+
+    def intermediate_decode(self) -> str:
+        return self._metadata().transcripts[0].text
+
+    def intermediate_decode_with_metadata(self, num_results: int = 1) -> Metadata:
+        return self._metadata()
+
+    def finish_stream(self) -> str:
+        return self.finish_stream_with_metadata().transcripts[0].text
+
+    def finish_stream_with_metadata(self, num_results: int = 1) -> Metadata:
+        if not self._finished:
+            self._run(final=True)
+            self._finished = True
+        return self._metadata()
