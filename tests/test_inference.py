@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harken import audio, checkpoint, export
+from harken.config import ExportConfig
+from harken.inference import InferenceError, Model
+from harken.train import build, save
+
+from conftest import DATA, LDC93S1_TEXT, ldc_config
+
+PCM = audio.to_pcm16(audio.read(DATA / "LDC93S1.wav", 16000))  # int16 [46797]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint directory, exported model.onnx) of an untrained n_hidden 32 model."""
+    directory = tmp_path_factory.mktemp("tiny")
+    save(build(ldc_config(directory / "ckpt", epochs=1, n_hidden=32), log=lambda _: None))
+    loaded = checkpoint.load_model(directory / "ckpt")
+    (result,) = export.export(loaded, ExportConfig(export_dir=str(directory / "out")), DATA / "LDC93S1.wav")
+    return directory / "ckpt", result.path
+
+
+def _stream_log_probs(model: Model, chunk: int) -> np.ndarray:
+    stream = model.create_stream()
+    for start in range(0, len(PCM), chunk):
+        stream.feed_audio_content(PCM[start : start + chunk])
+    stream.finish_stream()
+    return np.concatenate(stream._log_probs)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("chunk", [320, 1600, 16000, 777])  # 20 ms, 100 ms, 1 s and an odd size
+def test_streaming_equals_whole_file(tiny: tuple[Path, Path], backend: str, chunk: int) -> None:
+    model = Model(tiny[1] if backend == "onnx" else tiny[0])
+    whole = _stream_log_probs(model, len(PCM))
+    assert whole.shape == (145, 29)
+    np.testing.assert_allclose(_stream_log_probs(model, chunk), whole, atol=1e-5)
+
+
+def test_onnx_and_torch_backends_agree_with_the_model(tiny: tuple[Path, Path]) -> None:
+    loaded = checkpoint.load_model(tiny[0])
+    from harken import features
+
+    windows = features.context_windows(
+        features.mfcc(torch.from_numpy(PCM.astype(np.float32) / 32768), loaded.config.features).unsqueeze(0),
+        9,
+    )
+    with torch.inference_mode():
+        reference = loaded.model(windows)[0][0].numpy()
+    for path in tiny:
+        np.testing.assert_allclose(_stream_log_probs(Model(path), len(PCM)), reference, atol=1e-4)
+    assert Model(tiny[1]).sample_rate == 16000 and Model(tiny[1]).alphabet == loaded.alphabet
+
+
+def test_input_forms_and_errors(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    model = Model(tiny[1])
+    text = model.stt(PCM)
+    assert model.stt(PCM.tobytes()) == text and model.stt(PCM.astype(np.float32) / 32768) == text
+    assert model.stt(np.zeros(100, np.int16)) == ""  # shorter than one window: nothing to say
+    stream = model.create_stream()
+    with pytest.raises(InferenceError, match="even number of bytes"):
+        stream.feed_audio_content(b"\x00\x01\x02")
+    with pytest.raises(InferenceError, match="mono"):
+        stream.feed_audio_content(np.zeros((2, 100), np.int16))
+    stream.finish_stream()
+    with pytest.raises(InferenceError, match="finished"):
+        stream.feed_audio_content(PCM[:320])
+    with pytest.raises(InferenceError, match="no such file"):
+        Model(tmp_path / "missing.onnx")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(InferenceError, match="broken.onnx: not a loadable ONNX model"):
+        Model(broken)
+
+
+@pytest.mark.slow
+def test_trained_model_streams_its_transcript(ldc_model: Path, tmp_path: Path) -> None:
+    (result,) = export.export(
+        checkpoint.load_model(ldc_model), ExportConfig(export_dir=str(tmp_path)), DATA / "LDC93S1.wav"
+    )
+    model = Model(result.path)
+    assert model.stt(PCM) == LDC93S1_TEXT
+    stream, partials = model.create_stream(), []
+    for start in range(0, len(PCM), 1600):
+        stream.feed_audio_content(PCM[start : start + 1600])
+        partials.append(stream.intermediate_decode())
+    final = stream.finish_stream_with_metadata()
+    assert final.transcripts[0].text == LDC93S1_TEXT
+    assert all(b.startswith(a) for a, b in zip(partials, [*partials[1:], LDC93S1_TEXT], strict=True))
+    assert len(set(partials)) > 5  # the text grows as the audio comes
+    tokens = final.transcripts[0].tokens
+    steps = [t.timestep for t in tokens]
+    assert steps == sorted(steps) and all(t.start_time == pytest.approx(t.timestep * 0.02) for t in tokens)
+    assert 0.0 <= tokens[0].start_time < tokens[-1].start_time < 2.92
+    assert final.transcripts[0].confidence < 0
