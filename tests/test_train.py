@@ -112,9 +112,10 @@ def test_no_usable_training_data(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ldc93s1_overfit(ldc_model: Path) -> None:
     """DeepSpeech's CI smoke test: n_hidden 100, batch 1, 200 epochs -> the exact transcript."""
+    from harken.inference import Model
     from harken.transcribe import transcribe_files
 
-    loaded = checkpoint.load_model(ldc_model)
+    loaded = Model(ldc_model)
     (result,) = transcribe_files(loaded, [DATA / "LDC93S1.wav"])
     assert result.text == LDC93S1_TEXT
 

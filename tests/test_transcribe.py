@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from harken import audio, checkpoint, features
+from harken import audio, features
 from harken.config import FeatureConfig
+from harken.inference import Model
 from harken.transcribe import expand, transcribe_files
 
 from conftest import DATA, LDC93S1_TEXT
@@ -23,7 +24,7 @@ def test_expand_files_folders_and_globs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_other_rates_and_channel_counts_transcribe_like_the_original(ldc_model: Path, tmp_path: Path) -> None:
     """The model only ever heard the 16 kHz mono file; the 44.1 kHz stereo one must give the same text."""
-    loaded = checkpoint.load_model(ldc_model)
+    loaded = Model(ldc_model)
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF....WAVEfmt garbage")
     names = ["LDC93S1.wav", "LDC93S1_pcms16le_2_44100.wav"]
@@ -54,7 +55,7 @@ def test_audio_shorter_than_a_window_is_a_per_file_error(tmp_path: Path) -> None
     from conftest import ldc_config
 
     save(build(ldc_config(tmp_path / "ckpt", epochs=1, n_hidden=8), log=lambda _: None))
-    loaded = checkpoint.load_model(tmp_path / "ckpt")
+    loaded = Model(tmp_path / "ckpt")
     short = tmp_path / "short.wav"
     audio.write(short, np.full(300, 0.1, dtype=np.float32), 16000)
     results = list(transcribe_files(loaded, [short, DATA / "LDC93S1.wav"]))

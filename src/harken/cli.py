@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "--model",
         type=Path,
-        help="a model file instead of --checkpoint_dir: a DeepSpeech/Coqui STT .tflite or a .pt",
+        help="a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)",
     )
     add_config_options(transcribe, "transcribe")
     exporter = commands.add_parser(
@@ -175,18 +175,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
-    from harken import checkpoint, transcribe
+    from harken import transcribe
+    from harken.inference import Model
     from harken.model import choose_device
 
     config = config_from_args(args)
-    device = choose_device(config.train.device)
-    if args.model is not None:
-        loaded = checkpoint.load_file(args.model, device)
-    else:
-        loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate, device)
+    source = args.model if args.model is not None else config.load_dir
+    device = str(choose_device(config.train.device))
+    model = Model(source, device=device, load_evaluate=config.checkpoint.load_evaluate)
     paths = transcribe.expand(args.audio)
     failures = 0
-    for result in transcribe.transcribe_files(loaded, paths):
+    for result in transcribe.transcribe_files(model, paths):
         if result.error:
             failures += 1
             print(f"harken: error: {result.error}", file=sys.stderr)

@@ -109,7 +109,10 @@ class TorchBackend:
 class Model:
     """A speech-to-text model: an exported .onnx, a checkpoint directory, a .pt or a DeepSpeech .tflite."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, path: str | Path, threads: int | None = None, device: str = "cpu", load_evaluate: str = "auto"
+    ) -> None:
+        """``load_evaluate`` picks the checkpoint of a directory: auto (best, else last), best or last."""
         path = Path(path)
         self.backend: Backend
         if path.suffix.lower() == ".onnx":
@@ -122,7 +125,10 @@ class Model:
         else:
             if threads:
                 torch.set_num_threads(threads)
-            loaded = checkpoint.load_model(path) if path.is_dir() else checkpoint.load_file(path, device)
+            if path.suffix.lower() in (".pt", ".tflite"):
+                loaded = checkpoint.load_file(path, device)
+            else:
+                loaded = checkpoint.load_model(path, load_evaluate, device)
             self.config, self.alphabet = loaded.config, loaded.alphabet
             self.backend = TorchBackend(loaded)
 

@@ -1,4 +1,4 @@
-"""Files and folders in, transcripts out (greedy decoding of a checkpoint's model)."""
+"""Files, folders and globs in, transcripts out, through the ``Model`` API (any model harken loads)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from harken import audio, decoder, features
-from harken.checkpoint import LoadedModel
+from harken import audio, features
+from harken.inference import Model
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
 
@@ -43,29 +41,19 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def transcribe_samples(loaded: LoadedModel, samples: torch.Tensor) -> decoder.Decoded:
-    """samples: [n_samples] float in [-1, 1] at the model's rate -> greedy transcript."""
-    cfg = loaded.config.features
-    device = next(loaded.model.parameters()).device
-    mfcc = features.mfcc(samples.to(device), cfg).unsqueeze(0)  # [1, time, n_mfcc]
-    windows = features.context_windows(mfcc, cfg.n_context)  # [1, time, n_input]
-    with torch.inference_mode():
-        log_probs, lengths, _ = loaded.model(windows)
-    return decoder.greedy(log_probs[0], int(lengths[0]), loaded.alphabet)
-
-
-def transcribe_files(loaded: LoadedModel, paths: Iterable[Path]) -> Iterator[Transcript]:
-    """One Transcript per path; unreadable files give a Transcript with ``error`` set."""
-    rate = loaded.config.features.audio_sample_rate
+def transcribe_files(model: Model, paths: Iterable[Path]) -> Iterator[Transcript]:
+    """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
+    files give a Transcript with ``error`` set, and the others go on."""
+    rate = model.sample_rate
+    cfg = model.config.features
     for path in paths:
         try:
             samples = audio.read(path, rate)
         except audio.AudioError as error:
             yield Transcript(path, error=str(error))
             continue
-        if features.n_frames(len(samples), loaded.config.features) == 0:
-            window = loaded.config.features.feature_win_len
-            yield Transcript(path, error=f"{path}: shorter than one {window} ms feature window")
+        if features.n_frames(len(samples), cfg) == 0:
+            yield Transcript(path, error=f"{path}: shorter than one {cfg.feature_win_len} ms feature window")
             continue
-        decoded = transcribe_samples(loaded, torch.from_numpy(samples))
-        yield Transcript(path, " ".join(decoded.text.split()), len(samples) / rate)
+        text = model.stt(samples)
+        yield Transcript(path, " ".join(text.split()), len(samples) / rate)
