@@ -125,7 +125,8 @@ def parity(loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool
     """Compare the ONNX file with the torch model on ``samples``; raise ExportError when they differ.
 
     Float: max |Δ log-prob| must be under 1e-3. int8 computes activation scales per call, so its
-    log-probs move: there the greedy transcripts must be within 10 % CER of the float model's.
+    log-probs move: there the greedy transcripts must be within 25 % CER of the float model's (a broken
+    quantization is near 100 %; in-language speech via --check_audio gives the meaningful figure).
     """
     import onnxruntime
 
@@ -147,8 +148,8 @@ def parity(loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool
             raise ExportError(f"{path}: ONNX log-probs differ from torch's by {delta:.2e} (limit 1e-3)")
         return f"float parity: max |Δ log-prob| {delta:.1e} over {frames} frames; transcripts identical"
     rate = metrics.char_errors(" ".join(expected.split()), " ".join(got.split())).rate
-    if rate > 0.10:
-        raise ExportError(f"{path}: int8 transcript is {rate:.0%} CER from the float model's (limit 10 %)")
+    if rate > 0.25:
+        raise ExportError(f"{path}: int8 transcript is {rate:.0%} CER from the float model's (limit 25 %)")
     return f"int8 check: transcript {rate:.1%} CER from the float model's over {frames} frames"
 
 

@@ -1,0 +1,125 @@
+"""Real-time factor of a real DeepSpeech-family model (ArmSpeech) in DeepSpeech's runtime and in harken.
+
+    .venv/bin/python bench/rtf.py [--threads 1] [--seconds 20]
+
+Same audio (espeak-ng Armenian, about --seconds long), one run each: LiteRT with its builtin kernels in
+16-frame steps (what DeepSpeech's client ran), harken on torch, and harken's ONNX export (float and int8)
+whole-file and in 320 ms streaming steps. Prints RTF (processing time / audio time), ratios to LiteRT,
+and each transcript's CER against LiteRT's. Needs .cache/armspeech/model.tflite (`make test` fetches it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harken import audio, checkpoint, decoder, export, features, metrics
+from harken.config import ExportConfig
+from harken.importers.synthetic import Synthesizer
+from harken.inference import Model
+
+ROOT = Path(__file__).resolve().parents[1]
+TFLITE = ROOT / ".cache" / "armspeech" / "model.tflite"
+WORK = ROOT / "runs" / "bench-armspeech"
+SENTENCES = ("բարև ձեզ ինչպես եք", "այսօր եղանակը շատ լավ է", "ես սիրում եմ իմ քաղաքը", "մենք գնում ենք տուն")
+
+
+def speech(seconds: float) -> np.ndarray:
+    synthesizer, pieces, total = Synthesizer(), [], 0.0
+    while total < seconds:
+        for text in SENTENCES:
+            pcm, rate = synthesizer.speak(text, "hy")
+            pieces.append(audio.resample(audio.from_pcm16(pcm), rate, 16000))
+            total += len(pieces[-1]) / 16000
+    return audio.from_pcm16(audio.to_pcm16(np.concatenate(pieces)))
+
+
+def exported() -> tuple[Path, Path]:
+    if not (WORK / "onnx" / "model.int8.onnx").is_file():
+        if not checkpoint.listing_any(WORK / "ckpt"):
+            checkpoint.import_model(TFLITE, WORK / "ckpt")
+        loaded = checkpoint.load_model(WORK / "ckpt")
+        wav = WORK / "check.wav"
+        audio.write(wav, speech(3.0), 16000)
+        export.export(loaded, ExportConfig(export_dir=str(WORK / "onnx"), quantize="int8"), wav)
+    return WORK / "onnx" / "model.onnx", WORK / "onnx" / "model.int8.onnx"
+
+
+def litert(samples: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(TFLITE),
+        num_threads=threads,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    cfg = checkpoint.load_model(WORK / "ckpt").config.features
+    start = time.perf_counter()
+    windows = features.context_windows(features.mfcc(torch.from_numpy(samples), cfg).unsqueeze(0), 9)
+    frames = windows.shape[1]
+    padded = np.zeros((1, (frames + 15) // 16 * 16, 19, 26), np.float32)
+    padded[0, :frames] = windows[0].reshape(frames, 19, 26).numpy()
+    c = h = np.zeros((1, 2048), np.float32)
+    interpreter.set_tensor(inputs["input_samples"], np.zeros(512, np.float32))
+    probabilities = []
+    for step in range(0, padded.shape[1], 16):
+        interpreter.set_tensor(inputs["input_node"], padded[:, step : step + 16])
+        interpreter.set_tensor(inputs["previous_state_c"], c)
+        interpreter.set_tensor(inputs["previous_state_h"], h)
+        interpreter.invoke()
+        probabilities.append(interpreter.get_tensor(outputs["logits"]).copy())
+        c = interpreter.get_tensor(outputs["new_state_c"]).copy()
+        h = interpreter.get_tensor(outputs["new_state_h"]).copy()
+    elapsed = time.perf_counter() - start
+    return elapsed, np.log(np.concatenate(probabilities)[:frames] + 1e-30)
+
+
+def timed(model: Model, samples: np.ndarray, step: int | None) -> tuple[float, str]:
+    model.stt(samples[:16000])  # warm-up
+    start = time.perf_counter()
+    if step is None:
+        text = model.stt(samples)
+    else:
+        stream = model.create_stream()
+        for offset in range(0, len(samples), step):
+            stream.feed_audio_content(samples[offset : offset + step])
+        text = stream.finish_stream()
+    return time.perf_counter() - start, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    float_path, int8_path = exported()
+    samples = speech(args.seconds)
+    duration = len(samples) / 16000
+    torch.set_num_threads(args.threads)
+    base_time, log_probs = litert(samples, args.threads)
+    alphabet = checkpoint.load_model(WORK / "ckpt").alphabet
+    reference = decoder.greedy(torch.from_numpy(log_probs), len(log_probs), alphabet).text
+    print(f"{duration:.1f} s of audio, {args.threads} thread(s); RTF = processing time / audio time")
+    print(f"{'LiteRT builtin, 16-frame steps':40s} RTF {base_time / duration:.3f}")
+    runs = [("harken torch, whole file", WORK / "ckpt", None),
+            ("harken ONNX float, whole file", float_path, None),
+            ("harken ONNX int8, whole file", int8_path, None),
+            ("harken ONNX int8, 320 ms stream steps", int8_path, 5120)]  # fmt: skip
+    for name, path, step in runs:
+        elapsed, text = timed(Model(path, threads=args.threads), samples, step)
+        cer = metrics.char_errors(" ".join(reference.split()), " ".join(text.split())).rate
+        print(f"{name:40s} RTF {elapsed / duration:.3f}  {base_time / elapsed:4.1f}x LiteRT  "
+              f"CER vs LiteRT {cer:.1%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
