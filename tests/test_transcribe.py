@@ -61,3 +61,91 @@ def test_audio_shorter_than_a_window_is_a_per_file_error(tmp_path: Path) -> None
     results = list(transcribe_files(loaded, [short, DATA / "LDC93S1.wav"]))
     assert results[0].error == f"{short}: shorter than one 32 ms feature window"
     assert not results[1].error and results[1].duration == pytest.approx(2.92, abs=0.01)
+
+
+def _two_sentences(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    from harken.importers.synthetic import Synthesizer
+
+    synthesizer = Synthesizer()
+    pieces = []
+    for text in ("turn the red lamp on", "set the timer to seven minutes"):
+        pcm, rate = synthesizer.speak(text, "en-us+m3")
+        pieces += [audio.resample(audio.from_pcm16(pcm), rate, 16000), np.zeros(40000, np.float32)]
+    samples = np.concatenate([np.zeros(8000, np.float32), *pieces])
+    path = tmp_path / "two.wav"
+    audio.write(path, samples, 16000)
+    return path, samples
+
+
+def test_voice_activity_splits_at_pauses(tmp_path: Path) -> None:
+    from harken.transcribe import speech_segments
+
+    _, samples = _two_sentences(tmp_path)
+    segments = speech_segments(samples, 16000)
+    assert len(segments) == 2
+    (a0, a1), (b0, b1) = segments
+    assert (
+        0.2 < a0 / 16000 < 0.6 and a1 < b0 and b1 <= len(samples)
+    )  # the leading 0.5 s of silence is skipped
+    assert speech_segments(np.zeros(32000, np.float32), 16000) == []
+    assert speech_segments(samples, 16000, aggressiveness=-1) == [(0, len(samples))]
+    assert speech_segments(samples[:22050], 22050) == [(0, 22050)]  # a rate WebRTC does not take
+    long = speech_segments(np.tile(samples, 4), 16000, max_seconds=2.0)
+    assert all((end - start) / 16000 <= 2.4 for start, end in long)
+
+
+def test_output_formats_parse() -> None:
+    import json
+
+    import srt
+    import webvtt
+
+    from harken.transcribe import Segment, Transcript, Word, render
+
+    words = (Word("turn", 0.5, 0.8), Word("on", 0.9, 1.1))
+    result = Transcript(
+        Path("a.wav"), "turn on then off", 3725.5,
+        segments=(Segment(0.5, 1.2, "turn on", words, -3.0), Segment(3723.25, 3725.5, "then off", (), -2.0)),
+    )  # fmt: skip
+    subtitles = list(srt.parse(render(result, "srt")))
+    assert [s.content for s in subtitles] == ["turn on", "then off"]
+    assert subtitles[1].start.total_seconds() == 3723.25 and subtitles[1].end.total_seconds() == 3725.5
+    import io
+
+    captions = webvtt.from_buffer(io.StringIO(render(result, "vtt")))
+    assert [c.text for c in captions] == ["turn on", "then off"] and captions[1].start == "01:02:03.250"
+    body = json.loads(render(result, "json"))
+    assert body["segments"][0]["words"][1] == {"word": "on", "start": 0.9, "end": 1.1}
+    assert render(result, "tsv").splitlines() == [
+        "start\tend\ttext",
+        "500\t1200\tturn on",
+        "3723250\t3725500\tthen off",
+    ]
+    assert render(result, "txt") == "turn on then off\n"
+
+
+@pytest.mark.slow
+def test_transcribe_command_writes_subtitles(ldc_model: Path, tmp_path: Path) -> None:
+    import srt
+
+    from harken import cli
+
+    out = str(tmp_path / "out")
+    files = [str(DATA / "LDC93S1.wav"), str(DATA / "LDC93S1_pcms16le_2_44100.wav")]
+    argv = [
+        "transcribe",
+        "--checkpoint_dir",
+        str(ldc_model),
+        "--output_format",
+        "srt",
+        "--output_dir",
+        out,
+        *files,
+    ]
+    assert cli.main(argv) == 0
+    for name in ("LDC93S1.srt", "LDC93S1_pcms16le_2_44100.srt"):
+        (subtitle,) = srt.parse((tmp_path / "out" / name).read_text())
+        assert subtitle.content == LDC93S1_TEXT and subtitle.end.total_seconds() <= 2.93
+    silent = tmp_path / "silent.wav"
+    audio.write(silent, np.zeros(32000, np.float32), 16000)
+    assert cli.main(["transcribe", "--checkpoint_dir", str(ldc_model), "--json", str(silent)]) == 0

@@ -132,6 +132,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)",
     )
+    transcribe.add_argument(
+        "--output_format",
+        default="txt",
+        choices=("txt", "json", "srt", "vtt", "tsv"),
+        help="txt (default), json (segments, word timings, confidence), srt, vtt or tsv",
+    )
+    transcribe.add_argument(
+        "--json",
+        dest="output_format",
+        action="store_const",
+        const="json",
+        help="the same as --output_format json (DeepSpeech's client flag)",
+    )
+    transcribe.add_argument(
+        "--output_dir",
+        type=Path,
+        help="write <name>.<format> per file here (with a progress bar) instead of printing",
+    )
+    transcribe.add_argument(
+        "--vad_aggressiveness",
+        type=int,
+        default=3,
+        choices=(-1, 0, 1, 2, 3),
+        help="how hard the voice-activity detector splits at pauses (0-3; -1: no splitting)",
+    )
     add_config_options(transcribe, "transcribe")
     exporter = commands.add_parser(
         "export", help="write the model as ONNX (float, and int8 with --quantize int8)"
@@ -178,6 +203,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from harken import transcribe
     from harken.inference import Model
     from harken.model import choose_device
+    from harken.storage import atomic_write
+    from harken.summary import ProgressBar
 
     config = config_from_args(args)
     source = args.model if args.model is not None else config.load_dir
@@ -185,12 +212,24 @@ def run_transcribe(args: argparse.Namespace) -> int:
     model = Model(source, device=device, load_evaluate=config.checkpoint.load_evaluate)
     paths = transcribe.expand(args.audio)
     failures = 0
-    for result in transcribe.transcribe_files(model, paths):
-        if result.error:
-            failures += 1
-            print(f"harken: error: {result.error}", file=sys.stderr)
-        else:
-            print(f"{result.path}: {result.text}" if len(paths) > 1 else result.text)
+    show = args.output_dir is not None and sys.stderr.isatty()
+    with ProgressBar("Transcribing", len(paths), show) as bar:
+        for result in transcribe.transcribe_files(model, paths, args.vad_aggressiveness):
+            bar.advance()
+            if result.error:
+                failures += 1
+                print(f"harken: error: {result.error}", file=sys.stderr)
+                continue
+            text = transcribe.render(result, args.output_format)
+            if args.output_dir is not None:
+                with atomic_write(
+                    args.output_dir / f"{result.path.stem}.{args.output_format}", "w"
+                ) as handle:
+                    handle.write(text)
+            elif args.output_format == "txt" and len(paths) > 1:
+                print(f"{result.path}: {text}", end="")
+            else:
+                print(text, end="")
     return 1 if failures else 0
 
 

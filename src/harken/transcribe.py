@@ -1,16 +1,41 @@
-"""Files, folders and globs in, transcripts out, through the ``Model`` API (any model harken loads)."""
+"""Files, folders and globs in, transcripts out, through the ``Model`` API (any model harken loads).
+
+Long recordings are split at pauses by a voice-activity detector (WebRTC's, as DeepSpeech's transcribe.py
+did) and each stretch of speech is decoded on its own, so the model's memory does not grow with the file.
+Results carry segments with start and end times and their words' timings, and are written as plain text,
+JSON, SRT or WebVTT subtitles, or TSV.
+"""
 
 from __future__ import annotations
 
 import glob
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from harken import audio, features
-from harken.inference import Model
+from harken.inference import Model, TokenMetadata
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the start of the file
+    end: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...]
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -19,6 +44,7 @@ class Transcript:
     text: str = ""
     duration: float = 0.0
     error: str = ""  # one line when the file could not be transcribed
+    segments: tuple[Segment, ...] = ()
 
 
 def expand(inputs: Iterable[str | Path]) -> list[Path]:
@@ -41,9 +67,92 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def transcribe_files(model: Model, paths: Iterable[Path]) -> Iterator[Transcript]:
+def speech_segments(
+    samples: np.ndarray, rate: int, aggressiveness: int = 3, max_seconds: float = 30.0
+) -> list[tuple[int, int]]:
+    """Sample ranges [start, end) of speech, split at pauses (30 ms frames, 300 ms of hysteresis, each
+    stretch widened by 300 ms on both sides so that soft onsets and endings are kept).
+
+    A stretch longer than ``max_seconds`` is cut there. With aggressiveness -1, or a rate WebRTC's
+    detector does not take (8, 16, 32, 48 kHz), the whole file is one segment.
+    """
+    if aggressiveness < 0 or rate not in (8000, 16000, 32000, 48000) or len(samples) == 0:
+        return [(0, len(samples))] if len(samples) else []
+    import webrtcvad
+
+    detector = webrtcvad.Vad(aggressiveness)
+    frame = rate * 30 // 1000
+    pcm = audio.to_pcm16(samples)
+    voiced = [
+        detector.is_speech(pcm[i : i + frame].tobytes(), rate) for i in range(0, len(pcm) - frame + 1, frame)
+    ]
+    window = 10  # frames: 300 ms
+    limit = max(1, int(max_seconds * 1000 / 30) - 2 * window)  # leaves room for the widening
+    frames: list[tuple[int, int]] = []
+    begin = None
+    for index in range(len(voiced)):
+        recent = voiced[max(0, index - window + 1) : index + 1]
+        if begin is None and sum(recent) > 0.9 * window:
+            begin = max(0, index - window + 1)
+        elif begin is not None and (len(recent) - sum(recent) > 0.9 * window or index - begin >= limit):
+            frames.append((begin, index + 1))
+            begin = None
+    if begin is not None:
+        frames.append((begin, len(voiced)))
+    segments: list[tuple[int, int]] = []
+    for first, last in frames:  # widen by 300 ms each side, merging what then overlaps
+        start, end = max(0, (first - window) * frame), min(len(samples), (last + window) * frame)
+        if segments and start <= segments[-1][1] and end - segments[-1][0] <= max_seconds * rate:
+            segments[-1] = (segments[-1][0], end)
+        else:
+            segments.append((start, end))
+    return segments
+
+
+def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: float) -> tuple[Word, ...]:
+    """Characters with start times -> words with start and end times (a word ends where its last
+    character's frame ends, or where the next word starts)."""
+    words: list[Word] = []
+    current: list[TokenMetadata] = []
+    for token in [*tokens, TokenMetadata(" ", -1, 0.0)]:
+        if token.text != " ":
+            current.append(token)
+            continue
+        if current:
+            words.append(Word("".join(t.text for t in current), offset + current[0].start_time,
+                              min(end, offset + current[-1].start_time + step)))  # fmt: skip
+            current = []
+    return tuple(words)
+
+
+def transcribe_samples(
+    model: Model, samples: np.ndarray, aggressiveness: int = 3, split_above: float = 30.0
+) -> tuple[Segment, ...]:
+    """samples: [n] float at the model's rate -> the transcript of each stretch of speech.
+
+    Audio up to ``split_above`` seconds is decoded in one piece (cutting it could only lose context);
+    longer audio is split at pauses by the voice-activity detector.
+    """
+    rate = model.sample_rate
+    step = model.config.features.feature_win_step / 1000.0
+    long = len(samples) > split_above * rate
+    pieces = speech_segments(samples, rate, aggressiveness, split_above) if long else [(0, len(samples))]
+    segments = []
+    for begin, end in pieces:
+        if features.n_frames(end - begin, model.config.features) == 0:
+            continue
+        best = model.stt_with_metadata(samples[begin:end]).transcripts[0]
+        text = " ".join(best.text.split())
+        if text:
+            words = _words(best.tokens, begin / rate, end / rate, step)
+            segments.append(Segment(begin / rate, end / rate, text, words, best.confidence))
+    return tuple(segments)
+
+
+def transcribe_files(model: Model, paths: Iterable[Path], aggressiveness: int = 3) -> Iterator[Transcript]:
     """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
-    files give a Transcript with ``error`` set, and the others go on."""
+    files give a Transcript with ``error`` set, and the others go on. ``aggressiveness`` (0-3) of the
+    voice-activity detector that splits long audio; -1 decodes each file in one piece."""
     rate = model.sample_rate
     cfg = model.config.features
     for path in paths:
@@ -55,5 +164,37 @@ def transcribe_files(model: Model, paths: Iterable[Path]) -> Iterator[Transcript
         if features.n_frames(len(samples), cfg) == 0:
             yield Transcript(path, error=f"{path}: shorter than one {cfg.feature_win_len} ms feature window")
             continue
-        text = model.stt(samples)
-        yield Transcript(path, " ".join(text.split()), len(samples) / rate)
+        segments = transcribe_samples(model, samples, aggressiveness)
+        text = " ".join(segment.text for segment in segments)
+        yield Transcript(path, text, len(samples) / rate, segments=segments)
+
+
+def _clock(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}{separator}{millis % 1000:03d}"
+
+
+def render(result: Transcript, output_format: str) -> str:
+    """A transcript as txt, json, srt, vtt or tsv text."""
+    if output_format == "txt":
+        return result.text + "\n"
+    if output_format == "json":
+        body = {"path": str(result.path), "duration": result.duration, "text": result.text,
+                "segments": [asdict(segment) for segment in result.segments]}  # fmt: skip
+        return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
+    if output_format == "tsv":
+        rows = [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text}" for s in result.segments]
+        return "start\tend\ttext\n" + "".join(row + "\n" for row in rows)
+    if output_format == "srt":
+        blocks = [f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
+                  for n, s in enumerate(result.segments, start=1)]  # fmt: skip
+        return "\n".join(blocks)
+    if output_format == "vtt":
+        blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in result.segments]
+        return "WEBVTT\n\n" + "\n".join(blocks)
+    raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
+
+
+OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
