@@ -97,3 +97,54 @@ def test_trained_model_streams_its_transcript(ldc_model: Path, tmp_path: Path) -
     assert steps == sorted(steps) and all(t.start_time == pytest.approx(t.timestep * 0.02) for t in tokens)
     assert 0.0 <= tokens[0].start_time < tokens[-1].start_time < 2.92
     assert final.transcripts[0].confidence < 0
+
+
+def test_a_model_from_a_newer_harken_is_refused(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(tiny[1]))
+    for entry in proto.metadata_props:
+        if entry.key == "harken":
+            info = json.loads(entry.value)
+            info["format_version"], info["harken_version"] = 99, "9.0"
+            entry.value = json.dumps(info)
+    newer = tmp_path / "newer.onnx"
+    onnx.save(proto, str(newer))
+    with pytest.raises(
+        InferenceError, match="newer.onnx: exported by harken 9.0 in format 99; this harken reads"
+    ):
+        Model(newer)
+
+
+def test_transcribe_bad_audio_gives_one_line_each(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes((DATA / "LDC93S1.wav").read_bytes()[:30])
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio")
+    silent = tmp_path / "silent.wav"
+    audio.write(silent, np.zeros(16000, np.float32), 16000)
+    bad = [empty, truncated, text, tmp_path / "missing.wav"]
+    result = subprocess.run(
+        [sys.executable, "-m", "harken", "transcribe", "--model", str(tiny[1]), *map(str, bad), str(silent)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("harken: error: ") for line in lines)
+    assert all(str(path) in line for path, line in zip(bad, lines, strict=True))
+    assert result.stdout.startswith(f"{silent}:")  # silence is an empty result, not an error
+    missing_model = subprocess.run(
+        [sys.executable, "-m", "harken", "transcribe", "--model", str(tmp_path / "nope.onnx"), str(silent)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        missing_model.returncode == 2
+        and missing_model.stderr.strip() == f"harken: error: {tmp_path / 'nope.onnx'}: no such file"
+    )

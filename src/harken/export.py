@@ -33,6 +33,7 @@ from harken.model import DeepSpeech
 INPUTS = ("windows", "h0", "c0")
 OUTPUTS = ("log_probs", "hn", "cn")
 METADATA_KEY = "harken"
+FORMAT_VERSION = 1  # of the exported graph's interface; a reader refuses files newer than it knows
 
 
 class ExportError(RuntimeError):
@@ -60,6 +61,7 @@ class ExportResult:
 def metadata(loaded: LoadedModel, options: ExportConfig) -> dict[str, str]:
     """What an exported file says about itself (ONNX metadata_props; values are strings)."""
     info = {
+        "format_version": FORMAT_VERSION,
         "config": config_module.to_dict(loaded.config),
         "alphabet": loaded.alphabet.serialize(),
         "harken_version": __version__,

@@ -29,6 +29,8 @@ from harken import config as config_module
 from harken.alphabet import Alphabet
 from harken.config import Config
 
+FORMAT_VERSION = 1  # the exported graph interface this module reads (harken.export writes it)
+
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each [1, 1, n_hidden]
 
 
@@ -86,6 +88,12 @@ class OnnxBackend:
                 f"{path}: an ONNX file without harken metadata (export it with harken export)"
             )
         self.metadata: dict[str, Any] = json.loads(info)
+        version = int(self.metadata.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise InferenceError(
+                f"{path}: exported by harken {self.metadata.get('harken_version', '?')} in format {version}; "
+                f"this harken reads format {FORMAT_VERSION} (upgrade harken)"
+            )
         self.n_hidden = int(self.session.get_inputs()[1].shape[2])
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
