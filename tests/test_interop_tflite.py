@@ -140,3 +140,49 @@ def test_import_model_and_transcribe_commands(tmp_path: Path, capsys: pytest.Cap
     assert capsys.readouterr().out.strip() == direct
     assert cli.main(["import-model", str(ARMSPEECH), "--output", str(tmp_path / "ckpt")]) == 2
     assert "already holds checkpoints" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
+    """Import ArmSpeech, then `harken train --load_checkpoint_dir imported/ --save_checkpoint_dir mine/` on a
+    few espeak-ng Armenian sentences: the training loss goes down and the result is a normal checkpoint."""
+    from harken import checkpoint
+    from harken.config import CheckpointConfig, Config, DataConfig, TrainConfig
+    from harken.importers.synthetic import Synthesizer
+    from harken.train import train
+
+    if not ARMSPEECH.is_file():
+        pytest.fail(f"{ARMSPEECH} is missing: `make test` fetches it (ArmSpeech's sdist from PyPI)")
+    checkpoint.import_model(ARMSPEECH, tmp_path / "imported")
+    synthesizer, rows = Synthesizer(), []
+    for n, text in enumerate(
+        ("բարև ձեզ", "այսօր եղանակը լավ է", "ես սիրում եմ քաղաքը", "մենք գնում ենք տուն")
+    ):
+        pcm, rate = synthesizer.speak(text, "hy")
+        audio.write(tmp_path / f"{n}.wav", audio.resample(audio.from_pcm16(pcm), rate, 16000), 16000)
+        rows.append(f"{n}.wav,0,{text}")
+    csv = tmp_path / "hy.csv"
+    csv.write_text("wav_filename,wav_filesize,transcript\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    alphabet = tmp_path / "alphabet.txt"
+    alphabet.write_text(
+        checkpoint.load_model(tmp_path / "imported").alphabet.to_file_text(), encoding="utf-8"
+    )
+    imported = checkpoint.load_model(tmp_path / "imported").config
+    config = Config(
+        features=imported.features,
+        model=imported.model,
+        data=DataConfig(
+            train_files=str(csv), train_batch_size=2, alphabet_config_path=str(alphabet), num_workers=0
+        ),
+        checkpoint=CheckpointConfig(
+            checkpoint_dir=str(tmp_path / "mine"), load_checkpoint_dir=str(tmp_path / "imported"),
+            save_checkpoint_dir=str(tmp_path / "mine"),
+        ),
+        train=TrainConfig(epochs=3, learning_rate=0.0001, show_progressbar=False),
+    )  # fmt: skip
+    logs: list[str] = []
+    result = train(config, log=logs.append)
+    losses = [row["train_loss"] for row in result.progress.history]
+    assert any("Starting from" in line and "imported" in line for line in logs)
+    assert losses[-1] < losses[0], losses
+    assert checkpoint.load_model(tmp_path / "mine").config.model.n_hidden == 2048
