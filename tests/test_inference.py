@@ -148,3 +148,35 @@ def test_transcribe_bad_audio_gives_one_line_each(tiny: tuple[Path, Path], tmp_p
         missing_model.returncode == 2
         and missing_model.stderr.strip() == f"harken: error: {tmp_path / 'nope.onnx'}: no such file"
     )
+
+
+def test_bidirectional_checkpoints_decode_when_the_stream_ends(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    config = ldc_config(tmp_path, epochs=1, n_hidden=16)
+    save(build(replace(config, model=replace(config.model, bidirectional=True)), log=lambda _: None))
+    model = Model(tmp_path)
+    stream = model.create_stream()
+    stream.feed_audio_content(PCM[:16000])
+    assert stream._log_probs == []  # nothing decoded before the end
+    stream.feed_audio_content(PCM[16000:])
+    assert stream.finish_stream() == model.stt(PCM)
+    assert len(stream._log_probs[0]) == 145
+
+
+def test_symbols_of_several_characters_make_one_token(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    alphabet = tmp_path / "alphabet.txt"
+    alphabet.write_text(" \nու\na\n", encoding="utf-8")
+    config = ldc_config(tmp_path / "ckpt", epochs=1, n_hidden=16)
+    config = replace(config, data=replace(config.data, alphabet_config_path=str(alphabet)))
+    torch.manual_seed(3)
+    save(build(config, log=lambda _: None))
+    stream = Model(tmp_path / "ckpt").create_stream()
+    frames = np.full((4, 4), -10.0, np.float32)  # classes: " ", "ու", "a", blank
+    frames[[0, 1, 2, 3], [1, 3, 2, 1]] = 0.0  # "ու", blank, "a", "ու"
+    stream._log_probs = [frames]
+    meta = stream.intermediate_decode_with_metadata().transcripts[0]
+    assert [(t.text, t.timestep) for t in meta.tokens] == [("ու", 0), ("a", 2), ("ու", 3)]
+    assert meta.text == "ուaու"

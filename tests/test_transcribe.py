@@ -92,6 +92,11 @@ def test_voice_activity_splits_at_pauses(tmp_path: Path) -> None:
     assert speech_segments(samples[:22050], 22050) == [(0, 22050)]  # a rate WebRTC does not take
     long = speech_segments(np.tile(samples, 4), 16000, max_seconds=2.0)
     assert all((end - start) / 16000 <= 2.4 for start, end in long)
+    assert all(a[1] <= b[0] for a, b in zip(long, long[1:], strict=False))  # pieces never overlap
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 7).astype(np.float32)  # "speech" throughout
+    cut = speech_segments(noise, 16000, aggressiveness=0, max_seconds=2.0)
+    assert len(cut) >= 3 and all(a[1] <= b[0] for a, b in zip(cut, cut[1:], strict=False))
+    assert sum(end - start for start, end in cut) >= 0.9 * len(noise)  # and nothing is lost between them
 
 
 def test_output_formats_parse() -> None:
@@ -149,3 +154,18 @@ def test_transcribe_command_writes_subtitles(ldc_model: Path, tmp_path: Path) ->
     silent = tmp_path / "silent.wav"
     audio.write(silent, np.zeros(32000, np.float32), 16000)
     assert cli.main(["transcribe", "--checkpoint_dir", str(ldc_model), "--json", str(silent)]) == 0
+
+
+def test_output_names_never_collide(tmp_path: Path) -> None:
+    from harken.transcribe import output_name
+
+    paths = [Path("rec/a/x.wav"), Path("rec/b/x.wav"), Path("rec/b/y.wav"), Path("rec/b/y.mp3")]
+    names = [output_name(p, paths, "srt") for p in paths]
+    assert names == [Path("a/x.srt"), Path("b/x.srt"), Path("b/y.wav.srt"), Path("b/y.mp3.srt")]
+    assert output_name(Path("one.wav"), [Path("one.wav")], "json") == Path("one.json")
+
+
+def test_unmatched_inputs_are_reported(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    pattern = str(tmp_path / "*.mp3")
+    assert expand([tmp_path / "empty", pattern]) == [tmp_path / "empty", Path(pattern)]

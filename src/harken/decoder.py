@@ -12,7 +12,8 @@ from harken.alphabet import Alphabet
 @dataclass(frozen=True)
 class Decoded:
     text: str
-    timesteps: tuple[int, ...]  # frame index at which each character of ``text`` starts
+    labels: tuple[int, ...]  # the emitted labels (a label's symbol may be more than one character)
+    timesteps: tuple[int, ...]  # frame index at which each label was emitted
     confidence: float  # sum of the chosen frames' log-probabilities
 
 
@@ -30,7 +31,7 @@ def greedy(log_probs: torch.Tensor, length: int, alphabet: Alphabet) -> Decoded:
             labels.append(label)
             steps.append(frame)
         previous = label
-    return Decoded(alphabet.decode(labels), tuple(steps), float(best.sum()))
+    return Decoded(alphabet.decode(labels), tuple(labels), tuple(steps), float(best.sum()))
 
 
 def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alphabet) -> list[Decoded]:

@@ -10,7 +10,8 @@
 
 A stream computes each MFCC frame once its window of samples has arrived, each context window once its
 future frames have, and runs the acoustic model on what is new with the LSTM state carried over, so its
-final result is the whole file's, exactly (float models). Decoding is greedy (beam search with a scorer
+final result is the whole file's, exactly (float models); a bidirectional checkpoint is decoded when the
+stream finishes, so it gives no partial results. Decoding is greedy (beam search with a scorer
 comes with the decoder issue); ``num_results`` above 1 therefore still gives one candidate.
 """
 
@@ -24,12 +25,11 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from harken import checkpoint, decoder, features
+from harken import audio, checkpoint, decoder, features
 from harken import config as config_module
 from harken.alphabet import Alphabet
 from harken.config import Config
-
-FORMAT_VERSION = 1  # the exported graph interface this module reads (harken.export writes it)
+from harken.export import FORMAT_VERSION, METADATA_KEY
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each [1, 1, n_hidden]
 
@@ -62,6 +62,7 @@ class Metadata:
 
 class Backend(Protocol):
     n_hidden: int
+    directions: int  # 2 for a bidirectional model: it needs the whole utterance, so a stream waits
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """windows [1, time, n_input] -> log_probs [1, time, n_classes] and the new state."""
@@ -82,7 +83,7 @@ class OnnxBackend:
             )
         except Exception as error:  # onnxruntime raises its own exception types
             raise InferenceError(f"{path}: not a loadable ONNX model ({type(error).__name__})") from None
-        info = self.session.get_modelmeta().custom_metadata_map.get("harken")
+        info = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if info is None:
             raise InferenceError(
                 f"{path}: an ONNX file without harken metadata (export it with harken export)"
@@ -95,6 +96,7 @@ class OnnxBackend:
                 f"this harken reads format {FORMAT_VERSION} (upgrade harken)"
             )
         self.n_hidden = int(self.session.get_inputs()[1].shape[2])
+        self.directions = 1  # harken export refuses bidirectional models
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         log_probs, hn, cn = self.session.run(None, {"windows": windows, "h0": state[0], "c0": state[1]})
@@ -105,6 +107,7 @@ class TorchBackend:
     def __init__(self, loaded: checkpoint.LoadedModel) -> None:
         self.model = loaded.model.eval()
         self.n_hidden = loaded.model.n_hidden
+        self.directions = 2 if loaded.model.bidirectional else 1
         self.device = next(loaded.model.parameters()).device
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
@@ -132,7 +135,7 @@ class Model:
             self.backend = onnx_backend
         else:
             if threads:
-                torch.set_num_threads(threads)
+                torch.set_num_threads(threads)  # torch has one, process-wide, setting
             if path.suffix.lower() in (".pt", ".tflite"):
                 loaded = checkpoint.load_file(path, device)
             else:
@@ -162,12 +165,12 @@ def _floats(pcm16: bytes | np.ndarray) -> np.ndarray:
     if isinstance(pcm16, bytes | bytearray | memoryview):
         if len(pcm16) % 2:
             raise InferenceError("16-bit PCM needs an even number of bytes")
-        return np.frombuffer(pcm16, dtype="<i2").astype(np.float32) / 32768.0
+        return audio.from_pcm16(bytes(pcm16))
     array = np.asarray(pcm16)
     if array.ndim != 1:
         raise InferenceError(f"expected mono samples (one dimension), got shape {array.shape}")
     if array.dtype == np.int16:
-        return array.astype(np.float32) / 32768.0
+        return audio.from_pcm16(array)
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32)
     raise InferenceError(f"expected int16 or float samples, got {array.dtype}")
@@ -182,7 +185,7 @@ class Stream:
         self._cfg = cfg
         self._samples = np.zeros(0, np.float32)  # not yet turned into frames; starts at a frame boundary
         self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then real frames
-        zeros = np.zeros((1, 1, model.backend.n_hidden), np.float32)
+        zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
         self._state: State = (zeros, zeros.copy())
         self._log_probs: list[np.ndarray] = []  # [time, n_classes] pieces
         self._finished = False
@@ -204,6 +207,8 @@ class Stream:
     def _run(self, final: bool) -> None:
         """Run the model on every window whose future context has arrived (all of them when final)."""
         context = self._cfg.n_context
+        if self.model.backend.directions > 1 and not final:
+            return  # a bidirectional model reads the utterance backwards too: decode it when it is complete
         if final:
             self._frames = np.concatenate([self._frames, np.zeros((context, self._cfg.n_mfcc), np.float32)])
         ready = len(self._frames) - 2 * context  # windows whose 2 * context + 1 frames are all here
@@ -224,9 +229,10 @@ class Stream:
         )
         best = decoder.greedy(torch.from_numpy(log_probs), len(log_probs), self.model.alphabet)
         seconds = self._cfg.feature_win_step / 1000.0
+        symbols = self.model.alphabet.symbols
         tokens = tuple(
-            TokenMetadata(char, step, round(step * seconds, 3))
-            for char, step in zip(best.text, best.timesteps, strict=True)
+            TokenMetadata(symbols[label], step, round(step * seconds, 3))
+            for label, step in zip(best.labels, best.timesteps, strict=True)
         )
         return Metadata((CandidateTranscript(tokens, best.confidence),))
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 from harken import audio, features
 from harken.inference import Model, TokenMetadata
 
+OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
 
 
@@ -50,20 +52,19 @@ class Transcript:
 def expand(inputs: Iterable[str | Path]) -> list[Path]:
     """Files, folders (their audio files, recursively, sorted) and glob patterns, as a list of paths.
 
-    Inputs that match nothing are kept, so the caller reports them as missing.
+    A folder without audio files or a pattern that matches nothing is kept, so the caller reports it.
     """
     paths: list[Path] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            paths.extend(
-                sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-            )
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         elif not path.exists() and glob.has_magic(text):
-            paths.extend(Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file())
+            found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
         else:
-            paths.append(path)
+            found = [path]
+        paths.extend(found or [path])  # nothing matched: keep it, so it is reported
     return paths
 
 
@@ -94,24 +95,27 @@ def speech_segments(
         recent = voiced[max(0, index - window + 1) : index + 1]
         if begin is None and sum(recent) > 0.9 * window:
             begin = max(0, index - window + 1)
-        elif begin is not None and (len(recent) - sum(recent) > 0.9 * window or index - begin >= limit):
+        elif begin is not None and len(recent) - sum(recent) > 0.9 * window:
             frames.append((begin, index + 1))
             begin = None
+        elif begin is not None and index + 1 - begin >= limit:  # a long stretch: cut, and go straight on
+            frames.append((begin, index + 1))
+            begin = index + 1
     if begin is not None:
         frames.append((begin, len(voiced)))
     segments: list[tuple[int, int]] = []
-    for first, last in frames:  # widen by 300 ms each side, merging what then overlaps
+    for first, last in frames:  # widen by 300 ms each side, merging what then overlaps, never overlapping
         start, end = max(0, (first - window) * frame), min(len(samples), (last + window) * frame)
         if segments and start <= segments[-1][1] and end - segments[-1][0] <= max_seconds * rate:
             segments[-1] = (segments[-1][0], end)
         else:
-            segments.append((start, end))
+            segments.append((max(start, segments[-1][1]) if segments else start, end))
     return segments
 
 
 def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: float) -> tuple[Word, ...]:
-    """Characters with start times -> words with start and end times (a word ends where its last
-    character's frame ends, or where the next word starts)."""
+    """Characters with start times -> words with start and end times in seconds, rounded to 1 ms (a word
+    ends one frame step after its last character starts)."""
     words: list[Word] = []
     current: list[TokenMetadata] = []
     for token in [*tokens, TokenMetadata(" ", -1, 0.0)]:
@@ -119,8 +123,8 @@ def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: f
             current.append(token)
             continue
         if current:
-            words.append(Word("".join(t.text for t in current), offset + current[0].start_time,
-                              min(end, offset + current[-1].start_time + step)))  # fmt: skip
+            first, last = offset + current[0].start_time, min(end, offset + current[-1].start_time + step)
+            words.append(Word("".join(t.text for t in current), round(first, 3), round(last, 3)))
             current = []
     return tuple(words)
 
@@ -145,7 +149,9 @@ def transcribe_samples(
         text = " ".join(best.text.split())
         if text:
             words = _words(best.tokens, begin / rate, end / rate, step)
-            segments.append(Segment(begin / rate, end / rate, text, words, best.confidence))
+            segments.append(
+                Segment(round(begin / rate, 3), round(end / rate, 3), text, words, best.confidence)
+            )
     return tuple(segments)
 
 
@@ -156,6 +162,12 @@ def transcribe_files(model: Model, paths: Iterable[Path], aggressiveness: int = 
     rate = model.sample_rate
     cfg = model.config.features
     for path in paths:
+        if path.is_dir():
+            yield Transcript(path, error=f"{path}: no audio files in this folder")
+            continue
+        if not path.exists():
+            yield Transcript(path, error=f"{path}: no such file (or nothing matches it)")
+            continue
         try:
             samples = audio.read(path, rate)
         except audio.AudioError as error:
@@ -167,6 +179,17 @@ def transcribe_files(model: Model, paths: Iterable[Path], aggressiveness: int = 
         segments = transcribe_samples(model, samples, aggressiveness)
         text = " ".join(segment.text for segment in segments)
         yield Transcript(path, text, len(samples) / rate, segments=segments)
+
+
+def output_name(path: Path, paths: Sequence[Path], output_format: str) -> Path:
+    """Where ``path``'s result goes inside an output folder: its name with the format's suffix, under the
+    folders that set it apart from the other inputs (so a/x.wav and b/x.wav do not overwrite each other)."""
+    parents = {os.path.abspath(p.parent) for p in paths}
+    common = os.path.commonpath(list(parents)) if parents else os.path.abspath(path.parent)
+    relative = Path(os.path.relpath(os.path.abspath(path.parent), common))
+    stems = [p.stem for p in paths if p.parent == path.parent]
+    name = path.stem if stems.count(path.stem) == 1 else path.name  # x.wav and x.mp3 side by side
+    return relative / f"{name}.{output_format}"
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -195,6 +218,3 @@ def render(result: Transcript, output_format: str) -> str:
         blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in result.segments]
         return "WEBVTT\n\n" + "\n".join(blocks)
     raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
-
-
-OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")

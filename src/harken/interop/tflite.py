@@ -103,7 +103,12 @@ def _dequantize(interpreter: Any, detail: dict[str, Any]) -> np.ndarray:
     zeros = np.asarray(params["zero_points"], dtype=np.float64)
     if scales.size == 0:
         raise InteropError(f"{detail['name']}: {values.dtype} weights without quantization scales")
-    shape = (-1,) + (1,) * (values.ndim - 1) if scales.size > 1 else ()
+    if scales.size == 1:
+        return ((values.astype(np.float64) - zeros.reshape(())) * scales.reshape(())).astype(np.float32)
+    axis = int(params.get("quantized_dimension", 0))
+    shape = [1] * values.ndim
+    shape[axis] = -1  # per-channel scales lie along the quantized dimension
+    zeros = zeros if zeros.size == scales.size else np.zeros_like(scales)
     return ((values.astype(np.float64) - zeros.reshape(shape)) * scales.reshape(shape)).astype(np.float32)
 
 
@@ -176,6 +181,10 @@ def read_tflite(path: str | Path) -> ImportedModel:
     if not layers:
         raise InteropError(f"{path}: no dense layers; not a DeepSpeech model")
     hidden = layers[0][0].shape[0]
+    if len(metadata["input_shape"]) != 4:
+        raise InteropError(
+            f"{path}: input_node has shape {metadata['input_shape']}, expected [1, steps, window, n_mfcc]"
+        )
     _, _, window, n_mfcc = metadata["input_shape"]
     features = FeatureConfig(
         audio_sample_rate=metadata["sample_rate"],
