@@ -78,3 +78,16 @@ def test_greedy_batch() -> None:
     assert decoder.greedy_batch(batch[:0], torch.tensor([], dtype=torch.int64), ALPHABET) == []
     half = decoder.greedy_batch(batch.detach().half(), torch.tensor([8, 8]), ALPHABET)
     assert [r.text for r in half] == ["cat", "dog"]
+
+
+def test_incremental_decoding_equals_decoding_at_once() -> None:
+    log_probs = frames("hh_ee_l_ll__oo w")
+    whole = decoder.greedy(log_probs, len(log_probs), ALPHABET)
+    for cuts in ([1], [2, 5], [3, 4, 9, 10], list(range(1, len(log_probs)))):
+        state = decoder.GreedyDecoder(ALPHABET)
+        for start, end in zip([0, *cuts], [*cuts, len(log_probs)], strict=True):
+            state.extend(log_probs[start:end])  # a repeat split across two pieces still merges
+        got = state.result()
+        assert (got.text, got.labels, got.timesteps) == (whole.text, whole.labels, whole.timesteps), cuts
+        assert got.confidence == pytest.approx(whole.confidence, rel=1e-5)
+    assert whole.text == "hello w"

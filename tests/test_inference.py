@@ -176,7 +176,7 @@ def test_symbols_of_several_characters_make_one_token(tmp_path: Path) -> None:
     stream = Model(tmp_path / "ckpt").create_stream()
     frames = np.full((4, 4), -10.0, np.float32)  # classes: " ", "ու", "a", blank
     frames[[0, 1, 2, 3], [1, 3, 2, 1]] = 0.0  # "ու", blank, "a", "ու"
-    stream._log_probs = [frames]
+    stream._accept(frames)
     meta = stream.intermediate_decode_with_metadata().transcripts[0]
     assert [(t.text, t.timestep) for t in meta.tokens] == [("ու", 0), ("a", 2), ("ու", 3)]
     assert meta.text == "ուaու"

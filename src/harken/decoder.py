@@ -17,21 +17,43 @@ class Decoded:
     confidence: float  # sum of the chosen frames' log-probabilities
 
 
+class GreedyDecoder:
+    """Best-path decoding that goes on where it stopped: feed frames as they come (a stream), read the
+    result at any time. Each frame is looked at once, so decoding a long stream costs what its frames do."""
+
+    def __init__(self, alphabet: Alphabet) -> None:
+        self.alphabet = alphabet
+        self.labels: list[int] = []
+        self.steps: list[int] = []
+        self.confidence = 0.0
+        self.frames = 0
+        self._previous = -1
+
+    def extend(self, log_probs: torch.Tensor) -> None:
+        """log_probs: [time, n_classes], the frames that follow those already seen."""
+        best, ids = log_probs.max(dim=-1)  # [time], [time]
+        for offset, label in enumerate(ids.tolist()):
+            if label != self._previous and label != self.alphabet.blank:
+                self.labels.append(label)
+                self.steps.append(self.frames + offset)
+            self._previous = label
+        self.frames += len(ids)
+        self.confidence += float(best.sum())
+
+    def result(self) -> Decoded:
+        return Decoded(
+            self.alphabet.decode(self.labels), tuple(self.labels), tuple(self.steps), self.confidence
+        )
+
+
 def greedy(log_probs: torch.Tensor, length: int, alphabet: Alphabet) -> Decoded:
     """Best path: the likeliest class at every frame, repeats merged, blanks dropped.
 
     log_probs: [time, n_classes] for one utterance; only the first ``length`` frames are read.
     """
-    frames = log_probs[:length]
-    best, ids = frames.max(dim=-1)  # [time], [time]
-    labels, steps = [], []
-    previous = -1
-    for frame, label in enumerate(ids.tolist()):
-        if label != previous and label != alphabet.blank:
-            labels.append(label)
-            steps.append(frame)
-        previous = label
-    return Decoded(alphabet.decode(labels), tuple(labels), tuple(steps), float(best.sum()))
+    state = GreedyDecoder(alphabet)
+    state.extend(log_probs[:length])
+    return state.result()
 
 
 def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alphabet) -> list[Decoded]:

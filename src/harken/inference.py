@@ -188,6 +188,7 @@ class Stream:
         zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
         self._state: State = (zeros, zeros.copy())
         self._log_probs: list[np.ndarray] = []  # [time, n_classes] pieces
+        self._decoder = decoder.GreedyDecoder(model.alphabet)
         self._finished = False
 
     def feed_audio_content(self, pcm16: bytes | np.ndarray) -> None:
@@ -219,15 +220,16 @@ class Stream:
             :, context : context + ready
         ]  # [1, ready, n_input]
         log_probs, self._state = self.model.backend(np.ascontiguousarray(windows.numpy()), self._state)
-        self._log_probs.append(log_probs[0])
+        self._accept(log_probs[0])
         self._frames = self._frames[ready:]  # keep the 2 * context frames the next windows still need
 
+    def _accept(self, log_probs: np.ndarray) -> None:
+        """New frames' log-probs [time, n_classes]: kept, and decoded once."""
+        self._log_probs.append(log_probs)
+        self._decoder.extend(torch.from_numpy(log_probs))
+
     def _metadata(self) -> Metadata:
-        n_classes = self.model.alphabet.n_classes
-        log_probs = (
-            np.concatenate(self._log_probs) if self._log_probs else np.zeros((0, n_classes), np.float32)
-        )
-        best = decoder.greedy(torch.from_numpy(log_probs), len(log_probs), self.model.alphabet)
+        best = self._decoder.result()
         seconds = self._cfg.feature_win_step / 1000.0
         symbols = self.model.alphabet.symbols
         tokens = tuple(
