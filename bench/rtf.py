@@ -21,6 +21,7 @@ from harken import audio, checkpoint, decoder, export, features, metrics
 from harken.config import ExportConfig
 from harken.importers.synthetic import Synthesizer
 from harken.inference import Model
+from harken.interop.tflite import run_litert
 
 ROOT = Path(__file__).resolve().parents[1]
 TFLITE = ROOT / ".cache" / "armspeech" / "model.tflite"
@@ -50,35 +51,12 @@ def exported() -> tuple[Path, Path]:
 
 
 def litert(samples: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_path=str(TFLITE),
-        num_threads=threads,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
-    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    """DeepSpeech's runtime: features (identical to LiteRT's own ops) then the model in 16-frame steps."""
     cfg = checkpoint.load_model(WORK / "ckpt").config.features
     start = time.perf_counter()
     windows = features.context_windows(features.mfcc(torch.from_numpy(samples), cfg).unsqueeze(0), 9)
-    frames = windows.shape[1]
-    padded = np.zeros((1, (frames + 15) // 16 * 16, 19, 26), np.float32)
-    padded[0, :frames] = windows[0].reshape(frames, 19, 26).numpy()
-    c = h = np.zeros((1, 2048), np.float32)
-    interpreter.set_tensor(inputs["input_samples"], np.zeros(512, np.float32))
-    probabilities = []
-    for step in range(0, padded.shape[1], 16):
-        interpreter.set_tensor(inputs["input_node"], padded[:, step : step + 16])
-        interpreter.set_tensor(inputs["previous_state_c"], c)
-        interpreter.set_tensor(inputs["previous_state_h"], h)
-        interpreter.invoke()
-        probabilities.append(interpreter.get_tensor(outputs["logits"]).copy())
-        c = interpreter.get_tensor(outputs["new_state_c"]).copy()
-        h = interpreter.get_tensor(outputs["new_state_h"]).copy()
-    elapsed = time.perf_counter() - start
-    return elapsed, np.log(np.concatenate(probabilities)[:frames] + 1e-30)
+    probabilities = run_litert(TFLITE, windows.numpy(), threads=threads, builtin=True)
+    return time.perf_counter() - start, np.log(probabilities + 1e-30)
 
 
 def timed(model: Model, samples: np.ndarray, step: int | None) -> tuple[float, str]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harken import audio, features
-from harken.interop.tflite import InteropError, parse_alphabet, read_tflite
+from harken.interop.tflite import InteropError, parse_alphabet, read_tflite, run_litert
 from harken.model import DeepSpeech
 
 from conftest import ARMSPEECH
@@ -48,34 +48,7 @@ def test_geometry_alphabet_and_features_come_from_the_model(imported) -> None:  
 
 
 def _litert_probabilities(windows: torch.Tensor, delegate: bool) -> np.ndarray:
-    """LiteRT running the model in 16-frame steps as DeepSpeech's client did. windows: [1, T, 494]."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    options = (
-        {}
-        if delegate
-        else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    )
-    interpreter = Interpreter(model_path=str(ARMSPEECH), num_threads=2, **options)
-    interpreter.allocate_tensors()
-    inputs = {d["name"]: d["index"] for d in interpreter.get_input_details()}
-    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
-    frames = windows.shape[1]
-    padded = torch.zeros(1, (frames + 15) // 16 * 16, 19, 26)
-    padded[0, :frames] = windows[0].reshape(frames, 19, 26)
-    c = np.zeros((1, 2048), np.float32)
-    h = np.zeros((1, 2048), np.float32)
-    interpreter.set_tensor(inputs["input_samples"], np.zeros(512, np.float32))
-    probabilities = []
-    for start in range(0, padded.shape[1], 16):
-        interpreter.set_tensor(inputs["input_node"], padded[:, start : start + 16].numpy())
-        interpreter.set_tensor(inputs["previous_state_c"], c)
-        interpreter.set_tensor(inputs["previous_state_h"], h)
-        interpreter.invoke()
-        probabilities.append(interpreter.get_tensor(outputs["logits"]).copy())
-        c = interpreter.get_tensor(outputs["new_state_c"]).copy()
-        h = interpreter.get_tensor(outputs["new_state_h"]).copy()
-    return np.concatenate(probabilities)[:frames]
+    return run_litert(ARMSPEECH, windows.numpy(), threads=2, builtin=not delegate)
 
 
 def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no-untyped-def]

@@ -205,3 +205,41 @@ def read_tflite(path: str | Path) -> ImportedModel:
         )
     config = Config(features=features, model=ModelConfig(n_hidden=hidden))
     return ImportedModel(config, alphabet, _state_dict(layers, hidden, path), metadata)
+
+
+def run_litert(path: str | Path, windows: np.ndarray, threads: int = 1, builtin: bool = True) -> np.ndarray:
+    """Run a DeepSpeech ``.tflite`` as DeepSpeech's client did, in LiteRT, for comparisons.
+
+    windows: [1, time, n_input] context windows (harken's features) -> probabilities [time, n_classes].
+    The graph takes ``steps`` frames per invoke (16 in DeepSpeech's exports) with the LSTM state carried
+    over. ``builtin`` selects LiteRT's builtin kernels (DeepSpeech's client) over its XNNPACK delegate.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    options = (
+        {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if builtin else {}
+    )
+    interpreter = Interpreter(model_path=str(path), num_threads=threads, **options)
+    interpreter.allocate_tensors()
+    inputs = {d["name"]: d for d in interpreter.get_input_details()}
+    outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    _, steps, width, n_mfcc = (int(n) for n in inputs["input_node"]["shape"])
+    frames = windows.shape[1]
+    padded = np.zeros((1, (frames + steps - 1) // steps * steps, width, n_mfcc), np.float32)
+    padded[0, :frames] = windows[0].reshape(frames, width, n_mfcc)
+    c = np.zeros(inputs["previous_state_c"]["shape"], np.float32)
+    h = np.zeros(inputs["previous_state_h"]["shape"], np.float32)
+    if "input_samples" in inputs:
+        interpreter.set_tensor(
+            inputs["input_samples"]["index"], np.zeros(inputs["input_samples"]["shape"], np.float32)
+        )
+    probabilities = []
+    for start in range(0, padded.shape[1], steps):
+        interpreter.set_tensor(inputs["input_node"]["index"], padded[:, start : start + steps])
+        interpreter.set_tensor(inputs["previous_state_c"]["index"], c)
+        interpreter.set_tensor(inputs["previous_state_h"]["index"], h)
+        interpreter.invoke()
+        probabilities.append(interpreter.get_tensor(outputs["logits"]).reshape(steps, -1).copy())
+        c = interpreter.get_tensor(outputs["new_state_c"]).copy()
+        h = interpreter.get_tensor(outputs["new_state_h"]).copy()
+    return np.concatenate(probabilities)[:frames]
