@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -55,6 +56,42 @@ def read(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"{path}: the file holds no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(mono, int(rate), sample_rate)
+
+
+def blocks(path: str | Path, sample_rate: int, seconds: float = 30.0) -> Iterator[np.ndarray]:
+    """The samples of ``path`` as ``read`` gives them, in consecutive blocks of about ``seconds``.
+
+    Memory stays at a few blocks however long the file is. Each block is resampled with a margin of the
+    neighbouring audio on both sides, then trimmed, so the joined blocks equal one whole-file conversion
+    (to float rounding): block edges fall where input and output samples line up exactly.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    with handle:
+        rate_in = int(handle.samplerate)
+        ratio = Fraction(sample_rate, rate_in)
+        unit = ratio.denominator  # input samples per whole number of output samples
+        size = max(unit, int(seconds * rate_in) // unit * unit)
+        margin = 0 if ratio == 1 else -(-2048 // unit) * unit
+        total = handle.frames
+        for start in range(0, total, size):
+            first = max(0, start - margin)
+            handle.seek(first)
+            try:
+                data = handle.read(min(total, start + size + margin) - first, dtype="float32", always_2d=True)
+            except (RuntimeError, soundfile.LibsndfileError) as error:
+                where = f"{start / rate_in:.1f} s"
+                raise AudioError(f"{path}: unreadable at {where} ({_reason(error)})") from None
+            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            converted = resample(mono, rate_in, sample_rate)
+            skip = (start - first) * ratio.numerator // unit
+            keep = -(-min(size, total - start) * ratio.numerator // unit)
+            yield converted[skip : skip + keep]
 
 
 def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

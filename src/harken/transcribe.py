@@ -129,6 +129,21 @@ def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: f
     return tuple(words)
 
 
+def _decode(model: Model, samples: np.ndarray, begin: int, end: int, offset: int) -> Segment | None:
+    """The segment samples[begin:end]; times count from ``offset`` samples before ``samples`` starts."""
+    if features.n_frames(end - begin, model.config.features) == 0:
+        return None
+    rate, step = model.sample_rate, model.config.features.feature_win_step / 1000.0
+    best = model.stt_with_metadata(samples[begin:end]).transcripts[0]
+    text = " ".join(best.text.split())
+    if not text:
+        return None
+    first, last = (offset + begin) / rate, (offset + end) / rate
+    return Segment(
+        round(first, 3), round(last, 3), text, _words(best.tokens, first, last, step), best.confidence
+    )
+
+
 def transcribe_samples(
     model: Model, samples: np.ndarray, aggressiveness: int = 3, split_above: float = 30.0
 ) -> tuple[Segment, ...]:
@@ -138,47 +153,71 @@ def transcribe_samples(
     longer audio is split at pauses by the voice-activity detector.
     """
     rate = model.sample_rate
-    step = model.config.features.feature_win_step / 1000.0
     long = len(samples) > split_above * rate
     pieces = speech_segments(samples, rate, aggressiveness, split_above) if long else [(0, len(samples))]
-    segments = []
-    for begin, end in pieces:
-        if features.n_frames(end - begin, model.config.features) == 0:
-            continue
-        best = model.stt_with_metadata(samples[begin:end]).transcripts[0]
-        text = " ".join(best.text.split())
-        if text:
-            words = _words(best.tokens, begin / rate, end / rate, step)
-            segments.append(
-                Segment(round(begin / rate, 3), round(end / rate, 3), text, words, best.confidence)
-            )
-    return tuple(segments)
+    decoded = (_decode(model, samples, begin, end, 0) for begin, end in pieces)
+    return tuple(segment for segment in decoded if segment is not None)
 
 
-def transcribe_files(model: Model, paths: Iterable[Path], aggressiveness: int = 3) -> Iterator[Transcript]:
+def transcribe_blocks(
+    model: Model, blocks: Iterable[np.ndarray], aggressiveness: int = 3, split_above: float = 30.0
+) -> Iterator[Segment]:
+    """Like transcribe_samples for audio that comes in blocks (a long file read piece by piece): each
+    stretch of speech is decoded as soon as the audio after it shows that it has ended, so only the
+    current stretch and one block are ever held."""
+    rate = model.sample_rate
+    pending, offset = np.zeros(0, np.float32), 0  # audio not yet decoded; where it starts in the file
+    for block in blocks:
+        pending = np.concatenate([pending, block])
+        pieces = speech_segments(pending, rate, aggressiveness, split_above)
+        for begin, end in pieces[:-1]:  # the last one may go on in the next block
+            segment = _decode(model, pending, begin, end, offset)
+            if segment is not None:
+                yield segment
+        frame = rate * 30 // 1000  # keep the detector's 30 ms frame grid where the whole file has it
+        keep = pieces[-1][0] if pieces else max(0, len(pending) - rate) // frame * frame  # silence: ~1 s
+        pending, offset = pending[keep:], offset + keep
+    for begin, end in speech_segments(pending, rate, aggressiveness, split_above):
+        segment = _decode(model, pending, begin, end, offset)
+        if segment is not None:
+            yield segment
+
+
+def transcribe_files(
+    model: Model, paths: Iterable[Path], aggressiveness: int = 3, split_above: float = 30.0
+) -> Iterator[Transcript]:
     """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
     files give a Transcript with ``error`` set, and the others go on. ``aggressiveness`` (0-3) of the
-    voice-activity detector that splits long audio; -1 decodes each file in one piece."""
+    voice-activity detector that splits files longer than ``split_above`` seconds (read in blocks, so
+    memory stays flat); -1 decodes each file in one piece."""
     rate = model.sample_rate
     cfg = model.config.features
     for path in paths:
         if path.is_dir():
             yield Transcript(path, error=f"{path}: no audio files in this folder")
             continue
-        if not path.exists():
-            yield Transcript(path, error=f"{path}: no such file (or nothing matches it)")
-            continue
         try:
-            samples = audio.read(path, rate)
+            meta = audio.info(path)
+            if meta.duration > split_above and aggressiveness >= 0:
+                segments = tuple(
+                    transcribe_blocks(model, audio.blocks(path, rate), aggressiveness, split_above)
+                )
+                duration = meta.duration
+            else:
+                samples = audio.read(path, rate)
+                if features.n_frames(len(samples), cfg) == 0:
+                    yield Transcript(
+                        path, error=f"{path}: shorter than one {cfg.feature_win_len} ms feature window"
+                    )
+                    continue
+                segments, duration = (
+                    transcribe_samples(model, samples, aggressiveness, split_above),
+                    len(samples) / rate,
+                )
         except audio.AudioError as error:
             yield Transcript(path, error=str(error))
             continue
-        if features.n_frames(len(samples), cfg) == 0:
-            yield Transcript(path, error=f"{path}: shorter than one {cfg.feature_win_len} ms feature window")
-            continue
-        segments = transcribe_samples(model, samples, aggressiveness)
-        text = " ".join(segment.text for segment in segments)
-        yield Transcript(path, text, len(samples) / rate, segments=segments)
+        yield Transcript(path, " ".join(s.text for s in segments), duration, segments=segments)
 
 
 def output_name(path: Path, paths: Sequence[Path], output_format: str) -> Path:
