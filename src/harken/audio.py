@@ -27,16 +27,30 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
-def info(path: str | Path) -> AudioInfo:
-    """Sample rate, channels and length of an audio file, from its header."""
-    path = Path(path)
+def _open(path: Path) -> soundfile.SoundFile:
+    """The file opened for reading; AudioError (one line, naming it) when it is missing or not audio."""
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        meta = soundfile.info(str(path))
+        return soundfile.SoundFile(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
-    return AudioInfo(int(meta.samplerate), int(meta.channels), int(meta.frames))
+
+
+def _read_all(handle: soundfile.SoundFile, path: Path, frames: int = -1) -> np.ndarray:
+    """[frames, channels] float32 from the current position; AudioError when the data is damaged."""
+    try:
+        return handle.read(frames, dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        where = f" at {handle.tell() / handle.samplerate:.1f} s" if handle.samplerate else ""
+        raise AudioError(f"{path}: unreadable{where} ({_reason(error)})") from None
+
+
+def info(path: str | Path) -> AudioInfo:
+    """Sample rate, channels and length of an audio file, from its header."""
+    path = Path(path)
+    with _open(path) as handle:
+        return AudioInfo(int(handle.samplerate), int(handle.channels), int(handle.frames))
 
 
 def read(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -46,12 +60,9 @@ def read(path: str | Path, sample_rate: int) -> np.ndarray:
     scaled as DeepSpeech did (int16 / 32768), so features match DeepSpeech models exactly.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [n, channels]
-    except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    with _open(path) as handle:
+        rate = int(handle.samplerate)
+        data = _read_all(handle, path)  # [n, channels]
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -66,13 +77,7 @@ def blocks(path: str | Path, sample_rate: int, seconds: float = 30.0) -> Iterato
     (to float rounding): block edges fall where input and output samples line up exactly.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such file")
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
-    with handle:
+    with _open(path) as handle:
         rate_in = int(handle.samplerate)
         ratio = Fraction(sample_rate, rate_in)
         unit = ratio.denominator  # input samples per whole number of output samples
@@ -82,11 +87,7 @@ def blocks(path: str | Path, sample_rate: int, seconds: float = 30.0) -> Iterato
         for start in range(0, total, size):
             first = max(0, start - margin)
             handle.seek(first)
-            try:
-                data = handle.read(min(total, start + size + margin) - first, dtype="float32", always_2d=True)
-            except (RuntimeError, soundfile.LibsndfileError) as error:
-                where = f"{start / rate_in:.1f} s"
-                raise AudioError(f"{path}: unreadable at {where} ({_reason(error)})") from None
+            data = _read_all(handle, path, min(total, start + size + margin) - first)
             mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
             converted = resample(mono, rate_in, sample_rate)
             skip = (start - first) * ratio.numerator // unit
