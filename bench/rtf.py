@@ -54,7 +54,7 @@ def litert(samples: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
     """DeepSpeech's runtime: features (identical to LiteRT's own ops) then the model in 16-frame steps."""
     cfg = checkpoint.load_model(WORK / "ckpt").config.features
     start = time.perf_counter()
-    windows = features.context_windows(features.mfcc(torch.from_numpy(samples), cfg).unsqueeze(0), 9)
+    windows = features.utterance_windows(torch.from_numpy(samples), cfg)
     probabilities = run_litert(TFLITE, windows.numpy(), threads=threads, builtin=True)
     return time.perf_counter() - start, np.log(probabilities + 1e-30)
 

@@ -45,9 +45,8 @@ def test_onnx_and_torch_backends_agree_with_the_model(tiny: tuple[Path, Path]) -
     loaded = checkpoint.load_model(tiny[0])
     from harken import features
 
-    windows = features.context_windows(
-        features.mfcc(torch.from_numpy(PCM.astype(np.float32) / 32768), loaded.config.features).unsqueeze(0),
-        9,
+    windows = features.utterance_windows(
+        torch.from_numpy(PCM.astype(np.float32) / 32768), loaded.config.features
     )
     with torch.inference_mode():
         reference = loaded.model(windows)[0][0].numpy()

@@ -63,8 +63,9 @@ def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no
     for text in ("բարև ձեզ ինչպես եք", "ես սիրում եմ իմ քաղաքը"):
         pcm, rate = synthesizer.speak(text, "hy")
         samples = audio.from_pcm16(audio.to_pcm16(audio.resample(audio.from_pcm16(pcm), rate, 16000)))
-        mfcc = features.mfcc(torch.from_numpy(samples), imported.config.features).unsqueeze(0)
-        windows = features.context_windows(mfcc, 9)  # [1, T, 494]
+        windows = features.utterance_windows(
+            torch.from_numpy(samples), imported.config.features
+        )  # [1, T, 494]
         with torch.inference_mode():
             ours.append(model(windows)[0][0].exp().numpy())
         builtin.append(_litert_probabilities(windows, delegate=False))

@@ -135,9 +135,7 @@ def parity(loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool
     import onnxruntime
 
     cfg = loaded.config.features
-    windows = features.context_windows(
-        features.mfcc(torch.from_numpy(samples), cfg).unsqueeze(0), cfg.n_context
-    )
+    windows = features.utterance_windows(torch.from_numpy(samples), cfg)  # [1, time, n_input]
     with torch.inference_mode():
         reference, _, _ = loaded.model.float().cpu().eval()(windows)  # [1, time, n_classes]
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -132,3 +132,8 @@ def context_windows(features: torch.Tensor, n_context: int) -> torch.Tensor:
     padded = F.pad(features, (0, 0, n_context, n_context))  # [batch, time + 2 n_context, n_mfcc]
     windows = padded.unfold(1, 2 * n_context + 1, 1)  # [batch, time, n_mfcc, 2 n_context + 1]
     return windows.transpose(2, 3).reshape(batch, time, (2 * n_context + 1) * width)
+
+
+def utterance_windows(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """One utterance's model input: samples [n_samples] -> context windows [1, time, n_input]."""
+    return context_windows(mfcc(samples, config).unsqueeze(0), config.n_context)
