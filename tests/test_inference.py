@@ -6,7 +6,7 @@ import torch
 
 from harken import audio, checkpoint, export
 from harken.config import ExportConfig
-from harken.inference import InferenceError, Model
+from harken.inference import InferenceError, Model, Stream
 from harken.train import build, save
 
 from conftest import DATA, LDC93S1_TEXT, ldc_config
@@ -24,12 +24,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return directory / "ckpt", result.path
 
 
+def _recorded(stream: Stream) -> list[np.ndarray]:
+    """The log-probs [time, n_classes] pieces the stream hands its decoder, from now on."""
+    pieces: list[np.ndarray] = []
+    accept = stream._accept
+    stream._accept = lambda log_probs: (pieces.append(log_probs), accept(log_probs))[1]  # type: ignore[method-assign]
+    return pieces
+
+
 def _stream_log_probs(model: Model, chunk: int) -> np.ndarray:
     stream = model.create_stream()
+    pieces = _recorded(stream)
     for start in range(0, len(PCM), chunk):
         stream.feed_audio_content(PCM[start : start + chunk])
     stream.finish_stream()
-    return np.concatenate(stream._log_probs)
+    return np.concatenate(pieces)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
@@ -156,11 +165,12 @@ def test_bidirectional_checkpoints_decode_when_the_stream_ends(tmp_path: Path) -
     save(build(replace(config, model=replace(config.model, bidirectional=True)), log=lambda _: None))
     model = Model(tmp_path)
     stream = model.create_stream()
+    pieces = _recorded(stream)
     stream.feed_audio_content(PCM[:16000])
-    assert stream._log_probs == []  # nothing decoded before the end
+    assert pieces == []  # nothing decoded before the end
     stream.feed_audio_content(PCM[16000:])
     assert stream.finish_stream() == model.stt(PCM)
-    assert len(stream._log_probs[0]) == 145
+    assert len(pieces[0]) == 145
 
 
 def test_symbols_of_several_characters_make_one_token(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from harken.config import (
     CheckpointConfig,
     Config,
     DataConfig,
+    DecoderConfig,
     ExportConfig,
     FeatureConfig,
     ModelConfig,
@@ -35,6 +36,7 @@ SECTIONS: dict[str, tuple[type[Any], str]] = {
     "checkpoint": (CheckpointConfig, "checkpoints"),
     "train": (TrainConfig, "training, schedule and reports"),
     "export": (ExportConfig, "export"),
+    "decoder": (DecoderConfig, "decoder (beam search and scorer)"),
 }
 
 # Which options each command has: section -> field names (None: all of the section).
@@ -44,6 +46,7 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "data": ("test_files", "test_batch_size", "limit_test", "reverse_test", "num_workers"),
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
         "train": ("report_count", "test_output_file", "show_progressbar", "device"),
+        "decoder": None,
     },
     "export": {
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
@@ -52,6 +55,13 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "transcribe": {
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
         "train": ("device",),
+        "decoder": None,
+    },
+    "lm-tune": {
+        "data": ("dev_files", "dev_batch_size", "limit_dev", "num_workers"),
+        "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
+        "train": ("show_progressbar", "device"),
+        "decoder": ("scorer_path", "beam_width", "cutoff_prob", "cutoff_top_n"),
     },
 }
 
@@ -76,12 +86,13 @@ def _add_field(group: argparse._ArgumentGroup, section: str, f: dataclasses.Fiel
         )
         group.add_argument(f"--no{f.name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
         return
-    types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+    types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "float | None": float}
     group.add_argument(
         f"--{f.name}",
+        *(f"--{alias}" for alias in f.metadata.get("aliases", ())),
         dest=dest,
         type=types.get(kind, str),
-        metavar=kind.upper(),
+        metavar=kind.split(" ")[0].upper(),
         choices=f.metadata.get("choices"),
         help=help_text,
     )
@@ -109,6 +120,59 @@ def given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The Config the options describe: defaults, overridden by what was given."""
     return config_module.from_dict(Config, given_options(args))
+
+
+def _prune(text: str) -> tuple[int, ...]:
+    """lmplz's pruning thresholds: "0 0 1" or DeepSpeech's "0|0|1"."""
+    try:
+        return tuple(int(part) for part in text.replace("|", " ").replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like '0 0 1', got {text!r}") from None
+
+
+def _add_lm_commands(commands: Any) -> None:
+    from harken.language_model import LmConfig
+
+    lm = commands.add_parser("lm", help="build a scorer (KenLM language model) from text, or tune it")
+    kinds = lm.add_subparsers(dest="lm_command", metavar="ACTION", required=True)
+    build = kinds.add_parser(
+        "build", help="text corpus -> .scorer (generate_lm.py + generate_scorer_package)"
+    )
+    defaults = LmConfig(text=(), output=Path())
+    build.add_argument(
+        "--text", required=True, help="text corpus (.txt or .gz, one sentence a line); comma-joined"
+    )
+    build.add_argument("--output", type=Path, required=True, help="the .scorer file to write")
+    build.add_argument("--order", "--arpa_order", type=int, default=defaults.order, help="n-gram order")
+    build.add_argument(
+        "--top_k", type=int, default=defaults.top_k, help="vocabulary: the most frequent words"
+    )
+    build.add_argument(
+        "--prune", "--arpa_prune", type=_prune, default=defaults.prune,
+        help="lmplz --prune: minimum count per order, e.g. '0 0 1' (drops singleton trigrams and up)",
+    )  # fmt: skip
+    build.add_argument(
+        "--memory",
+        "--max_arpa_memory",
+        default=defaults.memory,
+        help="memory lmplz may sort in (e.g. 25%%, 2G)",
+    )
+    build.add_argument("--default_alpha", type=float, default=defaults.default_alpha, help="stored LM weight")
+    build.add_argument("--default_beta", type=float, default=defaults.default_beta, help="stored word bonus")
+    build.add_argument(
+        "--alphabet_config_path",
+        help="the model's alphabet (default: English); words it cannot spell are left out",
+    )
+    build.add_argument(
+        "--max_oov_fraction", type=float, default=defaults.max_oov_fraction,
+        help="share of running words with characters outside the alphabet above which the text is refused",
+    )  # fmt: skip
+    tune = kinds.add_parser("tune", help="find alpha and beta on a dev set and store them in the scorer")
+    tune.add_argument("--n_trials", type=int, default=100, help="decodings of the dev set to try")
+    tune.add_argument("--lm_alpha_max", type=float, default=5.0, help="largest alpha tried")
+    tune.add_argument("--lm_beta_max", type=float, default=5.0, help="largest beta tried")
+    add_config_options(tune, "lm-tune")
+    kinds.add_parser("setup", help="compile KenLM's lmplz and build_binary (needed by `lm build`) once")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the same as --output_format json (DeepSpeech's client flag)",
     )
     transcribe.add_argument(
+        "--candidate_transcripts",
+        type=int,
+        default=1,
+        help="keep this many candidates per segment (the json output lists the others as alternatives)",
+    )
+    transcribe.add_argument(
+        "--extended",
+        action="store_true",
+        help="accepted for DeepSpeech's client: it printed the same transcript through the metadata",
+    )
+    transcribe.add_argument(
         "--output_dir",
         type=Path,
         help="write <name>.<format> per file here (with a progress bar) instead of printing",
@@ -170,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     import_model.add_argument("model", type=Path, help="the .tflite file")
     import_model.add_argument("--output", type=Path, required=True, help="an empty checkpoint directory")
+    _add_lm_commands(commands)
     importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
     from harken.importers import IMPORTERS
 
@@ -210,11 +286,16 @@ def run_transcribe(args: argparse.Namespace) -> int:
     source = args.model if args.model is not None else config.load_dir
     device = str(choose_device(config.train.device))
     model = Model(source, device=device, load_evaluate=config.checkpoint.load_evaluate)
+    model.set_decoder(config.decoder)
+    if args.candidate_transcripts < 1:
+        raise ValueError(f"--candidate_transcripts must be at least 1, got {args.candidate_transcripts}")
     paths = transcribe.expand(args.audio)
     failures = 0
     show = args.output_dir is not None and sys.stderr.isatty()
     with ProgressBar("Transcribing", len(paths), show) as bar:
-        for result in transcribe.transcribe_files(model, paths, args.vad_aggressiveness):
+        for result in transcribe.transcribe_files(
+            model, paths, args.vad_aggressiveness, num_results=args.candidate_transcripts
+        ):
             bar.advance()
             if result.error:
                 failures += 1
@@ -261,6 +342,29 @@ def run_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lm(args: argparse.Namespace) -> int:
+    from harken import language_model
+
+    if args.lm_command == "setup":
+        language_model.install_tools(Path(sys.prefix), print)
+        return 0
+    if args.lm_command == "tune":
+        from harken.tuning import tune
+
+        tune(config_from_args(args), args.n_trials, args.lm_alpha_max, args.lm_beta_max)
+        return 0
+    from harken.alphabet import Alphabet
+
+    texts = tuple(Path(part) for part in args.text.split(",") if part)
+    config = language_model.LmConfig(
+        text=texts, output=args.output, order=args.order, top_k=args.top_k, prune=args.prune,
+        memory=args.memory, default_alpha=args.default_alpha, default_beta=args.default_beta,
+        max_oov_fraction=args.max_oov_fraction,
+    )  # fmt: skip
+    language_model.build(config, Alphabet.load(args.alphabet_config_path))
+    return 0
+
+
 def run_import(args: argparse.Namespace) -> int:
     from harken.importers import IMPORTERS
 
@@ -274,6 +378,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": run_evaluate,
     "transcribe": run_transcribe,
     "import": run_import,
+    "lm": run_lm,
     "import-model": run_import_model,
     "export": run_export,
 }

@@ -14,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 
-def option(default: Any, help: str, group: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A dataclass field that carries its command-line help text (and optionally its help group)."""
-    return field(default=default, metadata={"help": help, "group": group, "choices": choices})
+def option(
+    default: Any,
+    help: str,
+    group: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field that carries its command-line help text (and optionally its help group, the
+    values it takes and other flag names it answers to)."""
+    return field(
+        default=default, metadata={"help": help, "group": group, "choices": choices, "aliases": aliases}
+    )
 
 
 def require(ok: bool, flag: str, value: Any, expected: str) -> None:
@@ -244,6 +253,33 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class DecoderConfig:
+    """How log-probabilities become text: DeepSpeech's decoder flags."""
+
+    scorer_path: str = option(
+        "",
+        "external scorer (.scorer: KenLM + vocabulary) for the beam search; empty: none",
+        aliases=("scorer",),
+    )
+    beam_width: int = option(500, "beam width of the CTC beam search (1 without a scorer: greedy)")
+    lm_alpha: float | None = option(None, "language model weight (default: the scorer's own)")
+    lm_beta: float | None = option(None, "word insertion bonus (default: the scorer's own)")
+    cutoff_prob: float = option(1.0, "per frame, keep the likeliest labels until this much probability")
+    cutoff_top_n: int = option(300, "per frame, keep at most this many labels")
+    hot_words: str = option("", 'words to boost or suppress: "word:boost,word:boost" (needs a scorer)')
+
+    def __post_init__(self) -> None:
+        _require_all(
+            self,
+            {
+                "beam_width": (lambda v: v >= 1, "at least 1"),
+                "cutoff_prob": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+                "cutoff_top_n": (lambda v: v >= 1, "at least 1"),
+            },
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of a training run."""
 
@@ -252,6 +288,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
     @property
     def load_dir(self) -> Path:
@@ -286,5 +323,6 @@ def _dataclass_type(cls: type[Any], name: str) -> type[Any] | None:
         "data": DataConfig,
         "checkpoint": CheckpointConfig,
         "train": TrainConfig,
+        "decoder": DecoderConfig,
     }
     return sections.get(name) if cls is Config else None

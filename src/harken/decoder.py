@@ -1,12 +1,24 @@
-"""CTC decoding: log-probabilities -> text (greedy here; beam search with a scorer comes with #3)."""
+"""CTC decoding: log-probabilities -> text, greedy or by beam search with an optional KenLM scorer.
+
+The beam search is flashlight-text's C++ decoder (the one torchaudio wraps). With a scorer it is
+DeepSpeech's: words are spelled through the scorer's vocabulary trie, each completed word adds
+``alpha * ln P(word | previous words) + beta``, a word outside the vocabulary cannot be spelled, and
+hot words add their boost. Without a scorer it is a plain CTC prefix beam search.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
 
+import numpy as np
 import torch
 
 from harken.alphabet import Alphabet
+from harken.config import DecoderConfig
+from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,10 @@ class GreedyDecoder:
             self.alphabet.decode(self.labels), tuple(self.labels), tuple(self.steps), self.confidence
         )
 
+    def finish(self, n_best: int = 1) -> list[Decoded]:
+        """The (one) best path: greedy decoding has no other candidates."""
+        return [self.result()]
+
 
 def greedy(log_probs: torch.Tensor, length: int, alphabet: Alphabet) -> Decoded:
     """Best path: the likeliest class at every frame, repeats merged, blanks dropped.
@@ -60,3 +76,193 @@ def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alpha
     """log_probs: [batch, time, n_classes], lengths: [batch] -> one Decoded per row."""
     cpu = log_probs.detach().float().cpu()
     return [greedy(cpu[row], int(lengths[row]), alphabet) for row in range(cpu.shape[0])]
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    """How the beam search runs (DeepSpeech's flag names; alpha/beta None: the scorer's defaults)."""
+
+    beam_width: int = 500
+    cutoff_prob: float = 1.0  # keep a frame's likeliest labels until their probabilities sum to this
+    cutoff_top_n: int = 300  # and at most this many of them
+    alpha: float | None = None
+    beta: float | None = None
+    hot_words: Mapping[str, float] = field(default_factory=dict)
+    beam_threshold: float = 25.0  # drop beams this far (natural log) below the best one
+
+    def __post_init__(self) -> None:
+        if self.beam_width < 1:
+            raise ValueError(f"--beam_width must be at least 1, got {self.beam_width}")
+        if not 0.0 < self.cutoff_prob <= 1.0:
+            raise ValueError(f"--cutoff_prob must be in (0, 1], got {self.cutoff_prob}")
+        if self.cutoff_top_n < 1:
+            raise ValueError(f"--cutoff_top_n must be at least 1, got {self.cutoff_top_n}")
+
+
+def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
+    """DeepSpeech's cutoff_prob: per frame, labels outside the smallest set holding that much probability
+    mass are made impossible. frames: [time, n_classes] log-probs."""
+    if cutoff_prob >= 1.0 or len(frames) == 0:
+        return frames
+    order = np.argsort(-frames, axis=1)  # [time, n_classes]
+    mass = np.cumsum(np.exp(np.take_along_axis(frames, order, axis=1)), axis=1)
+    drop = np.concatenate([np.zeros((len(frames), 1), bool), mass[:, :-1] >= cutoff_prob], axis=1)
+    out = frames.copy()
+    np.put_along_axis(out, order, np.where(drop, np.float32(-1e30), np.take_along_axis(frames, order, 1)), 1)
+    return out
+
+
+class BeamDecoder:
+    """A beam search that goes on where it stopped, like :class:`GreedyDecoder`: ``extend`` with the next
+    frames, ``result`` for the best transcript so far, ``finish`` for the final n best."""
+
+    def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
+        from flashlight.lib.text import decoder as fl
+
+        self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
+        self.frames = 0
+        self._finished = False
+        self._words: list[str] = []
+        space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
+        self._space = space
+        top_n = min(settings.cutoff_top_n, alphabet.n_classes)
+        if scorer is None:
+            if settings.hot_words:
+                raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
+            options: Any = fl.LexiconFreeDecoderOptions(
+                settings.beam_width, top_n, settings.beam_threshold, 0.0, 0.0, True, fl.CriterionType.CTC
+            )
+            self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
+        else:
+            trie, lm, self._words = scorer.search_parts(settings.hot_words)
+            alpha = scorer.alpha if settings.alpha is None else settings.alpha
+            beta = scorer.beta if settings.beta is None else settings.beta
+            options = fl.LexiconDecoderOptions(
+                settings.beam_width, top_n, settings.beam_threshold, alpha * LN10, beta,
+                float("-inf"), 0.0, True, fl.CriterionType.CTC,
+            )  # fmt: skip
+            unknown = self._words.index(UNKNOWN)
+            self._search = fl.LexiconDecoder(options, trie, lm, space, alphabet.blank, unknown, [], False)
+        self._search.decode_begin()
+
+    def extend(self, log_probs: torch.Tensor | np.ndarray) -> None:
+        """log_probs: [time, n_classes], the frames that follow those already seen."""
+        if self._finished:
+            raise RuntimeError("the beam search has finished; start a new one")
+        frames = (
+            log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs
+        )
+        frames = np.ascontiguousarray(_pruned(np.asarray(frames, np.float32), self.settings.cutoff_prob))
+        if len(frames):
+            self._search.decode_step(frames.ctypes.data, frames.shape[0], frames.shape[1])
+            self.frames += len(frames)
+
+    def _decoded(self, hypothesis: Any) -> Decoded:
+        path = list(hypothesis.tokens)[1 : self.frames + 1]  # [0] is the start state; then one per frame
+        labels: list[int] = []
+        steps: list[int] = []
+        frame = 0
+        for label, run in groupby(path):
+            doubled_space = label == self._space and (not labels or labels[-1] == self._space)
+            if 0 <= label < len(self.alphabet) and not doubled_space:
+                labels.append(label)
+                steps.append(frame)
+            frame += len(list(run))
+        while labels and labels[-1] == self._space:
+            labels.pop()
+            steps.pop()
+        return Decoded(
+            self.alphabet.decode(labels), tuple(labels), tuple(steps), hypothesis.emittingModelScore
+        )
+
+    def result(self) -> Decoded:
+        """The best transcript of the frames so far (its last word may still change)."""
+        if self.frames == 0:
+            return Decoded("", (), (), 0.0)
+        return self._decoded(self._search.get_best_hypothesis())
+
+    def finish(self, n_best: int = 1) -> list[Decoded]:
+        """End the search: the ``n_best`` best distinct transcripts, best first."""
+        if not self._finished:
+            if self.scorer is not None and self.frames:
+                # A final word boundary (a frame of certain space): the last word is scored like the others.
+                end = np.full((1, self.alphabet.n_classes), -1e30, np.float32)
+                end[0, self._space] = 0.0
+                self._search.decode_step(end.ctypes.data, 1, end.shape[1])
+            self._search.decode_end()
+            self._finished = True
+            self._final = sorted(self._search.get_all_final_hypothesis(), key=lambda h: -h.score)
+        results: list[Decoded] = []
+        for hypothesis in self._final:
+            decoded = self._decoded(hypothesis)
+            if all(decoded.text != seen.text for seen in results):
+                results.append(decoded)
+            if len(results) == n_best:
+                break
+        return results or [Decoded("", (), (), 0.0)]
+
+
+def beam_search(
+    log_probs: torch.Tensor, length: int, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None
+) -> Decoded:
+    """One utterance's best transcript. log_probs: [time, n_classes]; the first ``length`` frames are read."""
+    search = BeamDecoder(alphabet, settings, scorer)
+    search.extend(log_probs[:length])
+    return search.finish()[0]
+
+
+class Decoder:
+    """A configured decoder: greedy when the beam is 1 and there is no scorer, else the beam search.
+
+    The scorer is loaded once and shared by every search this makes."""
+
+    def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
+        self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
+        if scorer is None and settings.hot_words:
+            raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
+        if scorer is not None and settings.hot_words:
+            scorer.search_parts(settings.hot_words)  # check the words now, not in the first search
+
+    @classmethod
+    def from_config(cls, alphabet: Alphabet, config: DecoderConfig) -> Decoder:
+        scorer = Scorer(config.scorer_path, alphabet) if config.scorer_path else None
+        return cls(alphabet, settings_from(config), scorer)
+
+    @property
+    def greedy(self) -> bool:
+        return self.settings.beam_width == 1 and self.scorer is None
+
+    def stream(self) -> GreedyDecoder | BeamDecoder:
+        """A new search to feed frames to as they come."""
+        return (
+            GreedyDecoder(self.alphabet)
+            if self.greedy
+            else BeamDecoder(self.alphabet, self.settings, self.scorer)
+        )
+
+    def decode(self, log_probs: torch.Tensor | np.ndarray, n_best: int = 1) -> list[Decoded]:
+        """One utterance's ``n_best`` best transcripts. log_probs: [time, n_classes]."""
+        search = self.stream()
+        if isinstance(search, GreedyDecoder):
+            search.extend(torch.as_tensor(log_probs))
+        else:
+            search.extend(log_probs)
+        return search.finish(n_best)
+
+    def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Decoded]:
+        """log_probs: [batch, time, n_classes], lengths: [batch] -> the best transcript per row."""
+        if self.greedy:
+            return greedy_batch(log_probs, lengths, self.alphabet)
+        cpu = log_probs.detach().float().cpu().numpy()
+        return [self.decode(cpu[row, : int(lengths[row])])[0] for row in range(cpu.shape[0])]
+
+
+def settings_from(config: DecoderConfig) -> BeamSettings:
+    return BeamSettings(
+        beam_width=config.beam_width,
+        cutoff_prob=config.cutoff_prob,
+        cutoff_top_n=config.cutoff_top_n,
+        alpha=config.lm_alpha,
+        beta=config.lm_beta,
+        hot_words=parse_hot_words(config.hot_words),
+    )

@@ -98,8 +98,9 @@ def run(
     device: torch.device,
     name: str = "",
     on_batch: Callable[[int], None] | None = None,
+    text_decoder: decoder.Decoder | None = None,
 ) -> Report:
-    """Loss and greedy transcript of every sample the batches hold."""
+    """Loss and transcript of every sample the batches hold (greedy unless ``text_decoder`` is given)."""
     report = Report(name)
     model.eval()
     with torch.inference_mode():
@@ -108,7 +109,10 @@ def run(
             if len(batch):
                 batch = batch.to(device)
                 losses, log_probs, lengths = batch_losses(model, batch, n_context)
-                decoded = decoder.greedy_batch(log_probs, lengths, alphabet)
+                if text_decoder is None:
+                    decoded = decoder.greedy_batch(log_probs, lengths, alphabet)
+                else:
+                    decoded = text_decoder.decode_batch(log_probs, lengths)
                 for row, index in enumerate(batch.indices):
                     report.samples.append(_result(samples[index], decoded[row].text, float(losses[row])))
             if on_batch is not None:
@@ -174,6 +178,21 @@ def write_json(reports: Sequence[Report], path: Path) -> None:
         json.dump([r.to_json() for r in reports], handle, indent=2, ensure_ascii=False)
 
 
+def describe(text_decoder: decoder.Decoder) -> str:
+    """One line saying how transcripts are decoded."""
+    if text_decoder.greedy:
+        return "Decoding: greedy"
+    settings, scorer = text_decoder.settings, text_decoder.scorer
+    if scorer is None:
+        return f"Decoding: beam search, width {settings.beam_width}, no scorer"
+    alpha = scorer.alpha if settings.alpha is None else settings.alpha
+    beta = scorer.beta if settings.beta is None else settings.beta
+    return (
+        f"Decoding: beam search, width {settings.beam_width}, scorer {scorer.path} "
+        f"({len(scorer.vocabulary) - 1:,} words, alpha {alpha:.4g}, beta {beta:.4g})"
+    )
+
+
 def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] = print) -> list[Report]:
     """Evaluate the checkpoint in ``directory`` that --load_evaluate picks on every test CSV: print the
     reports and write every sample's result as JSON (--test_output_file, else <directory>/test-results.json).
@@ -182,6 +201,8 @@ def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] 
         directory, config.checkpoint.load_evaluate, choose_device(config.train.device)
     )
     log(f"Testing {loaded.path}")
+    text_decoder = decoder.Decoder.from_config(loaded.alphabet, config.decoder)
+    log(describe(text_decoder))
     reports = []
     device = next(loaded.model.parameters()).device
     workers = data.default_workers(config.data.num_workers)
@@ -193,7 +214,7 @@ def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] 
         with ProgressBar(f"Testing {csv.name}", len(split.samples), config.train.show_progressbar) as bar:
             report = run(
                 loaded.model, loader, split.samples, loaded.alphabet, loaded.config.features.n_context,
-                device, name=str(csv), on_batch=bar.advance,
+                device, name=str(csv), on_batch=bar.advance, text_decoder=text_decoder,
             )  # fmt: skip
         log(format_report(report, config.train.report_count))
         reports.append(report)

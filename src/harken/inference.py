@@ -11,12 +11,19 @@
 A stream computes each MFCC frame once its window of samples has arrived, each context window once its
 future frames have, and runs the acoustic model on what is new with the LSTM state carried over, so its
 final result is the whole file's, exactly (float models); a bidirectional checkpoint is decoded when the
-stream finishes, so it gives no partial results. Decoding is greedy (beam search with a scorer
-comes with the decoder issue); ``num_results`` above 1 therefore still gives one candidate.
+stream finishes, so it gives no partial results.
+
+Decoding is DeepSpeech's: a CTC beam search (width 500 unless ``set_beam_width`` says otherwise; 1 without
+a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and hot words::
+
+    model.enable_scorer("my.scorer"); model.set_scorer_alpha_beta(0.93, 1.18)
+    model.add_hot_word("harken", 7.5)
+    candidates = model.stt_with_metadata(pcm16, num_results=3).transcripts
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +35,10 @@ import torch
 from harken import audio, checkpoint, decoder, features
 from harken import config as config_module
 from harken.alphabet import Alphabet
-from harken.config import Config
+from harken.config import Config, DecoderConfig
+from harken.decoder import BeamSettings, Decoder, settings_from
 from harken.export import FORMAT_VERSION, METADATA_KEY
+from harken.scorer import Scorer
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each [1, 1, n_hidden]
 
@@ -142,6 +151,65 @@ class Model:
                 loaded = checkpoint.load_model(path, load_evaluate, device)
             self.config, self.alphabet = loaded.config, loaded.alphabet
             self.backend = TorchBackend(loaded)
+        self._scorer: Scorer | None = None
+        self._settings = BeamSettings()
+        self._decoder: Decoder | None = None
+
+    # --- decoding: DeepSpeech's Model methods ---------------------------------------------------------
+
+    def set_decoder(self, config: DecoderConfig) -> None:
+        """Apply the decoder options (``--scorer``, ``--beam_width``, ``--lm_alpha`` ...) in one go."""
+        settings = settings_from(config)
+        scorer = Scorer(config.scorer_path, self.alphabet) if config.scorer_path else None
+        self._use(settings, scorer)
+
+    def _use(self, settings: BeamSettings, scorer: Scorer | None) -> None:
+        self._decoder = Decoder(self.alphabet, settings, scorer)  # checks hot words against the scorer
+        self._settings, self._scorer = settings, scorer
+
+    def decoder(self) -> Decoder:
+        """The decoder new streams use (rebuilt when a setting changes)."""
+        if self._decoder is None:
+            self._decoder = Decoder(self.alphabet, self._settings, self._scorer)
+        return self._decoder
+
+    def enable_scorer(self, path: str | Path) -> None:
+        self._use(self._settings, Scorer(path, self.alphabet))
+
+    def disable_scorer(self) -> None:
+        self._use(dataclasses.replace(self._settings, hot_words={}), None)
+
+    def set_scorer_alpha_beta(self, alpha: float, beta: float) -> None:
+        if self._scorer is None:
+            raise InferenceError("no scorer enabled: call enable_scorer first")
+        self._use(dataclasses.replace(self._settings, alpha=alpha, beta=beta), self._scorer)
+
+    @property
+    def beam_width(self) -> int:
+        return self._settings.beam_width
+
+    def set_beam_width(self, beam_width: int) -> None:
+        self._use(dataclasses.replace(self._settings, beam_width=beam_width), self._scorer)
+
+    @property
+    def hot_words(self) -> dict[str, float]:
+        return dict(self._settings.hot_words)
+
+    def add_hot_word(self, word: str, boost: float) -> None:
+        """Make ``word`` likelier (boost > 0) or less likely (boost < 0); needs a scorer."""
+        self._use(
+            dataclasses.replace(self._settings, hot_words={**self._settings.hot_words, word: boost}),
+            self._scorer,
+        )
+
+    def erase_hot_word(self, word: str) -> None:
+        if word not in self._settings.hot_words:
+            raise InferenceError(f"{word!r} is not a hot word")
+        rest = {w: b for w, b in self._settings.hot_words.items() if w != word}
+        self._use(dataclasses.replace(self._settings, hot_words=rest), self._scorer)
+
+    def clear_hot_words(self) -> None:
+        self._use(dataclasses.replace(self._settings, hot_words={}), self._scorer)
 
     @property
     def sample_rate(self) -> int:
@@ -187,8 +255,7 @@ class Stream:
         self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then real frames
         zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
         self._state: State = (zeros, zeros.copy())
-        self._log_probs: list[np.ndarray] = []  # [time, n_classes] pieces
-        self._decoder = decoder.GreedyDecoder(model.alphabet)
+        self._search = model.decoder().stream()
         self._finished = False
 
     def feed_audio_content(self, pcm16: bytes | np.ndarray) -> None:
@@ -224,31 +291,38 @@ class Stream:
         self._frames = self._frames[ready:]  # keep the 2 * context frames the next windows still need
 
     def _accept(self, log_probs: np.ndarray) -> None:
-        """New frames' log-probs [time, n_classes]: kept, and decoded once."""
-        self._log_probs.append(log_probs)
-        self._decoder.extend(torch.from_numpy(log_probs))
+        """New frames' log-probs [time, n_classes]: decoded once, as they come."""
+        self._search.extend(torch.from_numpy(log_probs))
 
-    def _metadata(self) -> Metadata:
-        best = self._decoder.result()
+    def _metadata(self, candidates: list[decoder.Decoded]) -> Metadata:
         seconds = self._cfg.feature_win_step / 1000.0
         symbols = self.model.alphabet.symbols
-        tokens = tuple(
-            TokenMetadata(symbols[label], step, round(step * seconds, 3))
-            for label, step in zip(best.labels, best.timesteps, strict=True)
-        )
-        return Metadata((CandidateTranscript(tokens, best.confidence),))
+        transcripts = []
+        for candidate in candidates:
+            tokens = tuple(
+                TokenMetadata(symbols[label], step, round(step * seconds, 3))
+                for label, step in zip(candidate.labels, candidate.timesteps, strict=True)
+            )
+            transcripts.append(CandidateTranscript(tokens, candidate.confidence))
+        return Metadata(tuple(transcripts))
 
     def intermediate_decode(self) -> str:
-        return self._metadata().transcripts[0].text
+        return self.intermediate_decode_with_metadata().transcripts[0].text
 
     def intermediate_decode_with_metadata(self, num_results: int = 1) -> Metadata:
-        return self._metadata()
+        """The best transcript so far (a beam search's candidates are only ranked when it finishes)."""
+        if self._finished:
+            return self._metadata(self._search.finish(1))
+        return self._metadata([self._search.result()])
 
     def finish_stream(self) -> str:
         return self.finish_stream_with_metadata().transcripts[0].text
 
     def finish_stream_with_metadata(self, num_results: int = 1) -> Metadata:
+        """The final transcript: the ``num_results`` best distinct candidates, best first."""
+        if num_results < 1:
+            raise InferenceError(f"num_results must be at least 1, got {num_results}")
         if not self._finished:
             self._run(final=True)
             self._finished = True
-        return self._metadata()
+        return self._metadata(self._search.finish(num_results))

@@ -32,12 +32,19 @@ class Word:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    text: str
+    confidence: float
+
+
+@dataclass(frozen=True)
 class Segment:
     start: float
     end: float
     text: str
     words: tuple[Word, ...]
     confidence: float
+    alternatives: tuple[Alternative, ...] = ()  # the next-best candidates (--candidate_transcripts)
 
 
 @dataclass(frozen=True)
@@ -129,23 +136,30 @@ def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: f
     return tuple(words)
 
 
-def _decode(model: Model, samples: np.ndarray, begin: int, end: int, offset: int) -> Segment | None:
+def _decode(
+    model: Model, samples: np.ndarray, begin: int, end: int, offset: int, num_results: int = 1
+) -> Segment | None:
     """The segment samples[begin:end]; times count from ``offset`` samples before ``samples`` starts."""
     if features.n_frames(end - begin, model.config.features) == 0:
         return None
     rate, step = model.sample_rate, model.config.features.feature_win_step / 1000.0
-    best = model.stt_with_metadata(samples[begin:end]).transcripts[0]
+    best, *others = model.stt_with_metadata(samples[begin:end], num_results).transcripts
     text = " ".join(best.text.split())
     if not text:
         return None
     first, last = (offset + begin) / rate, (offset + end) / rate
     return Segment(
-        round(first, 3), round(last, 3), text, _words(best.tokens, first, last, step), best.confidence
-    )
+        round(first, 3), round(last, 3), text, _words(best.tokens, first, last, step), best.confidence,
+        tuple(Alternative(" ".join(o.text.split()), o.confidence) for o in others),
+    )  # fmt: skip
 
 
 def transcribe_samples(
-    model: Model, samples: np.ndarray, aggressiveness: int = 3, split_above: float = 30.0
+    model: Model,
+    samples: np.ndarray,
+    aggressiveness: int = 3,
+    split_above: float = 30.0,
+    num_results: int = 1,
 ) -> tuple[Segment, ...]:
     """samples: [n] float at the model's rate -> the transcript of each stretch of speech.
 
@@ -155,12 +169,16 @@ def transcribe_samples(
     rate = model.sample_rate
     long = len(samples) > split_above * rate
     pieces = speech_segments(samples, rate, aggressiveness, split_above) if long else [(0, len(samples))]
-    decoded = (_decode(model, samples, begin, end, 0) for begin, end in pieces)
+    decoded = (_decode(model, samples, begin, end, 0, num_results) for begin, end in pieces)
     return tuple(segment for segment in decoded if segment is not None)
 
 
 def transcribe_blocks(
-    model: Model, blocks: Iterable[np.ndarray], aggressiveness: int = 3, split_above: float = 30.0
+    model: Model,
+    blocks: Iterable[np.ndarray],
+    aggressiveness: int = 3,
+    split_above: float = 30.0,
+    num_results: int = 1,
 ) -> Iterator[Segment]:
     """Like transcribe_samples for audio that comes in blocks (a long file read piece by piece): each
     stretch of speech is decoded as soon as the audio after it shows that it has ended, so only the
@@ -171,25 +189,30 @@ def transcribe_blocks(
         pending = np.concatenate([pending, block])
         pieces = speech_segments(pending, rate, aggressiveness, split_above)
         for begin, end in pieces[:-1]:  # the last one may go on in the next block
-            segment = _decode(model, pending, begin, end, offset)
+            segment = _decode(model, pending, begin, end, offset, num_results)
             if segment is not None:
                 yield segment
         frame = rate * 30 // 1000  # keep the detector's 30 ms frame grid where the whole file has it
         keep = pieces[-1][0] if pieces else max(0, len(pending) - rate) // frame * frame  # silence: ~1 s
         pending, offset = pending[keep:], offset + keep
     for begin, end in speech_segments(pending, rate, aggressiveness, split_above):
-        segment = _decode(model, pending, begin, end, offset)
+        segment = _decode(model, pending, begin, end, offset, num_results)
         if segment is not None:
             yield segment
 
 
 def transcribe_files(
-    model: Model, paths: Iterable[Path], aggressiveness: int = 3, split_above: float = 30.0
+    model: Model,
+    paths: Iterable[Path],
+    aggressiveness: int = 3,
+    split_above: float = 30.0,
+    num_results: int = 1,
 ) -> Iterator[Transcript]:
     """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
     files give a Transcript with ``error`` set, and the others go on. ``aggressiveness`` (0-3) of the
     voice-activity detector that splits files longer than ``split_above`` seconds (read in blocks, so
-    memory stays flat); -1 decodes each file in one piece."""
+    memory stays flat); -1 decodes each file in one piece. ``num_results`` > 1 keeps each segment's next-best
+    candidates as its ``alternatives``."""
     rate = model.sample_rate
     cfg = model.config.features
     for path in paths:
@@ -200,7 +223,9 @@ def transcribe_files(
             meta = audio.info(path)
             if meta.duration > split_above and aggressiveness >= 0:
                 segments = tuple(
-                    transcribe_blocks(model, audio.blocks(path, rate), aggressiveness, split_above)
+                    transcribe_blocks(
+                        model, audio.blocks(path, rate), aggressiveness, split_above, num_results
+                    )
                 )
                 duration = meta.duration
             else:
@@ -211,7 +236,7 @@ def transcribe_files(
                     )
                     continue
                 segments, duration = (
-                    transcribe_samples(model, samples, aggressiveness, split_above),
+                    transcribe_samples(model, samples, aggressiveness, split_above, num_results),
                     len(samples) / rate,
                 )
         except audio.AudioError as error:

@@ -1,0 +1,258 @@
+"""Build a scorer from plain text: DeepSpeech's generate_lm.py and generate_scorer_package in one step.
+
+text (.txt / .gz, one sentence per line) -> word counts -> the ``top_k`` most frequent words the alphabet
+can spell -> ``lmplz`` (modified Kneser-Ney, pruned, limited to that vocabulary) -> ``build_binary``
+(quantised trie) -> a ``.scorer`` (see :mod:`harken.scorer`).
+
+KenLM's ``lmplz`` and ``build_binary`` have no Debian package: :func:`install_tools` compiles them from
+the ``kenlm`` source distribution on PyPI (cmake + Debian's boost development packages) into the
+environment's ``bin`` folder, once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from harken.alphabet import Alphabet
+from harken.scorer import ScorerError, ScorerInfo, write_scorer
+
+TOOLS = ("lmplz", "build_binary")
+KENLM_VERSION = "0.3.0"
+DEBIAN_PACKAGES = (
+    "cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev "
+    "libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev"
+)
+Log = Callable[[str], None]
+
+
+class ToolError(RuntimeError):
+    """KenLM's tools are missing or failed; one line."""
+
+
+@dataclass(frozen=True)
+class LmConfig:
+    """``harken lm build``'s options (DeepSpeech's generate_lm.py names and defaults where it had them)."""
+
+    text: tuple[Path, ...]
+    output: Path
+    order: int = 5  # generate_lm.py's --arpa_order
+    top_k: int = 500_000
+    prune: tuple[int, ...] = (0, 0, 1)  # lmplz --prune: minimum counts per order (last value repeats)
+    memory: str = "25%"  # lmplz / build_binary sorting memory (-S)
+    default_alpha: float = 0.931289039105002
+    default_beta: float = 1.1834137581510284
+    max_oov_fraction: float = 0.05  # share of running words the alphabet cannot spell before it's an error
+    lowercase: bool | None = None  # None: lowercase unless the alphabet has upper-case letters
+    binary_type: str = "trie"
+    binary_q_bits: int = 8
+    binary_a_bits: int = 255
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.order <= 6:
+            raise ValueError(f"--order must be between 1 and 6 (KenLM's limit here), got {self.order}")
+        if self.top_k < 1:
+            raise ValueError(f"--top_k must be at least 1, got {self.top_k}")
+        if any(count < 0 for count in self.prune) or (self.prune and self.prune[0] != 0):
+            raise ValueError(f"--prune must be counts >= 0 starting with 0 (unigrams), got {self.prune}")
+        if self.binary_type not in ("trie", "probing"):
+            raise ValueError(f"--binary_type must be trie or probing, got {self.binary_type}")
+
+
+# --- the tools -------------------------------------------------------------------------------------
+
+
+def _tool_dirs() -> list[Path]:
+    dirs = [Path(os.environ["HARKEN_KENLM_BIN"])] if os.environ.get("HARKEN_KENLM_BIN") else []
+    return [*dirs, Path(sys.prefix) / "bin", *(Path(p) for p in os.environ.get("PATH", "").split(os.pathsep))]
+
+
+def find_tools() -> dict[str, Path]:
+    """Paths of lmplz and build_binary, or a ToolError that says how to get them."""
+    found: dict[str, Path] = {}
+    for tool in TOOLS:
+        for folder in _tool_dirs():
+            if (folder / tool).is_file() and os.access(folder / tool, os.X_OK):
+                found[tool] = folder / tool
+                break
+    missing = [tool for tool in TOOLS if tool not in found]
+    if missing:
+        raise ToolError(
+            f"KenLM's {' and '.join(missing)} not found: run `harken lm setup` once to build them "
+            "(or set HARKEN_KENLM_BIN to the folder that has them)"
+        )
+    return found
+
+
+def _run(command: list[str], log: Log, what: str, stdin: bytes | None = None) -> None:
+    result = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+        detail = next((line for line in reversed(lines) if line.strip()), f"exit status {result.returncode}")
+        raise ToolError(f"{what} failed: {detail.strip()}")
+
+
+def install_tools(prefix: Path, log: Log, jobs: int | None = None) -> dict[str, Path]:
+    """Compile lmplz and build_binary from the kenlm sdist on PyPI into ``prefix/bin``."""
+    missing = [tool for tool in ("cmake", "g++", "make") if shutil.which(tool) is None]
+    if missing or not Path("/usr/include/boost/program_options.hpp").exists():
+        raise ToolError(f"building KenLM needs these Debian packages: apt-get install -y {DEBIAN_PACKAGES}")
+    with tempfile.TemporaryDirectory(prefix="harken-kenlm-") as scratch:
+        work = Path(scratch)
+        log(f"fetching the kenlm {KENLM_VERSION} source distribution with pip")
+        _run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+            + ["-d", str(work), f"kenlm=={KENLM_VERSION}"],
+            log,
+            "pip download kenlm",
+        )
+        archive = next(work.glob("kenlm-*.tar.gz"))
+        with tarfile.open(archive) as tar:
+            tar.extractall(work, filter="data")
+        source = next(path for path in work.iterdir() if path.is_dir())
+        build = source / "build"
+        build.mkdir()
+        log("compiling lmplz and build_binary (about a minute)")
+        _run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"], log, "cmake")
+        threads = str(jobs or os.cpu_count() or 1)
+        _run(["make", "-C", str(build), f"-j{threads}", *TOOLS], log, "compiling KenLM")
+        (prefix / "bin").mkdir(parents=True, exist_ok=True)
+        for tool in TOOLS:
+            shutil.copy2(build / "bin" / tool, prefix / "bin" / tool)
+    log(f"installed {', '.join(TOOLS)} into {prefix / 'bin'}")
+    return {tool: prefix / "bin" / tool for tool in TOOLS}
+
+
+# --- the corpus ------------------------------------------------------------------------------------
+
+
+def _lines(paths: tuple[Path, ...]) -> Iterator[str]:
+    for path in paths:
+        try:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as file:
+                yield from file
+        except FileNotFoundError:
+            raise ScorerError(f"{path}: no such text file") from None
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+            raise ScorerError(f"{path}: not UTF-8 text ({error.__class__.__name__})") from None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    words: tuple[str, ...]  # most frequent first
+    running_words: int
+    distinct_words: int
+    unspellable: Counter[str]  # characters the alphabet lacks -> running words that had them
+
+
+def _spellable(word: str, alphabet: Alphabet | None) -> str | None:
+    """The first character the alphabet cannot spell, or None."""
+    if alphabet is None:
+        return None
+    missing = alphabet.unknown(word)
+    return missing[0] if missing else None
+
+
+def count_words(config: LmConfig, alphabet: Alphabet | None, lowercase: bool, corpus: Path) -> Vocabulary:
+    """Count the corpus's words and write the (lowercased) text lmplz reads to ``corpus`` (gzip)."""
+    counts: Counter[str] = Counter()
+    with gzip.open(corpus, "wt", encoding="utf-8", compresslevel=1) as out:
+        for line in _lines(config.text):
+            text = line.lower() if lowercase else line
+            words = text.split()
+            if words:
+                counts.update(words)
+                out.write(" ".join(words) + "\n")
+    running = sum(counts.values())
+    if running == 0:
+        raise ScorerError(f"{', '.join(map(str, config.text))}: the text has no words")
+    unspellable: Counter[str] = Counter()
+    vocabulary: list[str] = []
+    for word, count in counts.most_common():
+        bad = _spellable(word, alphabet)
+        if bad is not None:
+            unspellable[bad] += count
+        elif len(vocabulary) < config.top_k:
+            vocabulary.append(word)
+    share = sum(unspellable.values()) / running
+    if share > config.max_oov_fraction or not vocabulary:
+        shown = ", ".join(repr(char) for char, _ in unspellable.most_common(8))
+        raise ScorerError(
+            f"{config.text[0]}: {share:.0%} of the words have characters outside the alphabet ({shown}); "
+            "use the alphabet the text is written in (--alphabet_config_path), or clean the text"
+        )
+    return Vocabulary(tuple(vocabulary), running, len(counts), unspellable)
+
+
+# --- the build -------------------------------------------------------------------------------------
+
+
+def _lmplz(config: LmConfig, tools: dict[str, Path], work: Path, corpus: Path, log: Log) -> Path:
+    arpa = work / "lm.arpa"
+    prune = [str(count) for count in config.prune[: config.order]]
+    command = [str(tools["lmplz"]), "--order", str(config.order), "--memory", config.memory]
+    command += ["--temp_prefix", str(work), "--text", str(corpus), "--arpa", str(arpa)]
+    command += ["--limit_vocab_file", str(work / "vocab.txt"), "--discount_fallback"]
+    command += ["--prune", *prune] if any(count > 0 for count in config.prune) else []
+    log(f"estimating a {config.order}-gram model with lmplz")
+    _run(command, log, "lmplz")
+    return arpa
+
+
+def _build_binary(config: LmConfig, tools: dict[str, Path], work: Path, arpa: Path, log: Log) -> Path:
+    binary = work / "lm.binary"
+    command = [str(tools["build_binary"]), "-S", config.memory, "-T", str(work / "trie-")]
+    if config.binary_type == "trie":
+        command += ["-a", str(config.binary_a_bits), "-q", str(config.binary_q_bits)]
+    command += ["-v", config.binary_type, str(arpa), str(binary)]
+    log(f"writing the binary {config.binary_type} model")
+    _run(command, log, "build_binary")
+    return binary
+
+
+def build(config: LmConfig, alphabet: Alphabet | None, log: Log = print) -> ScorerInfo:
+    """Build ``config.output``; ``alphabet`` None means UTF-8 byte mode (every word is kept)."""
+    tools = find_tools()
+    lowercase = config.lowercase
+    if lowercase is None:
+        lowercase = alphabet is None or not any(symbol != symbol.lower() for symbol in alphabet.symbols)
+    with tempfile.TemporaryDirectory(prefix="harken-lm-", dir=config.output.parent) as scratch:
+        work = Path(scratch)
+        corpus = work / "corpus.txt.gz"
+        vocabulary = count_words(config, alphabet, lowercase, corpus)
+        log(
+            f"{vocabulary.running_words:,} words, {vocabulary.distinct_words:,} distinct; "
+            f"vocabulary: the {len(vocabulary.words):,} most frequent the alphabet can spell"
+        )
+        for char, count in vocabulary.unspellable.most_common(5):
+            log(f"  left out: {count:,} words with {char!r}")
+        (work / "vocab.txt").write_text("\n".join(vocabulary.words) + "\n", encoding="utf-8")
+        binary = _build_binary(config, tools, work, _lmplz(config, tools, work, corpus, log), log)
+        info = ScorerInfo(
+            alpha=config.default_alpha,
+            beta=config.default_beta,
+            utf8=alphabet is None,
+            vocabulary=vocabulary.words,
+            alphabet=None if alphabet is None else alphabet.symbols,
+            order=config.order,
+            built={
+                "text": [str(path) for path in config.text],
+                "top_k": config.top_k,
+                "prune": list(config.prune),
+                "lowercase": lowercase,
+                "running_words": vocabulary.running_words,
+            },
+        )
+        write_scorer(config.output, binary, info)
+    log(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.1f} MB)")
+    return info

@@ -1,0 +1,259 @@
+"""The external scorer: a KenLM n-gram model plus its vocabulary, weighted by alpha and beta.
+
+A ``.scorer`` file is DeepSpeech's package layout (see :mod:`harken.interop.scorer_package`), so
+DeepSpeech and Coqui STT scorers load as they are and harken's load in DeepSpeech. :class:`Scorer`
+turns one into what the beam search needs: flashlight-text's KenLM over the vocabulary, and the
+vocabulary as a trie of spellings (each word's labels and then the space, as DeepSpeech's trie had)
+whose nodes carry the best unigram score below them, so a half-spelled word is already weighed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harken import __version__
+from harken.alphabet import Alphabet
+from harken.interop import scorer_package
+from harken.storage import atomic_write
+
+FORMAT = "harken-scorer"
+FORMAT_VERSION = 1
+UNKNOWN = "<unk>"
+LN10 = math.log(10.0)  # KenLM scores are log10; DeepSpeech's alpha weighs natural logs
+
+
+class ScorerError(ValueError):
+    """A scorer that cannot be built, read or used with this model; one line that names the file."""
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    alpha: float  # default LM weight
+    beta: float  # default word insertion bonus
+    utf8: bool
+    vocabulary: tuple[str, ...]
+    alphabet: tuple[str, ...] | None = None  # what it was built with (None: a DeepSpeech scorer)
+    order: int | None = None
+    built: Mapping[str, Any] = field(default_factory=dict)
+    alpha_offset: int = 0  # where the defaults are stored in the file
+
+
+def spelling(word: str, alphabet: Alphabet) -> list[int]:
+    """A word's trie labels in character mode: its alphabet ids, then the space that ends it."""
+    return [*alphabet.encode(word), alphabet.encode(" ")[0]]
+
+
+def write_scorer(output: Path, lm_binary: Path, info: ScorerInfo) -> None:
+    """KenLM binary + DeepSpeech's trie header and vocabulary FST + harken's metadata, atomically."""
+    if info.utf8:
+        words = [[byte + 1 for byte in word.encode("utf-8")] for word in info.vocabulary]
+    else:
+        alphabet = Alphabet(info.alphabet or ())
+        words = [[label + 1 for label in spelling(word, alphabet)] for word in info.vocabulary]
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "harken_version": __version__,
+        "alphabet": list(info.alphabet) if info.alphabet is not None else None,
+        "order": info.order,
+        "built": dict(info.built),
+        "vocabulary": list(info.vocabulary),
+    }
+    extra = json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    lm_size = lm_binary.stat().st_size
+    tail = scorer_package.package_bytes(lm_size, words, info.utf8, info.alpha, info.beta, extra)
+    with atomic_write(output, "wb") as out, open(lm_binary, "rb") as model:
+        shutil.copyfileobj(model, out)
+        out.write(tail)
+
+
+def _deepspeech_vocabulary(path: Path, package: scorer_package.Package, alphabet: Alphabet) -> list[str]:
+    """A DeepSpeech trie's words (labels are alphabet ids + 1, each word ending with the space)."""
+    if package.utf8:
+        return [bytes(label - 1 for label in word).decode("utf-8", "replace") for word in package.words]
+    space = alphabet.encode(" ")[0] + 1 if " " in alphabet.symbols else None
+    largest = max((max(word) for word in package.words if word), default=0)
+    if largest > len(alphabet):
+        raise ScorerError(
+            f"{path}: built for another alphabet (its vocabulary uses label {largest - 1}; "
+            f"the model's alphabet has {len(alphabet)} labels)"
+        )
+    words = []
+    for word in package.words:
+        labels = list(word[:-1] if word and word[-1] == space else word)
+        words.append(alphabet.decode(label - 1 for label in labels))
+    return words
+
+
+def read_info(path: Path, alphabet: Alphabet | None = None) -> ScorerInfo:
+    """What a scorer holds; a DeepSpeech scorer's vocabulary is read through ``alphabet``."""
+    package = scorer_package.read(path)
+    if not package.extra:
+        if alphabet is None:
+            raise ScorerError(
+                f"{path}: a DeepSpeech scorer: its vocabulary needs the model's alphabet to read"
+            )
+        words = _deepspeech_vocabulary(path, package, alphabet)
+        return ScorerInfo(
+            package.alpha, package.beta, package.utf8, tuple(words), alpha_offset=package.alpha_offset
+        )
+    try:
+        meta = json.loads(package.extra)
+        if meta.get("format") != FORMAT:
+            raise ValueError("not a harken scorer")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ScorerError(
+                f"{path}: scorer format {meta['format_version']} is newer than this harken reads "
+                f"({FORMAT_VERSION}); upgrade harken"
+            )
+        return ScorerInfo(
+            alpha=package.alpha,
+            beta=package.beta,
+            utf8=package.utf8,
+            vocabulary=tuple(meta["vocabulary"]),
+            alphabet=tuple(meta["alphabet"]) if meta.get("alphabet") is not None else None,
+            order=meta.get("order"),
+            built=meta.get("built", {}),
+            alpha_offset=package.alpha_offset,
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        if isinstance(error, ScorerError):
+            raise
+        raise ScorerError(f"{path}: damaged harken metadata in the scorer ({error})") from None
+
+
+def set_defaults(path: Path, alpha: float, beta: float) -> None:
+    """Store a new default alpha and beta in the scorer (16 bytes rewritten in place)."""
+    package = scorer_package.read(path)
+    try:
+        with open(path, "r+b") as file:
+            os.pwrite(file.fileno(), struct.pack("<dd", alpha, beta), package.alpha_offset)
+    except OSError as error:
+        raise ScorerError(f"{path}: cannot store the new alpha and beta ({error.strerror})") from None
+
+
+def _hot_word_lm(kenlm: Any, to_lm: list[int], boosts: dict[int, float]) -> Any:
+    """KenLM with DeepSpeech's hot-word boosts: ``boost`` (natural-log units, weighed by alpha like the LM
+    score) is added to a hot word's log-probability each time the search proposes it. Words a hot-word
+    list adds to the vocabulary are scored as KenLM's unknown word plus their boost."""
+    from flashlight.lib.text.decoder import LM
+
+    class HotWordLM(LM):
+        def start(self, start_with_nothing: bool) -> Any:
+            return kenlm.start(start_with_nothing)
+
+        def score(self, state: Any, word: int) -> tuple[Any, float]:
+            out, score = kenlm.score(state, to_lm[word])
+            return out, score + boosts.get(word, 0.0) / LN10
+
+        def finish(self, state: Any) -> tuple[Any, float]:
+            return kenlm.finish(state)
+
+    return HotWordLM()
+
+
+class Scorer:
+    """A scorer loaded for one alphabet: the LM, the word list and the spelling trie for the search.
+
+    ``words[i]`` is the text of the decoder's word ``i``; the last entry of the vocabulary part is
+    ``<unk>`` (KenLM's unknown word), hot words outside the vocabulary come after it."""
+
+    def __init__(self, path: str | Path, alphabet: Alphabet) -> None:
+        from flashlight.lib.text.decoder import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        self.path = Path(path)
+        self.alphabet = alphabet
+        self.info = read_info(self.path, alphabet)
+        if self.info.utf8:
+            raise ScorerError(f"{self.path}: a UTF-8 (byte mode) scorer; this model's output is an alphabet")
+        if " " not in alphabet.symbols:
+            raise ScorerError(f"{self.path}: the model's alphabet has no space, so it has no words to score")
+        self.alpha, self.beta = self.info.alpha, self.info.beta
+        spellable = [word for word in self.info.vocabulary if word and not alphabet.unknown(word)]
+        if len(spellable) < 0.95 * len(self.info.vocabulary) or not spellable:
+            missing = sorted({c for word in self.info.vocabulary for c in alphabet.unknown(word)})[:10]
+            raise ScorerError(
+                f"{self.path}: built for another alphabet: the model's alphabet cannot spell "
+                f"{len(self.info.vocabulary) - len(spellable):,} of its {len(self.info.vocabulary):,} words "
+                f"(characters {''.join(missing)!r})"
+            )
+        self.vocabulary = [*spellable, UNKNOWN]
+        try:
+            self.kenlm = KenLM(str(self.path), Dictionary(self.vocabulary))
+        except RuntimeError as error:
+            raise ScorerError(f"{self.path}: KenLM cannot load its language model ({error})") from None
+        self._check_vocabulary()
+        self._tries: dict[tuple[tuple[str, float], ...], tuple[Any, Any, list[str]]] = {}
+
+    def _unigrams(self) -> list[float]:
+        start = self.kenlm.start(False)
+        return [self.kenlm.score(start, index)[1] for index in range(len(self.vocabulary))]
+
+    def _check_vocabulary(self) -> None:
+        """A DeepSpeech trie read through the wrong alphabet spells words the LM has never seen."""
+        start = self.kenlm.start(False)
+        unknown = self.kenlm.score(start, len(self.vocabulary) - 1)[1]
+        sample = range(0, len(self.vocabulary) - 1, max(1, (len(self.vocabulary) - 1) // 200))
+        known = sum(self.kenlm.score(start, index)[1] != unknown for index in sample)
+        if known < 0.5 * len(sample):
+            raise ScorerError(
+                f"{self.path}: built for another alphabet: its vocabulary read with the model's alphabet "
+                "gives words its language model does not know"
+            )
+
+    def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
+        """(spelling trie, LM, word texts) for the beam search with these hot words."""
+        from flashlight.lib.text.decoder import SmearingMode, Trie
+
+        key = tuple(sorted(hot_words.items()))
+        if key in self._tries:
+            return self._tries[key]
+        words = list(self.vocabulary)
+        index = {word: position for position, word in enumerate(words)}
+        to_lm = list(range(len(words)))
+        boosts: dict[int, float] = {}
+        for word, boost in hot_words.items():
+            if " " in word or self.alphabet.unknown(word):
+                raise ScorerError(f"hot word {word!r}: one word the model's alphabet can spell, please")
+            if word not in index:
+                index[word] = len(words)
+                words.append(word)
+                to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
+            boosts[index[word]] = boost
+        lm = _hot_word_lm(self.kenlm, to_lm, boosts) if hot_words else self.kenlm
+        unigrams = self._unigrams()
+        space = self.alphabet.encode(" ")[0]
+        trie = Trie(self.alphabet.n_classes, space)
+        for position, word in enumerate(words):
+            if word == UNKNOWN:
+                continue
+            score = unigrams[to_lm[position]] + boosts.get(position, 0.0) / LN10
+            trie.insert(spelling(word, self.alphabet), position, score)
+        trie.smear(SmearingMode.MAX)
+        if len(self._tries) > 8:
+            self._tries.clear()
+        self._tries[key] = (trie, lm, words)
+        return self._tries[key]
+
+
+def parse_hot_words(text: str) -> dict[str, float]:
+    """``"word:boost,word:boost"`` (DeepSpeech's --hot_words) -> {word: boost}."""
+    hot: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        word, colon, boost = item.rpartition(":")
+        try:
+            if not colon or not word.strip():
+                raise ValueError
+            hot[word.strip()] = float(boost)
+        except ValueError:
+            raise ScorerError(f'--hot_words: {item!r} is not word:boost (e.g. "cat:10.5,dog:-2")') from None
+    return hot

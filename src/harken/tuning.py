@@ -1,0 +1,117 @@
+"""Find the scorer's alpha and beta on a dev set (DeepSpeech's lm_optimizer.py, with optuna's TPE).
+
+The acoustic model runs once over the dev set; each trial only re-decodes the stored log-probabilities
+with another (alpha, beta), so a trial costs the beam search alone. The scorer's current pair is the
+first trial, so the pair written back is never worse on this set than the one it replaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harken import checkpoint, data, evaluate, metrics
+from harken.alphabet import Alphabet
+from harken.config import Config
+from harken.decoder import Decoder, settings_from
+from harken.model import choose_device
+from harken.scorer import Scorer, ScorerError, set_defaults
+from harken.summary import ProgressBar
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    alpha: float
+    beta: float
+    wer: float
+    cer: float
+    start_wer: float  # with the scorer's pair before tuning
+    trials: int
+
+
+def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str], Alphabet]:
+    """The acoustic model's log-probs [time, n_classes] and the transcript of every dev sample."""
+    loaded = checkpoint.load_model(
+        config.load_dir, config.checkpoint.load_evaluate, choose_device(config.train.device)
+    )
+    log(f"Computing log-probabilities of the dev set with {loaded.path}")
+    frames: list[np.ndarray] = []
+    texts: list[str] = []
+    device = next(loaded.model.parameters()).device
+    split = data.load_split("dev", config.data, loaded.alphabet, loaded.config.features, log)
+    loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(0))
+    loaded.model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            if not len(batch):
+                continue
+            batch = batch.to(device)
+            _, log_probs, lengths = evaluate.batch_losses(
+                loaded.model, batch, loaded.config.features.n_context
+            )
+            cpu = log_probs.float().cpu().numpy()
+            for row, index in enumerate(batch.indices):
+                frames.append(np.ascontiguousarray(cpu[row, : int(lengths[row])]))
+                texts.append(split.samples[index].transcript)
+    if not frames:
+        raise ScorerError(f"{config.data.dev_files}: no dev samples to tune on")
+    return frames, texts, loaded.alphabet
+
+
+def _rates(decoder: Decoder, frames: list[np.ndarray], texts: list[str]) -> tuple[float, float]:
+    hypotheses = [decoder.decode(f)[0].text for f in frames]
+    return metrics.wer(texts, hypotheses), metrics.cer(texts, hypotheses)
+
+
+def tune(config: Config, n_trials: int, alpha_max: float, beta_max: float, log: Log = print) -> TuneResult:
+    """Search (alpha, beta) in [0, alpha_max] x [0, beta_max]; store the best pair in the scorer."""
+    import optuna
+
+    if not config.decoder.scorer_path:
+        raise ScorerError("lm tune needs --scorer")
+    if not config.data.dev_files:
+        raise ScorerError("lm tune needs --dev_files")
+    if n_trials < 1:
+        raise ValueError(f"--n_trials must be at least 1, got {n_trials}")
+    frames, texts, alphabet = dev_log_probs(config, log)
+    scorer = Scorer(config.decoder.scorer_path, alphabet)
+    base = settings_from(config.decoder)
+    log(f"Tuning on {len(frames)} dev samples, beam width {base.beam_width}, {n_trials} trials")
+    start = (scorer.alpha, scorer.beta)
+
+    def objective(trial: optuna.Trial) -> float:
+        alpha = trial.suggest_float("alpha", 0.0, max(alpha_max, start[0]))
+        beta = trial.suggest_float("beta", 0.0, max(beta_max, start[1]))
+        settings = dataclasses.replace(base, alpha=alpha, beta=beta)
+        wer, cer = _rates(Decoder(alphabet, settings, scorer), frames, texts)
+        trial.set_user_attr("cer", cer)
+        return wer
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.enqueue_trial({"alpha": start[0], "beta": start[1]})
+    with ProgressBar("Tuning alpha and beta", n_trials, config.train.show_progressbar) as bar:
+        study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: bar.advance()])
+    best = study.best_trial
+    first = study.trials[0]
+    result = TuneResult(
+        alpha=best.params["alpha"],
+        beta=best.params["beta"],
+        wer=float(best.value or 0.0),
+        cer=float(best.user_attrs["cer"]),
+        start_wer=float(first.value or 0.0),
+        trials=len(study.trials),
+    )
+    log(
+        f"Best: alpha {result.alpha:.4f}, beta {result.beta:.4f}: WER {result.wer:.4f}, CER {result.cer:.4f} "
+        f"(the scorer's pair {start[0]:.4f}, {start[1]:.4f}: WER {result.start_wer:.4f})"
+    )
+    set_defaults(scorer.path, result.alpha, result.beta)
+    log(f"Stored alpha {result.alpha:.4f} and beta {result.beta:.4f} in {scorer.path} as its defaults")
+    return result
