@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO   := runs/demo
 ARMSPEECH := .cache/armspeech/model.tflite
+KENLM  := $(BIN)/lmplz
+BOOST_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev \
+                  libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
 
 # The demo's model: small enough to train in a few minutes on two CPU cores.
 DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_batch_size 16 \
@@ -14,7 +17,7 @@ DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_ba
 
 .PHONY: setup demo test test-slow lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KENLM)
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "harken needs Python 3.10 or newer"'
@@ -24,6 +27,15 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# KenLM's lmplz and build_binary (for `harken lm build`) have no Debian package: compiled once from the
+# kenlm sdist into the venv. Compiling needs boost headers: installed with apt when we are root.
+$(KENLM): | $(STAMP)
+	@if [ ! -f /usr/include/boost/program_options.hpp ] || ! command -v cmake >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq --no-install-recommends $(BOOST_PACKAGES) >/dev/null \
+	        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BOOST_PACKAGES) >/dev/null; }; \
+	    else echo "KenLM needs: sudo apt-get install $(BOOST_PACKAGES)"; exit 1; fi; fi
+	$(BIN)/harken lm setup
 
 # A real DeepSpeech-family model (ArmSpeech, Coqui STT, from its PyPI sdist): the tests check harken's
 # features against the AudioSpectrogram+Mfcc ops inside it. Fetched once, cached outside git.

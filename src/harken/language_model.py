@@ -110,7 +110,7 @@ def install_tools(prefix: Path, log: Log, jobs: int | None = None) -> dict[str, 
         work = Path(scratch)
         log(f"fetching the kenlm {KENLM_VERSION} source distribution with pip")
         _run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
             + ["-d", str(work), f"kenlm=={KENLM_VERSION}"],
             log,
             "pip download kenlm",
