@@ -15,7 +15,7 @@ DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_ba
               --learning_rate 0.001 --dropout_rate 0.1 --shuffle_batches --epochs $(or $(DEMO_EPOCHS),35) \
               --checkpoint_dir $(DEMO)/checkpoints --show_progressbar $(if $(CI),false,true)
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo test test-slow lint clean browser
 
 setup: $(STAMP) $(KENLM)
 
@@ -52,8 +52,15 @@ demo: setup
 	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
 	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results.json \
 	    --show_progressbar $(if $(CI),false,true)
+	$(BIN)/harken lm build --text $(DEMO)/corpus/train.csv --order 3 --output $(DEMO)/lm.scorer
+	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
+	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results-scorer.json \
+	    --scorer $(DEMO)/lm.scorer --show_progressbar $(if $(CI),false,true)
+	@$(BIN)/python -c 'import json; w = lambda f: json.load(open(f))[0]["wer"]; \
+	    print(f"Test WER without a scorer {w(\"$(DEMO)/test-results.json\"):.2%}, with the scorer {w(\"$(DEMO)/test-results-scorer.json\"):.2%}")'
 	@echo "Transcribing $$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1) (reference: \"$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f3)\"):"
-	$(BIN)/harken transcribe --checkpoint_dir $(DEMO)/checkpoints $(DEMO)/corpus/$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1)
+	$(BIN)/harken transcribe --checkpoint_dir $(DEMO)/checkpoints --scorer $(DEMO)/lm.scorer \
+	    $(DEMO)/corpus/$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1)
 	@echo "Loss curves: $(DEMO)/checkpoints/loss.png; TensorBoard: $(BIN)/tensorboard --logdir $(DEMO)/checkpoints/summaries"
 
 lint: setup
@@ -64,8 +71,19 @@ lint: setup
 test: lint $(ARMSPEECH)
 	$(BIN)/python -m pytest -q
 
-test-slow: setup $(ARMSPEECH)
+test-slow: setup $(ARMSPEECH) browser
 	$(BIN)/python -m pytest -q -m slow
+
+# The service's browser test drives Debian's chromium (Playwright, no browser download): installed here
+# when running as root (CI); otherwise the test skips and names the apt command.
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else \
+	        echo "chromium is missing: the browser test will skip (sudo apt-get install -y chromium)"; \
+	    fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) .cache runs

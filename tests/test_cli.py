@@ -208,3 +208,28 @@ def test_import_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "nosuchvoice" in err and err.count("\n") == 1
+
+
+def test_transcribe_with_scorer_candidates_and_hot_words(
+    ldc_noisy_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wav, scorer = str(DATA / "LDC93S1.wav"), str(DATA / "pruned_lm.scorer")
+    base = ["transcribe", "--checkpoint_dir", str(ldc_noisy_model), wav]
+    assert cli.main([*base, "--beam_width", "1"]) == 0
+    assert capsys.readouterr().out.strip() != LDC93S1_TEXT
+    assert cli.main([*base, "--scorer", scorer, "--candidate_transcripts", "2", "--json"]) == 0
+    (segment,) = json.loads(capsys.readouterr().out)["segments"]
+    assert segment["text"] == LDC93S1_TEXT and len(segment["alternatives"]) == 1
+    assert segment["alternatives"][0]["text"] != LDC93S1_TEXT
+    assert cli.main([*base, "--scorer_path", scorer, "--hot_words", "water:-40", "--extended"]) == 0
+    assert "water" not in capsys.readouterr().out.split()
+    for bad, message in [
+        (["--hot_words", "water:-40"], "hot-words need a scorer"),
+        (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
+        (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
+        (["--beam_width", "0"], "--beam_width 0: must be at least 1"),
+        (["--candidate_transcripts", "0"], "--candidate_transcripts must be at least 1"),
+    ]:
+        assert cli.main([*base, *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -91,3 +91,114 @@ def test_incremental_decoding_equals_decoding_at_once() -> None:
         assert (got.text, got.labels, got.timesteps) == (whole.text, whole.labels, whole.timesteps), cuts
         assert got.confidence == pytest.approx(whole.confidence, rel=1e-5)
     assert whole.text == "hello w"
+
+
+# --- beam search --------------------------------------------------------------------------------------
+
+LDC = "she had your dark suit in greasy wash water all year"
+
+
+def noisy(text: str, swaps: dict[int, str]) -> torch.Tensor:
+    """Log-probs spelling ``text`` (a frame per character, a blank between), where at each position of
+    ``swaps`` a wrong character is a little likelier than the right one."""
+    rows = []
+    for index, ch in enumerate(text):
+        probs = torch.full((ALPHABET.n_classes,), 0.01)
+        if index in swaps:
+            probs[ALPHABET.encode(swaps[index])[0]], probs[ALPHABET.encode(ch)[0]] = 0.5, 0.4
+        else:
+            probs[ALPHABET.encode(ch)[0]] = 0.9
+        blank = torch.full((ALPHABET.n_classes,), 0.01)
+        blank[BLANK] = 0.9
+        rows += [probs / probs.sum(), blank / blank.sum()]
+    return torch.stack(rows).log()
+
+
+NOISY = noisy(LDC, {11: "o", 22: "e", 31: "i"})  # "youo", "suite", "greasi"
+
+
+@pytest.fixture(scope="module")
+def scorer() -> decoder.Scorer:
+    return decoder.Scorer(DATA / "pruned_lm.scorer", ALPHABET)
+
+
+def test_scorer_turns_a_noisy_greedy_path_into_the_sentence(scorer: decoder.Scorer) -> None:
+    assert (
+        decoder.greedy(NOISY, len(NOISY), ALPHABET).text
+        == "she had youo dark suitein greasi wash water all year"
+    )
+    best = decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=100), scorer).decode(NOISY)[0]
+    assert best.text == LDC
+    assert ALPHABET.decode(best.labels) == LDC and len(best.timesteps) == len(LDC)
+    assert list(best.timesteps) == sorted(best.timesteps) and best.timesteps[0] == 0
+    without = decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=100)).decode(NOISY)[0]
+    assert without.text == "she had youo dark suitein greasi wash water all year"  # no LM: the acoustics win
+
+
+def test_beam_search_without_scorer_agrees_with_greedy_on_clear_frames() -> None:
+    log_probs = frames("_hh_e_l_ll_oo__ _w_o_r_l_d_")
+    beam = decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=16)).decode(log_probs)[0]
+    assert beam.text == decoder.greedy(log_probs, len(log_probs), ALPHABET).text == "hello world"
+
+
+def test_width_one_without_scorer_is_greedy() -> None:
+    greedy = decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=1))
+    assert greedy.greedy and isinstance(greedy.stream(), decoder.GreedyDecoder)
+    assert greedy.decode(NOISY)[0] == decoder.greedy(NOISY, len(NOISY), ALPHABET)
+
+
+def test_n_best_are_distinct_and_ranked(scorer: decoder.Scorer) -> None:
+    search = decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=100), scorer)
+    candidates = search.decode(NOISY, n_best=5)
+    assert len(candidates) == 5 and candidates[0].text == LDC
+    assert len({c.text for c in candidates}) == 5
+    assert search.decode(NOISY, n_best=1)[0] == candidates[0]
+
+
+def test_streaming_beam_search_equals_whole(scorer: decoder.Scorer) -> None:
+    settings = decoder.BeamSettings(beam_width=50)
+    whole = decoder.Decoder(ALPHABET, settings, scorer).decode(NOISY, n_best=3)
+    stream = decoder.BeamDecoder(ALPHABET, settings, scorer)
+    partials = []
+    for start in range(0, len(NOISY), 7):
+        stream.extend(NOISY[start : start + 7])
+        partials.append(stream.result().text)
+    assert stream.finish(3) == whole
+    assert partials[-1].startswith("she had your dark suit") and partials[0] == ""
+    with pytest.raises(RuntimeError, match="finished"):
+        stream.extend(NOISY[:1])
+
+
+def test_hot_words_boost_and_suppress(scorer: decoder.Scorer) -> None:
+    def best(hot: dict[str, float]) -> str:
+        settings = decoder.BeamSettings(beam_width=100, hot_words=hot)
+        return decoder.Decoder(ALPHABET, settings, scorer).decode(NOISY)[0].text
+
+    assert best({}) == LDC
+    assert "greasi" not in best({"greasi": 1.0})  # not enough to beat the LM
+    assert best({"suite": 20.0}).startswith("she had your dark suite in")  # a word the vocabulary lacks
+    assert "water" not in best({"water": -30.0}).split()
+    with pytest.raises(decoder.ScorerError, match="hot-words need a scorer"):
+        decoder.Decoder(ALPHABET, decoder.BeamSettings(hot_words={"water": 1.0}))
+
+
+def test_alpha_and_beta_change_the_outcome(scorer: decoder.Scorer) -> None:
+    def best(alpha: float, beta: float) -> str:
+        settings = decoder.BeamSettings(beam_width=100, alpha=alpha, beta=beta)
+        return decoder.Decoder(ALPHABET, settings, scorer).decode(NOISY)[0].text
+
+    assert best(0.75, 1.85) == LDC
+    assert best(0.0, 0.0) == LDC  # no LM weight: the vocabulary alone rules out "youo"
+    assert best(0.75, -10.0) == LDC.replace(" in ", " ")  # words cost: the short weak one goes
+    assert len(best(0.75, 10.0).split()) > 20  # words pay: many short ones
+    assert best(20.0, 0.0) == ""  # the LM's cost of any word outweighs the acoustics
+
+
+def test_cutoff_prob_keeps_the_likeliest_labels() -> None:
+    log_probs = frames("ab_").numpy()
+    pruned = decoder._pruned(log_probs, 0.5)
+    assert (pruned > -1e29).sum(axis=1).tolist() == [1, 1, 1]  # 0.9 of the mass in one label
+    assert (decoder._pruned(log_probs, 0.95) > -1e29).sum(axis=1).min() > 1
+    assert decoder._pruned(log_probs, 1.0) is log_probs
+    with pytest.raises(ValueError, match="cutoff_prob"):
+        decoder.BeamSettings(cutoff_prob=0.0)

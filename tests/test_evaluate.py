@@ -221,3 +221,29 @@ def test_run_reports_unreadable_files(tmp_path: Path) -> None:
     assert counted == [1, 1]
     assert len(report.samples) == 1 and report.samples[0].src == TEXT
     assert len(report.failed) == 1 and "garbage.wav" in report.failed[0]
+
+
+def test_a_scorer_built_from_text_lowers_the_wer_of_an_imperfect_model(
+    ldc_noisy_model: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from harken.config import CheckpointConfig, Config, DecoderConfig, TrainConfig
+    from harken.language_model import LmConfig, build
+
+    scorer = tmp_path / "vocab.scorer"
+    build(LmConfig(text=(DATA / "vocab.txt",), output=scorer), Alphabet.default(), lambda _: None)
+    config = Config(
+        data=DataConfig(test_files=str(DATA / "LDC93S1.csv"), num_workers=0),
+        checkpoint=CheckpointConfig(checkpoint_dir=str(ldc_noisy_model)),
+        train=TrainConfig(show_progressbar=False, test_output_file=str(tmp_path / "out.json")),
+    )
+    lines: list[str] = []
+    greedy = evaluate.test_checkpoint(replace(config, decoder=DecoderConfig(beam_width=1)), ldc_noisy_model)
+    beam = evaluate.test_checkpoint(config, ldc_noisy_model)  # beam search, no LM
+    scored = evaluate.test_checkpoint(
+        replace(config, decoder=DecoderConfig(scorer_path=str(scorer))), ldc_noisy_model, lines.append
+    )
+    assert greedy[0].wer > 0.1 and beam[0].wer > 0.1  # "... in reasy wash waeral year"
+    assert scored[0].wer == 0.0 and scored[0].samples[0].res == TEXT
+    assert any(line.startswith(f"Decoding: beam search, width 500, scorer {scorer}") for line in lines)

@@ -189,3 +189,44 @@ def test_symbols_of_several_characters_make_one_token(tmp_path: Path) -> None:
     meta = stream.intermediate_decode_with_metadata().transcripts[0]
     assert [(t.text, t.timestep) for t in meta.tokens] == [("ու", 0), ("a", 2), ("ու", 3)]
     assert meta.text == "ուaու"
+
+
+def test_scorer_beam_width_hot_words_and_candidates(ldc_noisy_model: Path) -> None:
+    model = Model(ldc_noisy_model)
+    assert model.beam_width == 500
+    model.set_beam_width(1)
+    noisy = model.stt(PCM)
+    assert noisy != LDC93S1_TEXT  # 130 epochs: a few letters wrong
+    model.set_beam_width(100)
+    model.enable_scorer(DATA / "pruned_lm.scorer")
+    assert model.stt(PCM) == LDC93S1_TEXT
+    candidates = model.stt_with_metadata(PCM, num_results=3).transcripts
+    assert len(candidates) == 3 and candidates[0].text == LDC93S1_TEXT
+    assert len({c.text for c in candidates}) == 3
+    steps = [token.timestep for token in candidates[0].tokens]
+    assert steps == sorted(steps) and candidates[0].tokens[0].start_time == steps[0] * 0.02
+    stream = model.create_stream()
+    for start in range(0, len(PCM), 320):  # 20 ms
+        stream.feed_audio_content(PCM[start : start + 320])
+    assert stream.intermediate_decode().startswith("she had your dark suit")
+    streamed = stream.finish_stream_with_metadata(3).transcripts
+    assert [(c.text, c.tokens) for c in streamed] == [(c.text, c.tokens) for c in candidates]
+    assert [c.confidence for c in streamed] == pytest.approx([c.confidence for c in candidates], abs=1e-3)
+    model.add_hot_word("water", -40.0)
+    assert "water" not in model.stt(PCM).split() and model.hot_words == {"water": -40.0}
+    model.erase_hot_word("water")
+    assert model.stt(PCM) == LDC93S1_TEXT
+    model.add_hot_word("dark", -40.0)
+    model.clear_hot_words()
+    assert model.hot_words == {} and model.stt(PCM) == LDC93S1_TEXT
+    model.set_scorer_alpha_beta(20.0, 0.0)
+    assert model.stt(PCM) == ""  # every word costs more than the acoustics give
+    model.disable_scorer()
+    with pytest.raises(InferenceError, match="no scorer enabled"):
+        model.set_scorer_alpha_beta(1.0, 1.0)
+    with pytest.raises(ValueError, match="hot-words need a scorer"):
+        model.add_hot_word("water", 2.0)
+    with pytest.raises(InferenceError, match="not a hot word"):
+        model.erase_hot_word("water")
+    with pytest.raises(ValueError, match="LDC93S1.wav: not a scorer package"):
+        model.enable_scorer(DATA / "LDC93S1.wav")

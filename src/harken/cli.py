@@ -57,6 +57,11 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "train": ("device",),
         "decoder": None,
     },
+    "serve": {
+        "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
+        "train": ("device",),
+        "decoder": None,
+    },
     "lm-tune": {
         "data": ("dev_files", "dev_batch_size", "limit_dev", "num_workers"),
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
@@ -113,7 +118,7 @@ def given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for dest, value in vars(args).items():
         if "." in dest and value is not None:
             section, name = dest.split(".", 1)
-            given[section][name] = value
+            given.setdefault(section, {})[name] = value  # "server": serve's options, not in Config
     return given
 
 
@@ -140,7 +145,7 @@ def _add_lm_commands(commands: Any) -> None:
     )
     defaults = LmConfig(text=(), output=Path())
     build.add_argument(
-        "--text", required=True, help="text corpus (.txt or .gz, one sentence a line); comma-joined"
+        "--text", required=True, help="text (.txt or .gz, a sentence a line, or CSV manifests' transcripts); comma-joined"
     )
     build.add_argument("--output", type=Path, required=True, help="the .scorer file to write")
     build.add_argument("--order", "--arpa_order", type=int, default=defaults.order, help="n-gram order")
@@ -173,6 +178,23 @@ def _add_lm_commands(commands: Any) -> None:
     tune.add_argument("--lm_beta_max", type=float, default=5.0, help="largest beta tried")
     add_config_options(tune, "lm-tune")
     kinds.add_parser("setup", help="compile KenLM's lmplz and build_binary (needed by `lm build`) once")
+
+
+def _add_serve_command(commands: Any) -> None:
+    from harken.server import ServerConfig
+
+    serve = commands.add_parser(
+        "serve", help="a speech service: HTTP, WebSocket streaming and a browser page (see /v1/models)"
+    )
+    serve.add_argument(
+        "--model",
+        type=Path,
+        help="a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)",
+    )
+    group = serve.add_argument_group("service and limits")
+    for f in dataclasses.fields(ServerConfig):
+        _add_field(group, "server", f)
+    add_config_options(serve, "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_model.add_argument("model", type=Path, help="the .tflite file")
     import_model.add_argument("--output", type=Path, required=True, help="an empty checkpoint directory")
     _add_lm_commands(commands)
+    _add_serve_command(commands)
     importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
     from harken.importers import IMPORTERS
 
@@ -365,6 +388,23 @@ def run_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from harken.inference import Model
+    from harken.model import choose_device
+    from harken.server import ServerConfig, serve
+
+    config = config_from_args(args)
+    server = ServerConfig(**given_options(args).get("server", {}))
+    source = args.model if args.model is not None else config.load_dir
+    device = str(choose_device(config.train.device))
+    model = Model(
+        source, threads=server.threads, device=device, load_evaluate=config.checkpoint.load_evaluate
+    )
+    model.set_decoder(config.decoder)
+    serve(model, server, Path(source).name)
+    return 0
+
+
 def run_import(args: argparse.Namespace) -> int:
     from harken.importers import IMPORTERS
 
@@ -381,6 +421,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "lm": run_lm,
     "import-model": run_import_model,
     "export": run_export,
+    "serve": run_serve,
 }
 
 

@@ -1,6 +1,6 @@
 """Build a scorer from plain text: DeepSpeech's generate_lm.py and generate_scorer_package in one step.
 
-text (.txt / .gz, one sentence per line) -> word counts -> the ``top_k`` most frequent words the alphabet
+text (.txt / .gz, one sentence per line, or CSV manifests' transcripts) -> word counts -> the ``top_k`` most frequent words the alphabet
 can spell -> ``lmplz`` (modified Kneser-Ney, pruned, limited to that vocabulary) -> ``build_binary``
 (quantised trie) -> a ``.scorer`` (see :mod:`harken.scorer`).
 
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harken import manifest
 from harken.alphabet import Alphabet
 from harken.scorer import ScorerError, ScorerInfo, write_scorer
 
@@ -136,7 +137,11 @@ def install_tools(prefix: Path, log: Log, jobs: int | None = None) -> dict[str, 
 
 
 def _lines(paths: tuple[Path, ...]) -> Iterator[str]:
+    """The text's lines; a CSV manifest gives its transcripts."""
     for path in paths:
+        if path.suffix.lower() == ".csv":
+            yield from (sample.transcript for sample in manifest.read_csv(path))
+            continue
         try:
             opener = gzip.open if path.suffix == ".gz" else open
             with opener(path, "rt", encoding="utf-8") as file:

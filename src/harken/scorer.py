@@ -167,7 +167,7 @@ class Scorer:
     ``<unk>`` (KenLM's unknown word), hot words outside the vocabulary come after it."""
 
     def __init__(self, path: str | Path, alphabet: Alphabet) -> None:
-        from flashlight.lib.text.decoder import KenLM
+        from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
 
         self.path = Path(path)

@@ -104,11 +104,11 @@ def _read_fst(data: mmap.mmap | bytes, offset: int) -> tuple[list[tuple[int, ...
     offset += _FST_COUNTS.size
     if flags & _ALIGNED:
         offset += -offset % _ALIGN
-    states = np.frombuffer(data, _STATE, n_states, offset)
+    states = np.frombuffer(data, _STATE, n_states, offset).copy()  # no view may outlive the mmap
     offset += n_states * _STATE.itemsize
     if flags & _ALIGNED:
         offset += -offset % _ALIGN
-    arcs = np.frombuffer(data, _ARC, n_arcs, offset)
+    arcs = np.frombuffer(data, _ARC, n_arcs, offset).copy()
     offset += n_arcs * _ARC.itemsize
     if n_arcs and (arcs["next"].max() >= n_states or arcs["next"].min() < 0):
         raise ValueError("arc to a state that does not exist")

@@ -1,0 +1,89 @@
+import gzip
+from pathlib import Path
+
+import pytest
+
+from harken import language_model
+from harken.alphabet import Alphabet
+from harken.language_model import LmConfig, ToolError, build
+from harken.scorer import Scorer, ScorerError, read_info
+
+from conftest import DATA
+
+ENGLISH = Alphabet.default()
+
+
+@pytest.fixture(scope="module")
+def vocab_scorer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5-gram scorer built from DeepSpeech's smoke-test text."""
+    output = tmp_path_factory.mktemp("lm") / "vocab.scorer"
+    build(LmConfig(text=(DATA / "vocab.txt",), output=output), ENGLISH, log=lambda _: None)
+    return output
+
+
+def test_build_writes_a_scorer_with_its_metadata(vocab_scorer: Path) -> None:
+    info = read_info(vocab_scorer)
+    words = (DATA / "vocab.txt").read_text().split()
+    assert set(info.vocabulary) == set(words) and info.vocabulary[0] == "the"  # most frequent first
+    assert info.alphabet == ENGLISH.symbols and info.order == 5 and not info.utf8
+    assert (info.alpha, info.beta) == (LmConfig.default_alpha, LmConfig.default_beta)
+    assert info.built["running_words"] == len(words) and info.built["lowercase"] is True
+    scorer = Scorer(vocab_scorer, ENGLISH)
+    assert len(scorer.vocabulary) == len(set(words)) + 1  # and <unk>
+
+
+def test_top_k_gz_text_csv_transcripts_and_lowercasing(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt.gz"
+    with gzip.open(text, "wt", encoding="utf-8") as out:
+        out.write("The cat sat\nthe CAT ran\n\nthe dog\n")
+    output = tmp_path / "small.scorer"
+    build(
+        LmConfig(text=(text, DATA / "LDC93S1.csv"), output=output, order=3, top_k=2), ENGLISH, lambda _: None
+    )
+    assert read_info(output).vocabulary == ("the", "cat")
+
+
+def test_bad_text_is_one_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ScorerError, match="empty.txt: the text has no words"):
+        build(LmConfig(text=(empty,), output=tmp_path / "x.scorer"), ENGLISH, lambda _: None)
+    russian = tmp_path / "russian.txt"
+    russian.write_text("мама мыла раму\nи папа тоже\n", encoding="utf-8")
+    with pytest.raises(
+        ScorerError, match=r"russian.txt: 100% of the words have characters outside the alphabet"
+    ):
+        build(LmConfig(text=(russian,), output=tmp_path / "x.scorer"), ENGLISH, lambda _: None)
+    with pytest.raises(ScorerError, match="missing.txt: no such text file"):
+        build(
+            LmConfig(text=(tmp_path / "missing.txt",), output=tmp_path / "x.scorer"), ENGLISH, lambda _: None
+        )
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\xff\xfe\x00abc")
+    with pytest.raises(ScorerError, match="binary.txt: not UTF-8 text"):
+        build(LmConfig(text=(binary,), output=tmp_path / "x.scorer"), ENGLISH, lambda _: None)
+    assert not (tmp_path / "x.scorer").exists()
+
+
+def test_a_few_foreign_words_are_left_out_not_refused(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("the cat sat on the mat " * 30 + "café\n", encoding="utf-8")
+    lines: list[str] = []
+    build(LmConfig(text=(text,), output=tmp_path / "x.scorer", order=2), ENGLISH, lines.append)
+    assert "café" not in read_info(tmp_path / "x.scorer").vocabulary
+    assert any("left out: 1 words with 'é'" in line for line in lines)
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="--order must be between 1 and 6"):
+        LmConfig(text=(), output=Path("x"), order=7)
+    with pytest.raises(ValueError, match="--prune"):
+        LmConfig(text=(), output=Path("x"), prune=(1, 1))
+
+
+def test_missing_tools_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("HARKEN_KENLM_BIN", raising=False)
+    monkeypatch.setattr(language_model.sys, "prefix", str(tmp_path))
+    with pytest.raises(ToolError, match="run `harken lm setup` once"):
+        language_model.find_tools()
