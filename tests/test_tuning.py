@@ -40,19 +40,18 @@ def test_tune_needs_a_scorer_and_dev_files(ldc_noisy_model: Path) -> None:
 
 def test_lm_commands(tmp_path: Path, ldc_noisy_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scorer = tmp_path / "vocab.scorer"
-    assert cli.main(["lm", "build", "--text", str(DATA / "vocab.txt"), "--order", "3", "--arpa_prune", "0|0|1",
-                     "--output", str(scorer)]) == 0  # fmt: skip
+    build = ["lm", "build", "--text", str(DATA / "vocab.txt"), "--order", "3", "--arpa_prune", "0|0|1"]
+    assert cli.main([*build, "--output", str(scorer)]) == 0
     assert "wrote" in capsys.readouterr().out
-    argv = ["lm", "tune", "--checkpoint_dir", str(ldc_noisy_model), "--dev_files", str(DATA / "LDC93S1.csv"),
-            "--scorer", str(scorer), "--n_trials", "3", "--beam_width", "20", "--noshow_progressbar"]  # fmt: skip
-    assert cli.main(argv) == 0
+    tune = ["lm", "tune", "--checkpoint_dir", str(ldc_noisy_model)]
+    dev = ["--dev_files", str(DATA / "LDC93S1.csv")]
+    assert cli.main([*tune, *dev, "--scorer", str(scorer), "--n_trials", "3", "--beam_width", "20"]) == 0
     assert "Stored alpha" in capsys.readouterr().out
     for bad, message in [
         (["lm", "build", "--text", str(tmp_path / "none.txt"), "--output", str(tmp_path / "x.scorer")],
          "none.txt: no such text file"),
-        (["lm", "tune", "--checkpoint_dir", str(ldc_noisy_model), "--scorer", str(scorer)], "needs --dev_files"),
-        (["lm", "tune", "--checkpoint_dir", str(ldc_noisy_model), "--dev_files", str(DATA / "LDC93S1.csv"),
-          "--scorer", str(DATA / "LDC93S1.wav")], "LDC93S1.wav: not a scorer package"),
+        ([*tune, "--scorer", str(scorer)], "needs --dev_files"),
+        ([*tune, *dev, "--scorer", str(DATA / "LDC93S1.wav")], "LDC93S1.wav: not a scorer package"),
     ]:  # fmt: skip
         assert cli.main(bad) == 2
         err = capsys.readouterr().err

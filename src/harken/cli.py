@@ -145,7 +145,9 @@ def _add_lm_commands(commands: Any) -> None:
     )
     defaults = LmConfig(text=(), output=Path())
     build.add_argument(
-        "--text", required=True, help="text (.txt or .gz, a sentence a line, or CSV manifests' transcripts); comma-joined"
+        "--text",
+        required=True,
+        help="text: .txt or .gz, a sentence a line, or CSVs' transcripts; comma-joined",
     )
     build.add_argument("--output", type=Path, required=True, help="the .scorer file to write")
     build.add_argument("--order", "--arpa_order", type=int, default=defaults.order, help="n-gram order")

@@ -1,8 +1,8 @@
 """Build a scorer from plain text: DeepSpeech's generate_lm.py and generate_scorer_package in one step.
 
-text (.txt / .gz, one sentence per line, or CSV manifests' transcripts) -> word counts -> the ``top_k`` most frequent words the alphabet
-can spell -> ``lmplz`` (modified Kneser-Ney, pruned, limited to that vocabulary) -> ``build_binary``
-(quantised trie) -> a ``.scorer`` (see :mod:`harken.scorer`).
+text (.txt / .gz, one sentence per line, or CSV manifests' transcripts) -> word counts -> the ``top_k``
+most frequent words the alphabet can spell -> ``lmplz`` (modified Kneser-Ney, pruned, limited to that
+vocabulary) -> ``build_binary`` (quantised trie) -> a ``.scorer`` (see :mod:`harken.scorer`).
 
 KenLM's ``lmplz`` and ``build_binary`` have no Debian package: :func:`install_tools` compiles them from
 the ``kenlm`` source distribution on PyPI (cmake + Debian's boost development packages) into the
