@@ -5,6 +5,7 @@ import pytest
 
 from harken import language_model
 from harken.alphabet import Alphabet
+from harken.interop.scorer_package import trie_words
 from harken.language_model import LmConfig, ToolError, build
 from harken.scorer import Scorer, ScorerError, read_info
 
@@ -30,6 +31,9 @@ def test_build_writes_a_scorer_with_its_metadata(vocab_scorer: Path) -> None:
     assert info.built["running_words"] == len(words) and info.built["lowercase"] is True
     scorer = Scorer(vocab_scorer, ENGLISH)
     assert len(scorer.vocabulary) == len(set(words)) + 1  # and <unk>
+    # The trie DeepSpeech would read spells the same words, each ending with the space label.
+    spelled = {ENGLISH.decode(label - 1 for label in word) for word in trie_words(vocab_scorer)}
+    assert spelled == {word + " " for word in info.vocabulary}
 
 
 def test_top_k_gz_text_csv_transcripts_and_lowercasing(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ class Package:
     utf8: bool
     alpha: float
     beta: float
-    words: tuple[tuple[int, ...], ...]  # each vocabulary word as trie labels (alphabet index or byte)
+    words: tuple[tuple[int, ...], ...]  # a DeepSpeech scorer's words as trie labels (alphabet index or byte)
     alpha_offset: int  # where the float64 alpha is in the file (beta follows): tuning rewrites them
     extra: bytes  # harken's JSON block, b"" in a DeepSpeech scorer
 
@@ -116,21 +116,24 @@ def _read_fst(data: mmap.mmap | bytes, offset: int) -> tuple[list[tuple[int, ...
 
 
 def read(path: Path) -> Package:
-    """Read a DeepSpeech or harken ``.scorer``'s package part (the KenLM model is left to KenLM)."""
+    """Read a DeepSpeech or harken ``.scorer``'s package part (the KenLM model is left to KenLM). A harken
+    scorer's vocabulary is in its JSON block, so its trie is not walked (``words`` is empty)."""
     try:
         with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
             header = _find_header(data, path)
             _, _, utf8, alpha, beta = _HEADER.unpack_from(data, header)
-            try:
-                words, end = _read_fst(data, header + _HEADER.size)
-            except (ValueError, struct.error) as error:
-                raise ScorerFormatError(f"{path}: damaged vocabulary trie ({error})") from None
+            words: list[tuple[int, ...]] = []
             extra = b""
             if data[-len(HARKEN_MAGIC) :] == HARKEN_MAGIC:
                 (length,) = struct.unpack_from("<Q", data, len(data) - 16)
-                if end + length + 16 != len(data):
+                if not header + _HEADER.size < len(data) - 16 - length:
                     raise ScorerFormatError(f"{path}: damaged harken metadata block")
-                extra = bytes(data[end : end + length])
+                extra = bytes(data[len(data) - 16 - length : len(data) - 16])
+            else:
+                try:
+                    words, _ = _read_fst(data, header + _HEADER.size)
+                except (ValueError, struct.error) as error:
+                    raise ScorerFormatError(f"{path}: damaged vocabulary trie ({error})") from None
     except ValueError as error:
         if isinstance(error, ScorerFormatError):
             raise
@@ -140,6 +143,12 @@ def read(path: Path) -> Package:
     if header < 64:
         raise ScorerFormatError(f"{path}: the scorer holds no language model before its vocabulary")
     return Package(header, bool(utf8), alpha, beta, tuple(words), header + 9, extra)
+
+
+def trie_words(path: Path) -> list[tuple[int, ...]]:
+    """The label strings of a scorer's vocabulary trie (DeepSpeech or harken)."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _read_fst(data, _find_header(data, path) + _HEADER.size)[0]
 
 
 def _trie_arrays(words: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
