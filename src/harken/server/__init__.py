@@ -1,0 +1,81 @@
+"""``harken serve``: a speech service over one loaded model (HTTP, WebSocket streaming, a browser page).
+
+This module holds the service's options (``ServerConfig``; cli.py makes them flags) and ``serve``, which
+runs the service until it is told to stop. The application itself is in app.py, the streams' audio logic
+in utterances.py, the page in static/. Starlette and uvicorn are imported only when a service starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from harken.config import option, require
+
+if TYPE_CHECKING:
+    from harken.inference import Model
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0 or :: for every interface)")
+    port: int = option(8080, "TCP port to listen on")
+    api_key: str = option(
+        "", "require 'Authorization: Bearer KEY' on every request (default: $HARKEN_API_KEY; none if unset)"
+    )
+    workers: int = option(
+        0, "requests or stream steps decoded at once, each on its own thread (0: CPU count)"
+    )
+    threads: int = option(1, "threads one decode uses inside the runtime")
+    max_queued: int = option(16, "HTTP requests that may wait for a free worker; more are answered 503")
+    max_streams: int = option(16, "WebSocket streams open at once; more are refused with 503")
+    max_upload_mb: float = option(100.0, "largest upload in MB (10^6 bytes); larger ones are answered 413")
+    max_audio_seconds: float = option(
+        3600.0, "longest audio a request may hold, in seconds; longer is answered 413"
+    )
+    idle_timeout: float = option(
+        30.0, "seconds a stream or an upload may send nothing before the server closes it"
+    )
+    total_timeout: float = option(3600.0, "seconds a stream or an upload may last in all")
+    endpoint_ms: int = option(600, "milliseconds of non-speech that end an utterance in a stream")
+    endpoint_aggressiveness: int = option(
+        2, "how readily the streams' voice-activity detector hears non-speech: 0-3; -1: never (30 s pieces)"
+    )
+    vad_aggressiveness: int = option(
+        3, "the same for splitting uploads longer than 30 s, as harken transcribe does; -1: no splitting"
+    )
+    shutdown_timeout: float = option(
+        30.0, "seconds a shutdown (Ctrl-C, SIGTERM) waits for the requests and streams in flight"
+    )
+
+    def __post_init__(self) -> None:
+        require(0 <= self.port <= 65535, "port", self.port, "0-65535")
+        for name in ("max_upload_mb", "max_audio_seconds", "idle_timeout", "total_timeout"):
+            require(getattr(self, name) > 0, name, getattr(self, name), "positive")
+        for name in ("workers", "max_queued", "shutdown_timeout"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
+        for name in ("threads", "max_streams"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "1 or more")
+        require(self.endpoint_ms >= 30, "endpoint_ms", self.endpoint_ms, "30 or more")
+        for name in ("vad_aggressiveness", "endpoint_aggressiveness"):
+            require(-1 <= getattr(self, name) <= 3, name, getattr(self, name), "-1 to 3")
+
+    def resolved(self) -> ServerConfig:
+        """With the defaults that depend on the machine filled in: the API key from $HARKEN_API_KEY, the
+        worker count from the CPU count."""
+        return replace(
+            self,
+            api_key=self.api_key or os.environ.get("HARKEN_API_KEY", ""),
+            workers=self.workers or os.cpu_count() or 1,
+        )
+
+
+def serve(model: Model, config: ServerConfig, model_name: str) -> None:
+    """Serve ``model`` until SIGINT or SIGTERM; then finish the streams and requests in flight and return."""
+    from harken.server.app import run
+
+    run(model, config.resolved(), model_name)
+
+
+__all__ = ["ServerConfig", "serve"]

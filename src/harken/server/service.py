@@ -1,0 +1,211 @@
+"""What the service's endpoints share: the model (and its per-request configurations), the options, the
+worker pools and the counters that bound the work in flight; decoding options; errors as JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+
+from harken import __version__
+from harken.inference import Model
+from harken.server import ServerConfig
+from harken.server.utterances import Endpointing
+
+if TYPE_CHECKING:
+    from harken.server.streaming import StreamSession
+
+ERROR_TYPES = {401: "authentication_error", 404: "not_found", 408: "timeout", 413: "request_too_large",
+               429: "rate_limit", 503: "server_busy", 500: "server_error"}  # fmt: skip
+
+
+class ServiceError(Exception):
+    """A request the service refuses: an HTTP status and one line that says why."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, dict(headers or {})
+
+
+def error_body(status: int, message: str) -> dict[str, Any]:
+    """The JSON of every error (OpenAI's shape, so its clients show the message)."""
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "invalid_request_error"),
+                      "code": status}}  # fmt: skip
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status, dict(headers or {}))
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-request decoding options (query or form fields; a stream's URL or first message). None and
+    empty mean the service's own settings (its command line)."""
+
+    beam_width: int | None = None
+    hot_words: tuple[tuple[str, float], ...] = ()
+    scorer: bool | None = None  # False: decode without the service's scorer
+    candidates: int = 1
+
+    @property
+    def decoding(self) -> tuple[Any, ...]:
+        """What changes the decoder (the key of a configured model)."""
+        return (self.beam_width, self.hot_words, self.scorer)
+
+
+def _integer(fields: Mapping[str, str], name: str) -> int | None:
+    text = fields.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ServiceError(400, f"{name} {text!r}: expected a whole number, 1 or more")
+    return int(text)
+
+
+def decode_options(fields: Mapping[str, str]) -> DecodeOptions:
+    """beam_width, hot_words ("word:boost,word:boost", DeepSpeech's form), scorer (true/false) and
+    candidate_transcripts from request fields; 400 with one line for a malformed one."""
+    hot_words: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in fields.get("hot_words", "").split(","))):
+        word, colon, boost = item.rpartition(":")
+        try:
+            if not colon or not word.strip():
+                raise ValueError
+            hot_words[word.strip()] = float(boost)
+        except ValueError:
+            raise ServiceError(400, f"hot_words {item!r}: expected word:boost, e.g. 'coffee:2.5'") from None
+    scorer = fields.get("scorer", "").strip().lower()
+    if scorer not in ("", "true", "false", "1", "0", "on", "off", "yes", "no"):
+        raise ServiceError(400, f"scorer {scorer!r}: expected true or false")
+    return DecodeOptions(
+        beam_width=_integer(fields, "beam_width"),
+        hot_words=tuple(hot_words.items()),
+        scorer=None if not scorer else scorer in ("true", "1", "on", "yes"),
+        candidates=_integer(fields, "candidate_transcripts") or 1,
+    )
+
+
+def configure(model: Model, options: DecodeOptions) -> Model:
+    """``model`` decoding as ``options`` ask: a shallow copy (sharing the network and the scorer) whose
+    decoder settings are its own, so requests with other settings never change each other's."""
+    if not hasattr(model, "set_beam_width"):
+        raise ServiceError(400, "this harken decodes greedily: no beam_width, hot_words or scorer options")
+    view = copy.copy(model)
+    try:
+        if options.scorer is False:
+            view.disable_scorer()
+        elif options.scorer and view.decoder().scorer is None:
+            raise ServiceError(400, "scorer=true: no scorer loaded (start harken serve with --scorer)")
+        if options.beam_width is not None:
+            view.set_beam_width(options.beam_width)
+        for word, boost in options.hot_words:
+            view.add_hot_word(word, boost)
+    except ValueError as error:  # the decoder's own one-line refusals (hot words without a scorer ...)
+        raise ServiceError(400, str(error).strip().splitlines()[0]) from None
+    return view
+
+
+@dataclass
+class Service:
+    """What the endpoints share: the model, the options, the worker pools, the counters."""
+
+    model: Model
+    config: ServerConfig
+    model_name: str
+    uploads: Path  # a private temporary folder; uploads get names the server makes up
+    files: ThreadPoolExecutor = field(init=False)
+    streams: ThreadPoolExecutor = field(init=False)
+    requests: int = 0  # HTTP requests holding a place: uploading, waiting or decoding
+    sessions: set[StreamSession] = field(default_factory=set)
+    draining: bool = False
+    views: OrderedDict[tuple[Any, ...], Model] = field(default_factory=OrderedDict)
+    views_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.files = ThreadPoolExecutor(self.config.workers, thread_name_prefix="harken-file")
+        self.streams = ThreadPoolExecutor(self.config.workers, thread_name_prefix="harken-stream")
+
+    def model_for(self, options: DecodeOptions) -> Model:
+        """The model configured for ``options`` (the service's own when they change nothing); the last
+        few configurations are kept, since building a decoder with a scorer is not free. Call it on a
+        worker thread."""
+        if options.decoding == DecodeOptions().decoding:
+            return self.model
+        with self.views_lock:
+            if options.decoding in self.views:
+                self.views.move_to_end(options.decoding)
+                return self.views[options.decoding]
+        view = configure(self.model, options)
+        with self.views_lock:
+            self.views[options.decoding] = view
+            while len(self.views) > 8:
+                self.views.popitem(last=False)
+        return view
+
+    @property
+    def endpointing(self) -> Endpointing:
+        return Endpointing(self.config.endpoint_ms, self.config.endpoint_aggressiveness)
+
+    @contextlib.contextmanager
+    def place(self) -> Iterator[None]:
+        """A place among the requests the service takes at once (workers + max_queued), or 503."""
+        if self.draining:
+            raise ServiceError(503, "the service is shutting down", {"Retry-After": "5"})
+        if self.requests >= self.config.workers + self.config.max_queued:
+            raise ServiceError(
+                503, f"busy: {self.requests} requests in flight; retry later", {"Retry-After": "1"}
+            )
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
+
+    def close(self) -> None:
+        self.files.shutdown(wait=True, cancel_futures=True)
+        self.streams.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+def service_of(connection: HTTPConnection) -> Service:
+    """The service of a request's or a WebSocket's application."""
+    result: Service = connection.app.state.service
+    return result
+
+
+def decoding_info(model: Model) -> dict[str, Any]:
+    if not hasattr(model, "decoder"):
+        return {"beam_width": 1, "scorer": False, "hot_words": {}}
+    decoder = model.decoder()
+    settings = decoder.settings
+    return {"beam_width": settings.beam_width, "scorer": decoder.scorer is not None,
+            "hot_words": dict(settings.hot_words)}  # fmt: skip
+
+
+def model_info(service: Service) -> dict[str, Any]:
+    model = service.model
+    metadata: dict[str, Any] = getattr(model.backend, "metadata", {})
+    return {
+        "id": service.model_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "harken",
+        "path": service.model_name,
+        "language": metadata.get("language", ""),
+        "model_version": metadata.get("model_version", ""),
+        "harken_version": __version__,
+        "sample_rate": model.sample_rate,
+        "alphabet": list(model.alphabet.symbols),
+        "decoding": decoding_info(model),
+        "streaming": model.backend.directions == 1,
+    }
