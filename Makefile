@@ -56,8 +56,9 @@ demo: setup
 	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
 	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results-scorer.json \
 	    --scorer $(DEMO)/lm.scorer --show_progressbar $(if $(CI),false,true)
-	@$(BIN)/python -c 'import json; w = lambda f: json.load(open(f))[0]["wer"]; \
-	    print(f"Test WER without a scorer {w(\"$(DEMO)/test-results.json\"):.2%}, with the scorer {w(\"$(DEMO)/test-results-scorer.json\"):.2%}")'
+	@$(BIN)/python -c 'import json, sys; w = [json.load(open(f))[0]["wer"] for f in sys.argv[1:]]; \
+	    print(f"Test WER: {w[0]:.2%} without a scorer, {w[1]:.2%} with the scorer built from the training text")' \
+	    $(DEMO)/test-results.json $(DEMO)/test-results-scorer.json
 	@echo "Transcribing $$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1) (reference: \"$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f3)\"):"
 	$(BIN)/harken transcribe --checkpoint_dir $(DEMO)/checkpoints --scorer $(DEMO)/lm.scorer \
 	    $(DEMO)/corpus/$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1)

@@ -88,7 +88,9 @@ class BeamSettings:
     alpha: float | None = None
     beta: float | None = None
     hot_words: Mapping[str, float] = field(default_factory=dict)
-    beam_threshold: float = 25.0  # drop beams this far (natural log) below the best one
+    # Drop beams this far (natural log) below the best one; None: 25 with a scorer (its word scores
+    # reorder beams late), 10 without (measured: the same WER as 25 on the demo model, 9x faster at 500).
+    beam_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.beam_width < 1:
@@ -97,6 +99,9 @@ class BeamSettings:
             raise ValueError(f"--cutoff_prob must be in (0, 1], got {self.cutoff_prob}")
         if self.cutoff_top_n < 1:
             raise ValueError(f"--cutoff_top_n must be at least 1, got {self.cutoff_top_n}")
+
+
+_STEP_FRAMES = 16
 
 
 def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
@@ -126,11 +131,14 @@ class BeamDecoder:
         space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
         self._space = space
         top_n = min(settings.cutoff_top_n, alphabet.n_classes)
+        threshold = settings.beam_threshold
+        if threshold is None:
+            threshold = 10.0 if scorer is None else 25.0
         if scorer is None:
             if settings.hot_words:
                 raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
             options: Any = fl.LexiconFreeDecoderOptions(
-                settings.beam_width, top_n, settings.beam_threshold, 0.0, 0.0, True, fl.CriterionType.CTC
+                settings.beam_width, top_n, threshold, 0.0, 0.0, True, fl.CriterionType.CTC
             )
             self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
         else:
@@ -138,7 +146,7 @@ class BeamDecoder:
             alpha = scorer.alpha if settings.alpha is None else settings.alpha
             beta = scorer.beta if settings.beta is None else settings.beta
             options = fl.LexiconDecoderOptions(
-                settings.beam_width, top_n, settings.beam_threshold, alpha * LN10, beta,
+                settings.beam_width, top_n, threshold, alpha * LN10, beta,
                 float("-inf"), 0.0, True, fl.CriterionType.CTC,
             )  # fmt: skip
             unknown = self._words.index(UNKNOWN)
@@ -153,9 +161,11 @@ class BeamDecoder:
             log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs
         )
         frames = np.ascontiguousarray(_pruned(np.asarray(frames, np.float32), self.settings.cutoff_prob))
-        if len(frames):
-            self._search.decode_step(frames.ctypes.data, frames.shape[0], frames.shape[1])
-            self.frames += len(frames)
+        self.frames += len(frames)
+        # flashlight-text holds the GIL while it decodes: a few frames at a time let other threads run.
+        for start in range(0, len(frames), _STEP_FRAMES):
+            piece = frames[start : start + _STEP_FRAMES]
+            self._search.decode_step(piece.ctypes.data, piece.shape[0], piece.shape[1])
 
     def _decoded(self, hypothesis: Any) -> Decoded:
         path = list(hypothesis.tokens)[1 : self.frames + 1]  # [0] is the start state; then one per frame
