@@ -63,3 +63,29 @@ def test_file_text_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "out.txt"
     path.write_text(alphabet.to_file_text(), encoding="utf-8")
     assert Alphabet.from_file(path) == alphabet
+
+
+def test_alphabet_from_transcripts() -> None:
+    from harken.alphabet import from_transcripts
+
+    found, counts = from_transcripts(["ab a", "#ç b\n"])
+    assert found.symbols == (" ", "#", "a", "b", "ç") and counts["a"] == 2 and counts[" "] == 2
+    with pytest.raises(AlphabetError, match="no characters"):
+        from_transcripts(["", "\n"])
+
+
+def test_alphabet_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harken import cli
+
+    csv = Path(__file__).parent / "data" / "LDC93S1.csv"
+    assert cli.main(["alphabet", "--from", f"{csv},{csv}", "--output", str(tmp_path / "a.txt")]) == 0
+    made = Alphabet.from_file(tmp_path / "a.txt")
+    text = "she had your dark suit in greasy wash water all year"
+    assert (
+        made.decode(made.encode(text)) == text
+        and made.symbols[0] == " "
+        and len(made) == len(set(text)) == 17
+    )
+    assert "17 symbols in" in capsys.readouterr().err
+    assert cli.main(["alphabet", "--from", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv: no such CSV file" in capsys.readouterr().err

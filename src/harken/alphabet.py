@@ -109,3 +109,18 @@ class Alphabet:
         """The alphabet in DeepSpeech's file format."""
         lines = ["\\#" + s[1:] if s.startswith("#") else s for s in self.symbols]
         return "# harken alphabet: one symbol per line\n" + "".join(line + "\n" for line in lines)
+
+
+def from_transcripts(transcripts: Iterable[str]) -> tuple[Alphabet, dict[str, int]]:
+    """The alphabet that spells every transcript (the space first, then by code point) and how often each
+    symbol occurs (DeepSpeech's check_characters.py, as an alphabet file)."""
+    counts: dict[str, int] = {}
+    for text in transcripts:
+        for char in text:
+            counts[char] = counts.get(char, 0) + 1
+    for char in [c for c in counts if c in "\r\n\t" or (c.isspace() and c != " ")]:
+        del counts[char]  # line breaks and tabs are not symbols of a transcript
+    if not counts:
+        raise AlphabetError("the transcripts have no characters")
+    symbols = sorted(counts, key=lambda c: (c != " ", ord(c)))
+    return Alphabet(symbols), counts
