@@ -147,9 +147,11 @@ class DataConfig:
     alphabet_config_path: str = option(
         "", "alphabet file (DeepSpeech format); empty: harken's English alphabet"
     )
-    train_batch_size: int = option(1, "number of samples in a training batch")
-    dev_batch_size: int = option(1, "number of samples in a validation batch")
-    test_batch_size: int = option(1, "number of samples in a test batch")
+    train_batch_size: int = option(
+        1, "number of samples in a training batch (global: torchrun's processes each take a share)"
+    )
+    dev_batch_size: int = option(1, "number of samples in a validation batch (global, as train_batch_size)")
+    test_batch_size: int = option(1, "number of samples in a test batch (global, as train_batch_size)")
     limit_train: int = option(0, "use at most this many training samples (0: all)")
     limit_dev: int = option(0, "use at most this many validation samples (0: all)")
     limit_test: int = option(0, "use at most this many test samples (0: all)")
@@ -218,10 +220,22 @@ class TrainConfig:
     test_output_file: str = option(
         "", "write every test sample's result to this JSON file (default: <checkpoint dir>/test-results.json)"
     )
+    automatic_mixed_precision: bool = option(
+        False,
+        "train in bfloat16 where the GPU or CPU has it (float16 with a gradient scaler on older GPUs, "
+        "float32 on other CPUs); CTC loss in float32",
+    )
+    gradient_accumulation: int = option(
+        1, "add the gradients of this many batches before each update (effective batch: N x train_batch_size)"
+    )
+    auto_batch_size: bool = option(
+        False, "on a GPU out-of-memory error, train each batch in halves and go on (one process only)"
+    )
 
     def __post_init__(self) -> None:
         _require_all(self, {
             "epochs": (_non_negative, "0 or more"),
+            "gradient_accumulation": (_positive, "1 or more"),
             "learning_rate": (_positive, "positive"),
             "beta1": (lambda b: 0 <= b < 1, "in [0, 1)"),
             "beta2": (lambda b: 0 <= b < 1, "in [0, 1)"),

@@ -1,7 +1,13 @@
-"""Samples -> padded batches of MFCC frames and labels, in duration-sorted order."""
+"""Samples -> padded batches of MFCC frames and labels, in duration-sorted order.
+
+With several processes (torchrun) every batch is a *global* batch: each process reads its own contiguous
+slice of it (``distributed.shard``), so every process takes the same number of steps, the samples of a
+step still have similar durations, and the batch order stays a function of (seed, epoch) alone.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from harken import audio, features, manifest
 from harken.alphabet import Alphabet
 from harken.config import DataConfig, FeatureConfig
+from harken.distributed import shard
 from harken.manifest import Sample
 
 
@@ -44,6 +51,28 @@ class Batch:
             self.indices,
             self.failed,
         )
+
+    def split(self, pieces: int) -> list[Batch]:
+        """This batch as up to ``pieces`` smaller ones, each padded only to its own longest sample (the
+        unreadable samples travel with the first)."""
+        if pieces <= 1 or len(self) <= 1:
+            return [self]
+        size = math.ceil(len(self) / pieces)
+        parts = []
+        for start in range(0, len(self), size):
+            rows = slice(start, start + size)
+            lengths, label_lengths = self.lengths[rows], self.label_lengths[rows]
+            parts.append(
+                Batch(
+                    self.features[rows, : int(lengths.max())],
+                    lengths,
+                    self.labels[rows, : int(label_lengths.max())],
+                    label_lengths,
+                    self.indices[rows],
+                    self.failed if start == 0 else [],
+                )
+            )
+        return parts
 
 
 class SpeechDataset(Dataset[Item | tuple[int, str]]):
@@ -99,35 +128,61 @@ def sorted_batches(samples: Sequence[Sample], batch_size: int, reverse: bool = F
 
 
 class BatchOrder(Sampler[list[int]]):
-    """The batches of one epoch, from batch ``start`` on; shuffled deterministically by (seed, epoch)."""
+    """The batches of one epoch, from batch ``start`` on; shuffled deterministically by (seed, epoch).
+
+    With ``world`` processes, process ``rank`` gets its slice of every batch (possibly empty when a batch
+    has fewer samples than there are processes). ``set_epoch`` moves a loader that keeps its worker
+    processes (``persistent``) on to another epoch.
+    """
 
     def __init__(
-        self, batches: list[list[int]], epoch: int, seed: int, shuffle: bool = False, start: int = 0
+        self,
+        batches: list[list[int]],
+        epoch: int,
+        seed: int,
+        shuffle: bool = False,
+        start: int = 0,
+        *,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
-        self.batches = batches
-        self.order = list(range(len(batches)))
-        if shuffle:
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            self.order = torch.randperm(len(batches), generator=generator).tolist()
-        self.start = start
+        self.batches, self.seed, self.shuffle = batches, seed, shuffle
+        self.rank, self.world = rank, world
+        self.set_epoch(epoch, start)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+        self.order = list(range(len(self.batches)))
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self.order = torch.randperm(len(self.batches), generator=generator).tolist()
 
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
         for position in self.order[self.start :]:
-            yield self.batches[position]
+            yield shard(self.batches[position], self.rank, self.world)
 
 
-def default_workers(requested: int) -> int:
-    """-1 means one worker per spare core, at most 4 (0 on a single-core machine)."""
+def default_workers(requested: int, processes: int = 1) -> int:
+    """-1 means one worker per spare core, at most 4 (0 on a single-core machine); ``processes`` on the
+    same machine (torchrun's LOCAL_WORLD_SIZE) share the cores."""
     if requested >= 0:
         return requested
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return max(0, min(4, (os.cpu_count() or 1) // max(1, processes) - 1))
 
 
-def loader(dataset: SpeechDataset, order: Sampler[list[int]], workers: int, pin: bool = False) -> DataLoader:
-    """A DataLoader over ``order``'s batches whose workers read audio and compute features ahead.
+def loader(
+    dataset: SpeechDataset,
+    order: Sampler[list[int]],
+    workers: int,
+    pin: bool = False,
+    persistent: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``order``'s batches whose workers read audio and compute features ahead
+    (``prefetch_factor`` 4 batches each), into pinned memory with ``pin`` (CUDA); ``persistent`` keeps
+    the workers from one pass to the next (change epochs with ``order.set_epoch``).
 
     It gets a generator of its own so that creating it never draws from the global RNG, whose state
     (dropout masks) checkpoints restore on resume.
@@ -138,7 +193,7 @@ def loader(dataset: SpeechDataset, order: Sampler[list[int]], workers: int, pin:
         collate_fn=collate,
         num_workers=workers,
         pin_memory=pin,
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         generator=torch.Generator().manual_seed(0),
         prefetch_factor=4 if workers > 0 else None,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from harken import checkpoint, data, decoder, features, manifest, metrics
 from harken.alphabet import Alphabet
 from harken.config import Config
-from harken.data import Batch
+from harken.data import Batch, Split
+from harken.distributed import World, all_gather, from_main, shard
 from harken.manifest import Sample
 from harken.model import DeepSpeech, choose_device
 from harken.storage import atomic_write
@@ -91,7 +92,7 @@ def batch_losses(
 
 def run(
     model: DeepSpeech,
-    batches: Sequence[Batch] | torch.utils.data.DataLoader,
+    batches: Iterable[Batch],
     samples: Sequence[Sample],
     alphabet: Alphabet,
     n_context: int,
@@ -118,6 +119,49 @@ def run(
             if on_batch is not None:
                 on_batch(len(batch) + len(batch.failed))
     return report
+
+
+def run_shard(
+    model: DeepSpeech,
+    loader: Iterable[Batch],
+    split: Split,
+    alphabet: Alphabet,
+    n_context: int,
+    world: World,
+    title: str,
+    progress: bool = True,
+    text_decoder: decoder.Decoder | None = None,
+) -> Report:
+    """``run`` over this process's shard of ``split`` (what ``loader`` yields: a ``data.BatchOrder`` with
+    this process's rank), then the results of every process gathered into one report, which every process
+    gets. In a world of one this is ``run`` with a progress bar."""
+    indices: list[int] = []
+    total = sum(len(shard(batch, world.rank, world.size)) for batch in split.batches)
+    with ProgressBar(title, total, progress and world.is_main) as bar:
+        report = run(
+            model, _recording(loader, indices), split.samples, alphabet, n_context, world.device,
+            name=split.name, on_batch=bar.advance, text_decoder=text_decoder,
+        )  # fmt: skip
+    return gather(report, indices, split.batches, world)
+
+
+def _recording(batches: Iterable[Batch], indices: list[int]) -> Iterator[Batch]:
+    """The batches as they are, noting the sample index of each usable sample (in ``run``'s order)."""
+    for batch in batches:
+        indices.extend(batch.indices)
+        yield batch
+
+
+def gather(report: Report, indices: Sequence[int], batches: Sequence[Sequence[int]], world: World) -> Report:
+    """The reports of all processes as one, every process getting it: samples in the order a single
+    process lists them (the order of ``batches``). ``indices``: the sample index of each of this
+    process's ``report.samples``."""
+    if not world.distributed:
+        return report
+    parts = all_gather(world, (list(zip(indices, report.samples, strict=True)), report.failed))
+    position = {index: n for n, index in enumerate(i for batch in batches for i in batch)}
+    pairs = sorted((pair for part, _ in parts for pair in part), key=lambda pair: position[pair[0]])
+    return Report(report.name, [s for _, s in pairs], [line for _, failed in parts for line in failed])
 
 
 def _result(sample: Sample, hypothesis: str, loss: float) -> SampleResult:
@@ -193,29 +237,36 @@ def describe(text_decoder: decoder.Decoder) -> str:
     )
 
 
-def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] = print) -> list[Report]:
+def test_checkpoint(
+    config: Config, directory: Path, log: Callable[[str], None] = print, world: World | None = None
+) -> list[Report]:
     """Evaluate the checkpoint in ``directory`` that --load_evaluate picks on every test CSV: print the
     reports and write every sample's result as JSON (--test_output_file, else <directory>/test-results.json).
+
+    With a ``world`` of several processes, rank 0 reads the checkpoint and hands it to the others, each
+    process tests its shard of every test batch, and rank 0 writes the gathered results.
     """
-    loaded = checkpoint.load_model(
-        directory, config.checkpoint.load_evaluate, choose_device(config.train.device)
-    )
+    world = world if world is not None else World(device=choose_device(config.train.device))
+    mode = config.checkpoint.load_evaluate
+    where = "cpu" if world.distributed else world.device
+    loaded = from_main(world, lambda: checkpoint.load_model(directory, mode, where))
+    loaded.model.to(world.device)
     log(f"Testing {loaded.path}")
     text_decoder = decoder.Decoder.from_config(loaded.alphabet, config.decoder)
     log(describe(text_decoder))
     reports = []
-    device = next(loaded.model.parameters()).device
-    workers = data.default_workers(config.data.num_workers)
+    workers = data.default_workers(config.data.num_workers, world.local_size)
     for csv in manifest.split_files(config.data.test_files):
         split = data.load_split(
             "test", config.data, loaded.alphabet, loaded.config.features, log, files=str(csv)
         )
-        loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), workers)
-        with ProgressBar(f"Testing {csv.name}", len(split.samples), config.train.show_progressbar) as bar:
-            report = run(
-                loaded.model, loader, split.samples, loaded.alphabet, loaded.config.features.n_context,
-                device, name=str(csv), on_batch=bar.advance, text_decoder=text_decoder,
-            )  # fmt: skip
+        order = data.BatchOrder(split.batches, 0, 0, rank=world.rank, world=world.size)
+        loader = data.loader(split.dataset, order, workers, pin=world.device.type == "cuda")
+        report = run_shard(
+            loaded.model, loader, split, loaded.alphabet, loaded.config.features.n_context, world,
+            f"Testing {csv.name}", config.train.show_progressbar, text_decoder,
+        )  # fmt: skip
+        report.name = str(csv)
         log(format_report(report, config.train.report_count))
         reports.append(report)
     output = (
@@ -223,6 +274,7 @@ def test_checkpoint(config: Config, directory: Path, log: Callable[[str], None] 
         if config.train.test_output_file
         else directory / "test-results.json"
     )
-    write_json(reports, output)
+    if world.is_main:
+        write_json(reports, output)
     log(f"Wrote every sample's result to {output}")
     return reports

@@ -60,11 +60,14 @@ class ProgressBar:
 
 
 class Summaries:
-    """TensorBoard scalars under ``directory``; a no-op (with one warning) without tensorboard installed."""
+    """TensorBoard scalars under ``directory``; a no-op (with one warning) without tensorboard installed,
+    and a silent no-op when not ``enabled`` (the processes of a distributed run other than rank 0)."""
 
-    def __init__(self, directory: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(self, directory: Path, log: Callable[[str], None] = print, enabled: bool = True) -> None:
         self.directory = directory
         self._writer: Any = None
+        if not enabled:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

@@ -3,27 +3,39 @@
 ``train(config)`` is the whole of ``harken train``. Re-running the same configuration resumes from the
 newest checkpoint at the same epoch and batch, with the optimizer, schedule and RNG state restored, so
 an interrupted run (Ctrl-C, kill -9, a lost machine) continues as if it had not stopped.
+
+Under torchrun the same loop runs in every process (``distributed.World``): --train_batch_size is the
+global batch, of which each process trains its own slice; DDP averages the gradients; the loss of a step
+is the mean over the samples of the whole global batch (of all --gradient_accumulation batches), so N
+processes give the updates one process would with the same batch. Only rank 0 writes files and prints;
+checkpoints count batches in global batches, so a run resumes on any number of processes.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
 
-from harken import checkpoint, data, evaluate
+from harken import checkpoint, data, distributed, evaluate, features
 from harken.alphabet import Alphabet
 from harken.config import CheckpointConfig, Config
 from harken.data import Split, load_split
+from harken.distributed import World
 from harken.model import DeepSpeech, choose_device, parameter_count
+from harken.precision import Precision, choose_precision
 from harken.summary import ProgressBar, Summaries, plot_history
 
 DEFAULT_CHECKPOINTS = CheckpointConfig().checkpoint_dir
+OUT_OF_MEMORY = torch.cuda.OutOfMemoryError
 
 
 class TrainingError(RuntimeError):
@@ -35,20 +47,20 @@ class Progress:
     """Where training stands; stored in every checkpoint."""
 
     epoch: int = 0  # the epoch being trained (0-based)
-    batch: int = 0  # batches of that epoch already trained
+    batch: int = 0  # (global) batches of that epoch already trained
     step: int = 0  # optimizer steps so far
     learning_rate: float = 0.0
     best_dev_loss: float = math.inf
     epochs_without_improvement: int = 0
-    epoch_loss_sum: float = 0.0  # sum of this epoch's batch losses so far
-    epoch_loss_batches: int = 0
+    epoch_loss_sum: float = 0.0  # sum of this epoch's step losses so far
+    epoch_loss_batches: int = 0  # ... and how many steps they are
     stopped_early: bool = False
     history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
 
 
 @dataclass
 class Run:
-    """Everything one training run holds."""
+    """Everything one training run holds (in this process)."""
 
     config: Config
     alphabet: Alphabet
@@ -57,7 +69,25 @@ class Run:
     optimizer: torch.optim.Adam
     progress: Progress
     log: Callable[[str], None]
+    world: World = field(default_factory=World)
+    net: nn.Module | None = None  # the model as trained: wrapped in DDP when there are several processes
+    precision: Precision = field(default_factory=Precision)
+    pieces: int = 1  # --auto_batch_size: every batch is trained in this many pieces
+    window_rng: tuple[int, int, torch.Tensor] | None = None  # (epoch, batch, RNG state) of a step under way
     last_save: float = field(default_factory=time.monotonic)
+
+    @property
+    def trained(self) -> nn.Module:
+        return self.net if self.net is not None else self.model
+
+
+@dataclass
+class Feed:
+    """A split, its batch order (this process's slice of each batch) and its loader (workers kept)."""
+
+    split: Split
+    order: data.BatchOrder
+    loader: DataLoader
 
 
 @dataclass
@@ -65,17 +95,24 @@ class TrainResult:
     progress: Progress
     checkpoint_dir: Path
     test_reports: list[evaluate.Report]
+    main: bool = True  # whether this process is rank 0 (the one that prints)
 
 
 def _payload(run: Run) -> dict[str, Any]:
-    return checkpoint.make_payload(
+    payload = checkpoint.make_payload(
         run.config, run.alphabet, run.model.state_dict(), run.optimizer.state_dict(), asdict(run.progress)
     )
+    if run.precision.scaler is not None:
+        payload["scaler"] = run.precision.scaler.state_dict()
+    return payload
 
 
 def save(run: Run, kind: str = checkpoint.TRAIN) -> Path:
-    keep = run.config.checkpoint.max_to_keep if kind == checkpoint.TRAIN else 1
-    path = checkpoint.save(run.config.save_dir, kind, run.progress.step, _payload(run), keep)
+    """Write a checkpoint (rank 0 only; every process gets the path it has)."""
+    path = run.config.save_dir / f"{kind}-{run.progress.step}.pt"
+    if run.world.is_main:
+        keep = run.config.checkpoint.max_to_keep if kind == checkpoint.TRAIN else 1
+        path = checkpoint.save(run.config.save_dir, kind, run.progress.step, _payload(run), keep)
     run.last_save = time.monotonic()
     return path
 
@@ -83,6 +120,13 @@ def save(run: Run, kind: str = checkpoint.TRAIN) -> Path:
 def _set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = value
+
+
+def _newest(run: Run, directory: Path, kinds: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest loadable checkpoint of ``kinds``, read by rank 0 and handed to every process (so that
+    the other machines of a multi-node run need not see rank 0's disk)."""
+    where = "cpu" if run.world.distributed else run.device
+    return distributed.from_main(run.world, lambda: checkpoint.newest(directory, kinds, where, run.log))
 
 
 def resume(run: Run) -> None:
@@ -93,13 +137,13 @@ def resume(run: Run) -> None:
     anything yet starts from --load_checkpoint_dir (or checkpoint_dir) as --load_train chooses.
     """
     cfg = run.config
-    found = checkpoint.newest(cfg.save_dir, (checkpoint.TRAIN, checkpoint.BEST), run.device, run.log)
+    found = _newest(run, cfg.save_dir, (checkpoint.TRAIN, checkpoint.BEST))
     if found is not None:
         _continue(run, *found)
         return
     mode = cfg.checkpoint.load_train
     kinds = checkpoint.kinds_for(mode, training=True)
-    found = checkpoint.newest(cfg.load_dir, kinds, run.device, run.log) if kinds else None
+    found = _newest(run, cfg.load_dir, kinds) if kinds else None
     if found is None:
         if mode in ("last", "best"):
             raise TrainingError(f"{cfg.load_dir}: no {mode} checkpoint to start from (--load_train {mode})")
@@ -120,6 +164,8 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
     run.model.load_state_dict(payload["model"])
     if payload.get("optimizer"):
         run.optimizer.load_state_dict(payload["optimizer"])
+    if run.precision.scaler is not None and payload.get("scaler"):
+        run.precision.scaler.load_state_dict(payload["scaler"])
     known = {f.name for f in fields(Progress)}
     run.progress = Progress(**{k: v for k, v in payload["progress"].items() if k in known})
     if run.progress.learning_rate <= 0:  # an imported model carries no training progress
@@ -127,7 +173,7 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
     if "rng" in payload:
         torch.set_rng_state(payload["rng"]["torch"].cpu())
-        if "cuda" in payload["rng"] and torch.cuda.is_available():
+        if "cuda" in payload["rng"] and torch.cuda.is_available() and not run.world.distributed:
             torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
     run.log(
         f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
@@ -137,71 +183,197 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
         run.log(f"  (learning rate {run.progress.learning_rate:g} from the checkpoint, not --learning_rate)")
 
 
-def train_epoch(run: Run, split: Split, workers: int, summaries: Summaries) -> None:
+def _feed(run: Run, split: Split, workers: int, shuffle: bool = False) -> Feed:
+    world = run.world
+    order = data.BatchOrder(
+        split.batches, 0, run.config.train.random_seed, shuffle, rank=world.rank, world=world.size
+    )
+    pin = run.device.type == "cuda"
+    return Feed(split, order, data.loader(split.dataset, order, workers, pin=pin, persistent=True))
+
+
+def _windows(run: Run, feed: Feed) -> Iterator[list[data.Batch]]:
+    """The rest of this epoch's batches (this process's slices), --gradient_accumulation at a time."""
+    accumulation, total = run.config.train.gradient_accumulation, len(feed.split.batches)
+    window: list[data.Batch] = []
+    for batch in feed.loader:
+        window.append(batch)
+        if len(window) == accumulation or run.progress.batch + len(window) >= total:
+            yield window
+            window = []
+
+
+def train_epoch(run: Run, feed: Feed, summaries: Summaries) -> None:
     """Train the rest of the current epoch, saving a checkpoint every checkpoint_secs."""
     cfg, progress = run.config, run.progress
-    order = data.BatchOrder(
-        split.batches, progress.epoch, cfg.train.random_seed, cfg.data.shuffle_batches, start=progress.batch
-    )
-    loader = data.loader(split.dataset, order, workers, pin=run.device.type == "cuda")
-    run.model.train()
+    feed.order.set_epoch(progress.epoch, progress.batch)
+    run.trained.train()
     bar = ProgressBar(
         f"Epoch {progress.epoch + 1}/{cfg.train.epochs}",
-        len(split.batches),
-        cfg.train.show_progressbar,
+        len(feed.split.batches),
+        cfg.train.show_progressbar and run.world.is_main,
         done=progress.batch,
     )
     with bar:
-        for batch in loader:
-            for _, reason in batch.failed:
-                run.log(f"warning: skipping {reason}")
-            loss = _step(run, batch.to(run.device)) if len(batch) else None
+        for window in _windows(run, feed):
+            for batch in window:
+                for _, reason in batch.failed:
+                    run.log(f"warning: skipping {reason}")
+            _seed_window(run)
+            run.window_rng = (progress.epoch, progress.batch, torch.get_rng_state())
+            loss, skipped = _step(run, window)
+            if skipped:
+                names = ", ".join(str(feed.split.samples[i].path) for i in skipped[:3])
+                run.log(f"warning: non-finite loss, samples left out of the update ({names} ...)")
             if loss is not None:
                 progress.epoch_loss_sum += loss
                 progress.epoch_loss_batches += 1
                 progress.step += 1
                 summaries.scalar("train/batch_loss", loss, progress.step)
-            elif len(batch):
-                names = ", ".join(str(split.samples[i].path) for i in batch.indices[:3])
-                run.log(f"warning: non-finite loss, batch skipped without an update ({names} ...)")
-            progress.batch += 1
-            bar.advance(loss=progress.epoch_loss_sum / max(1, progress.epoch_loss_batches))
+            progress.batch += len(window)
+            bar.advance(len(window), loss=progress.epoch_loss_sum / max(1, progress.epoch_loss_batches))
             if time.monotonic() - run.last_save >= cfg.checkpoint.checkpoint_secs:
                 save(run)
 
 
-def _step(run: Run, batch: data.Batch) -> float | None:
-    """One optimizer step on a batch; None (and no update) when the loss is not finite."""
-    losses, _, _ = evaluate.batch_losses(run.model, batch, run.config.features.n_context)
-    loss = losses.mean()  # [] mean per-sample CTC loss, as DeepSpeech
-    if not torch.isfinite(loss):
+def _seed_window(run: Run) -> None:
+    """With several processes, each seeds its dropout from (seed, epoch, batch, rank) before every step:
+    the processes draw different masks and a resumed run (on as many processes) draws the same ones. A
+    single process keeps one stream, stored in its checkpoints."""
+    if run.world.distributed:
+        progress = run.progress
+        seed = (run.config.train.random_seed * 1_000_003 + progress.epoch) * 1_000_003 + progress.batch
+        torch.manual_seed((seed * 1_009 + run.world.rank) % 2**63)
+
+
+def _step(run: Run, window: list[data.Batch]) -> tuple[float | None, list[int]]:
+    """One optimizer step over ``window``: this process's slices of --gradient_accumulation batches.
+
+    Returns the mean per-sample loss over the whole window (None: no update, nothing usable) and the
+    indices of this process's samples left out because their piece's loss was not finite.
+    """
+    rng = torch.get_rng_state()
+    while True:
+        try:
+            return _accumulate(run, window)
+        except OUT_OF_MEMORY:
+            pass  # handled outside the except block, so that the failed pass's tensors are freed
         run.optimizer.zero_grad(set_to_none=True)
-        return None
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if run.config.train.clip_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.train.clip_grad_norm)
-    run.optimizer.step()
-    return float(loss.detach())
+        _split_after_oom(run, max(len(batch) for batch in window))
+        torch.set_rng_state(rng)
 
 
-def validate(run: Run, split: Split, workers: int) -> evaluate.Report:
-    """Loss, WER and CER on the dev set (the model in eval mode, no dropout; greedy decoding)."""
-    loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), workers)
-    with ProgressBar(
-        f"Validating {split.name}", len(split.samples), run.config.train.show_progressbar
-    ) as bar:
-        report = evaluate.run(
-            run.model,
-            loader,
-            split.samples,
-            run.alphabet,
-            run.config.features.n_context,
-            run.device,
-            name=split.name,
-            on_batch=bar.advance,
+def _split_after_oom(run: Run, largest: int) -> None:
+    """After a GPU out-of-memory error: stop with a message naming the flags, or (--auto_batch_size)
+    train every batch in twice as many pieces: the same updates, in more passes."""
+    batch, accumulation = run.config.data.train_batch_size, run.config.train.gradient_accumulation
+    where = f"epoch {run.progress.epoch + 1}, batch {run.progress.batch + 1}"
+    if not run.config.train.auto_batch_size or run.pieces >= largest:
+        raise TrainingError(
+            f"out of memory on {run.device} training {math.ceil(largest / run.pieces)} samples at a time "
+            f"({where}): lower --train_batch_size (now {batch}; raise --gradient_accumulation, now "
+            f"{accumulation}, to keep the effective batch) or pass --auto_batch_size; validation takes "
+            f"--dev_batch_size (now {run.config.data.dev_batch_size})"
         )
-    run.model.train()
+    run.pieces *= 2
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+    run.log(
+        f"warning: out of memory on {run.device} ({where}): training every batch in {run.pieces} pieces "
+        f"of at most {math.ceil(largest / run.pieces)} samples from now on (--auto_batch_size; "
+        f"the updates stay those of --train_batch_size {batch})"
+    )
+
+
+def _accumulate(run: Run, window: list[data.Batch]) -> tuple[float | None, list[int]]:
+    """Forward and backward of every piece of ``window``, then the update.
+
+    Each piece's backward pass takes its loss sum × processes / (train_batch_size × accumulation); DDP
+    averages over the processes, so the gradient is that of the global loss sum / the nominal sample
+    count; the update rescales it to the true count (fewer in an epoch's last batch or when samples
+    failed): the gradient of the mean per-sample CTC loss, whatever the number of processes or pieces.
+    """
+    world, train_config = run.world, run.config.train
+    run.optimizer.zero_grad(set_to_none=True)
+    nominal = run.config.data.train_batch_size * train_config.gradient_accumulation
+    pieces = [piece for batch in window for piece in batch.split(run.pieces)]
+    total, count, synced, skipped = 0.0, 0, not world.distributed, []
+    for number, piece in enumerate(pieces):
+        last = number == len(pieces) - 1
+        with distributed.no_sync(run.trained, skip=not last):
+            loss_sum, samples, used = _piece(run, piece, world.size / nominal, last)
+        if used:
+            total, count, synced = total + loss_sum, count + samples, synced or last
+        elif samples:
+            skipped.extend(piece.indices)
+    if count == 0:
+        return None, skipped
+    if not synced:
+        distributed.average_gradients(world, run.model.parameters())
+    run.precision.step(run.optimizer, run.model, nominal / count, train_config.clip_grad_norm)
+    return total / count, skipped
+
+
+def _piece(run: Run, piece: data.Batch, scale: float, last: bool) -> tuple[float, int, bool]:
+    """One piece's forward and (when its loss, summed over all processes, is finite) backward pass.
+
+    Returns that global loss sum, the global sample count, and whether the backward passes ran. With
+    several processes, one with no sample in the piece runs a placeholder forward pass (DDP's forward may
+    communicate), and on the last piece its backward pass weighted 0, so that DDP averages the others'.
+    """
+    world = run.world
+    batch = piece if len(piece) or not world.distributed else _placeholder(run)
+    local = _losses(run, batch.to(run.device)).sum() if batch.lengths.numel() else None
+    value = float(local.detach()) if local is not None and len(piece) else 0.0
+    total, samples = distributed.all_sum(world, [value, len(piece)])
+    if samples == 0 or not math.isfinite(total):
+        return total, int(samples), False
+    if local is not None and (len(piece) or last):
+        run.precision.backward(local * (scale if len(piece) else 0.0))
+    return total, int(samples), True
+
+
+def _losses(run: Run, batch: data.Batch) -> torch.Tensor:
+    """Per-sample CTC losses [batch]: the forward pass in the training precision (through DDP with
+    several processes), the loss in float32."""
+    windows = features.context_windows(batch.features, run.config.features.n_context)
+    with run.precision.autocast():
+        log_probs, lengths, _ = run.trained(windows, batch.lengths)
+    return F.ctc_loss(
+        log_probs.float().transpose(0, 1),  # [time, batch, n_classes]
+        batch.labels,
+        lengths,
+        batch.label_lengths,
+        blank=run.model.n_classes - 1,
+        reduction="none",
+        zero_infinity=True,
+    )
+
+
+def _placeholder(run: Run) -> data.Batch:
+    """One silent frame with one label and no sample index (it counts as no sample)."""
+    one = torch.ones(1, dtype=torch.int64)
+    silence = torch.zeros(1, 1, run.config.features.n_mfcc)
+    return data.Batch(silence, one, torch.zeros(1, 1, dtype=torch.int64), one.clone(), [], [])
+
+
+def validate(run: Run, feed: Feed) -> evaluate.Report:
+    """Loss, WER and CER on the dev set (the model in eval mode, no dropout; greedy decoding), each
+    process taking its slice of every dev batch, the results gathered."""
+    title, show = f"Validating {feed.split.name}", run.config.train.show_progressbar
+    try:
+        report = evaluate.run_shard(
+            run.model, feed.loader, feed.split, run.alphabet, run.config.features.n_context, run.world,
+            title, show,
+        )  # fmt: skip
+    except OUT_OF_MEMORY:
+        report = None
+    if report is None:
+        raise TrainingError(
+            f"out of memory on {run.device} validating {feed.split.name}: lower --dev_batch_size "
+            f"(now {run.config.data.dev_batch_size})"
+        )
+    run.trained.train()
     return report
 
 
@@ -245,60 +417,86 @@ def end_epoch(run: Run, train_loss: float, report: evaluate.Report | None, summa
 
 def _reload_best(run: Run) -> None:
     """After a plateau, continue from the best dev weights (as DeepSpeech did)."""
-    found = checkpoint.newest(run.config.save_dir, (checkpoint.BEST,), run.device, run.log)
+    found = _newest(run, run.config.save_dir, (checkpoint.BEST,))
     if found is not None:
         run.model.load_state_dict(found[1]["model"])
         run.optimizer.load_state_dict(found[1]["optimizer"])
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
 
 
-def build(config: Config, log: Callable[[str], None]) -> Run:
+def build(config: Config, log: Callable[[str], None], world: World | None = None) -> Run:
+    """The model, optimizer and precision of a run, in this process (wrapped in DDP with several)."""
+    world = world if world is not None else World(device=choose_device(config.train.device))
     alphabet = Alphabet.load(config.data.alphabet_config_path or None)
-    device = choose_device(config.train.device)
     torch.manual_seed(config.train.random_seed)
-    model = DeepSpeech(config.features, config.model, alphabet.n_classes).to(device)
+    model = DeepSpeech(config.features, config.model, alphabet.n_classes).to(world.device)
     t = config.train
     optimizer = torch.optim.Adam(
         model.parameters(), lr=t.learning_rate, betas=(t.beta1, t.beta2), eps=t.epsilon
     )
-    return Run(config, alphabet, device, model, optimizer, Progress(learning_rate=t.learning_rate), log)
+    precision = choose_precision(t.automatic_mixed_precision, world.device, log)
+    progress = Progress(learning_rate=t.learning_rate)
+    net = distributed.wrap(model, world)
+    return Run(config, alphabet, world.device, model, optimizer, progress, log, world, net, precision)
 
 
 def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume training) as ``config`` says; then test the best model on the test files.
 
-    Without --train_files but with --test_files, only the test runs (as DeepSpeech did).
+    Without --train_files but with --test_files, only the test runs (as DeepSpeech did). Started by
+    torchrun, this process joins the others (distributed.join) and trains its share.
     """
+    world = distributed.join(config.train.device)
+    try:
+        result = _train(config, world, distributed.rank_log(world, log))
+    except BaseException:
+        distributed.leave(world, wait=False)
+        raise
+    distributed.leave(world)
+    return result
+
+
+def _train(config: Config, world: World, log: Callable[[str], None]) -> TrainResult:
     cfg = config.data
     if not cfg.train_files:
         if not cfg.test_files:
             raise TrainingError("no --train_files given (nor --test_files to test a trained model)")
-        return TrainResult(
-            Progress(), config.load_dir, evaluate.test_checkpoint(config, config.load_dir, log)
-        )
-    _check_directories(config)
-    run = build(config, log)
-    train_split = load_split("train", cfg, run.alphabet, config.features, log, config.save_dir)
+        reports = evaluate.test_checkpoint(config, config.load_dir, log, world)
+        return TrainResult(Progress(), config.load_dir, reports, world.is_main)
+    _check_directories(config, world)
+    run = build(config, log, world)
+    rejected = config.save_dir if world.is_main else None
+    train_split = load_split("train", cfg, run.alphabet, config.features, log, rejected)
     dev_split = (
-        load_split("dev", cfg, run.alphabet, config.features, log, config.save_dir) if cfg.dev_files else None
+        load_split("dev", cfg, run.alphabet, config.features, log, rejected) if cfg.dev_files else None
     )
     if dev_split is None and (config.train.early_stop or config.train.reduce_lr_on_plateau):
         log("warning: --early_stop and --reduce_lr_on_plateau need --dev_files; they are off")
-    checkpoint.remove_temporary(config.save_dir)  # left by a process killed while saving
+    if world.is_main:
+        checkpoint.remove_temporary(config.save_dir)  # left by a process killed while saving
     resume(run)
-    workers = data.default_workers(cfg.num_workers)
+    workers = data.default_workers(cfg.num_workers, world.local_size)
+    if world.distributed:
+        log(
+            f"Training in {world.size} processes ({world.local_size} on this machine, {world.device.type}): "
+            f"each takes about {cfg.train_batch_size / world.size:g} of every {cfg.train_batch_size} samples"
+        )
+    train_feed = _feed(run, train_split, workers, cfg.shuffle_batches)
+    dev_feed = _feed(run, dev_split, workers) if dev_split is not None else None
     summary_dir = (
         Path(config.train.summary_dir) if config.train.summary_dir else config.save_dir / "summaries"
     )
-    with Summaries(summary_dir, log) as summaries:
-        _epochs(run, train_split, dev_split, workers, summaries)
-    plot_history(run.progress.history, config.save_dir / "loss.png")
-    reports = evaluate.test_checkpoint(config, config.save_dir, log) if cfg.test_files else []
-    return TrainResult(run.progress, config.save_dir, reports)
+    with Summaries(summary_dir, log, enabled=world.is_main) as summaries:
+        _epochs(run, train_feed, dev_feed, summaries)
+    if world.is_main:
+        plot_history(run.progress.history, config.save_dir / "loss.png")
+    reports = evaluate.test_checkpoint(config, config.save_dir, log, world) if cfg.test_files else []
+    return TrainResult(run.progress, config.save_dir, reports, world.is_main)
 
 
-def _check_directories(config: Config) -> None:
-    """--load_checkpoint_dir alone would save into the default checkpoint_dir, mixing runs: refuse that."""
+def _check_directories(config: Config, world: World) -> None:
+    """--load_checkpoint_dir alone would save into the default checkpoint_dir, mixing runs: refuse that.
+    Also refuse what several processes cannot do."""
     ckpt = config.checkpoint
     if (
         ckpt.load_checkpoint_dir
@@ -308,11 +506,19 @@ def _check_directories(config: Config) -> None:
         raise TrainingError(
             "--load_checkpoint_dir needs --save_checkpoint_dir (or --checkpoint_dir): where this run saves"
         )
+    if world.distributed and config.train.auto_batch_size:
+        raise TrainingError(
+            "--auto_batch_size works in one process; under torchrun lower --train_batch_size "
+            "(or raise --gradient_accumulation) instead"
+        )
+    if config.data.train_batch_size < world.size:
+        raise TrainingError(
+            f"--train_batch_size {config.data.train_batch_size} is the global batch, shared by {world.size} "
+            f"processes: give at least {world.size}"
+        )
 
 
-def _epochs(
-    run: Run, train_split: Split, dev_split: Split | None, workers: int, summaries: Summaries
-) -> None:
+def _epochs(run: Run, train_feed: Feed, dev_feed: Feed | None, summaries: Summaries) -> None:
     progress, epochs = run.progress, run.config.train.epochs
     if progress.stopped_early and run.config.train.early_stop:
         run.log(f"Training stopped early after epoch {progress.epoch}; run without --early_stop to go on")
@@ -324,9 +530,9 @@ def _epochs(
     try:
         while progress.epoch < epochs:
             started = time.monotonic()
-            train_epoch(run, train_split, workers, summaries)
+            train_epoch(run, train_feed, summaries)
             train_loss = progress.epoch_loss_sum / max(1, progress.epoch_loss_batches)
-            dev = validate(run, dev_split, workers) if dev_split is not None else None
+            dev = validate(run, dev_feed) if dev_feed is not None else None
             stop = end_epoch(run, train_loss, dev, summaries)
             path = save(run)
             dev_text = (
@@ -339,5 +545,7 @@ def _epochs(
             if stop:
                 break
     except KeyboardInterrupt:
+        if run.window_rng is not None and run.window_rng[:2] == (progress.epoch, progress.batch):
+            torch.set_rng_state(run.window_rng[2])  # the interrupted step's dropout draws, undone
         run.log(f"Interrupted: progress saved to {save(run)}; run the same command to resume")
         raise
