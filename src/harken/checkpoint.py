@@ -143,7 +143,10 @@ def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphab
                 )
     theirs = stored_alphabet(payload)
     if theirs != alphabet:
-        raise CheckpointError(f"{path}: checkpoint alphabet {_describe_difference(theirs, alphabet)}")
+        raise CheckpointError(
+            f"{path}: checkpoint alphabet {_describe_difference(theirs, alphabet)} "
+            "(to fine-tune to a new alphabet, re-initialise the output layer: --drop_source_layers 1)"
+        )
 
 
 def _describe_difference(theirs: Alphabet, ours: Alphabet) -> str:
@@ -225,11 +228,26 @@ def make_payload(
     }
 
 
-def import_model(source: Path, target: Path) -> tuple[Path, LoadedModel]:
-    """Write a model file (e.g. a .tflite) as a harken checkpoint in ``target`` (train-0.pt)."""
+def import_model(source: Path, target: Path, alphabet_path: Path | None = None) -> tuple[Path, LoadedModel]:
+    """Write a model (a .tflite, or a DeepSpeech TensorFlow checkpoint: a directory, a prefix such as
+    ``release/best_dev-1466475`` or its .index) as a harken checkpoint in ``target`` (train-0.pt).
+    ``alphabet_path`` is the TensorFlow checkpoint's alphabet (a .tflite carries its own)."""
     if listing_any(target):
         raise CheckpointError(f"{target} already holds checkpoints; import into an empty directory")
-    loaded = load_file(source)
+    from harken.interop import tf_checkpoint
+
+    if source.suffix.lower() not in (".tflite", ".pt") or tf_checkpoint.is_checkpoint(source):
+        imported = tf_checkpoint.read_checkpoint(source, alphabet_path)
+        prefix = Path(imported.metadata["prefix"])
+        loaded = _model(prefix, imported.config, imported.alphabet, imported.state_dict, "cpu")
+    else:
+        loaded = load_file(source)
+        given = Alphabet.load(alphabet_path) if alphabet_path is not None else loaded.alphabet
+        if given != loaded.alphabet:
+            raise CheckpointError(
+                f"{source} carries its own alphabet ({len(loaded.alphabet)} symbols), which differs from "
+                f"{alphabet_path}; leave out --alphabet_config_path"
+            )
     payload = make_payload(loaded.config, loaded.alphabet, loaded.model.state_dict())
     return save(target, TRAIN, 0, payload, keep=1), loaded
 

@@ -265,11 +265,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_options(exporter, "export")
     import_model = commands.add_parser(
-        "import-model", help="turn a DeepSpeech / Coqui STT .tflite model into a harken checkpoint"
+        "import-model",
+        help="turn a DeepSpeech / Coqui STT .tflite model or TensorFlow checkpoint into a harken checkpoint",
     )
-    import_model.add_argument("model", type=Path, help="the .tflite file")
+    import_model.add_argument(
+        "model",
+        type=Path,
+        help="a .tflite file, or a TensorFlow checkpoint: its directory or prefix (release/best_dev-1466475)",
+    )
     import_model.add_argument("--output", type=Path, required=True, help="an empty checkpoint directory")
+    import_model.add_argument(
+        "--alphabet_config_path",
+        type=Path,
+        help="a TensorFlow checkpoint's alphabet (default: alphabet.txt beside it, else English)",
+    )
     _add_lm_commands(commands)
+    alphabet = commands.add_parser("alphabet", help="the alphabet that spells the CSV manifests' transcripts")
+    alphabet.add_argument("--from", dest="csv", required=True, help="CSV manifests, comma-joined")
+    alphabet.add_argument("--output", type=Path, help="write the alphabet file here (default: print it)")
     _add_serve_command(commands)
     importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
     from harken.importers import IMPORTERS
@@ -286,7 +299,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     result = train(config)
-    print(f"Checkpoints in {result.checkpoint_dir}")
+    if result.main:  # under torchrun: rank 0 only
+        print(f"Checkpoints in {result.checkpoint_dir}")
     return 0
 
 
@@ -357,10 +371,10 @@ def run_export(args: argparse.Namespace) -> int:
 def run_import_model(args: argparse.Namespace) -> int:
     from harken import checkpoint
 
-    path, loaded = checkpoint.import_model(args.model, args.output)
+    path, loaded = checkpoint.import_model(args.model, args.output, args.alphabet_config_path)
     features, model = loaded.config.features, loaded.config.model
     print(
-        f"Imported {args.model}: n_hidden {model.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
+        f"Imported {loaded.path}: n_hidden {model.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
         f"{features.audio_sample_rate} Hz, {features.feature_win_len}/{features.feature_win_step} ms windows"
     )
     print(f"Wrote {path}")
@@ -407,6 +421,25 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_alphabet(args: argparse.Namespace) -> int:
+    from harken import alphabet, manifest
+    from harken.storage import atomic_write
+
+    paths = manifest.split_files(args.csv)
+    found, counts = alphabet.from_transcripts(
+        sample.transcript for path in paths for sample in manifest.read_csv(path)
+    )
+    text = found.to_file_text()
+    if args.output is None:
+        print(text, end="")
+    else:
+        with atomic_write(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    shown = ", ".join(f"{symbol!r} {counts[symbol]:,}" for symbol in found.symbols)
+    print(f"{len(found)} symbols in {', '.join(map(str, paths))}: {shown}", file=sys.stderr)
+    return 0
+
+
 def run_import(args: argparse.Namespace) -> int:
     from harken.importers import IMPORTERS
 
@@ -421,6 +454,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "transcribe": run_transcribe,
     "import": run_import,
     "lm": run_lm,
+    "alphabet": run_alphabet,
     "import-model": run_import_model,
     "export": run_export,
     "serve": run_serve,

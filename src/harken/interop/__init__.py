@@ -1,1 +1,1 @@
-"""DeepSpeech and Coqui STT files in: ``.tflite`` models (more formats follow)."""
+"""DeepSpeech and Coqui STT files in: ``.tflite`` models, TensorFlow checkpoints, ``.scorer`` packages."""
