@@ -267,3 +267,36 @@ def test_plateau_reduces_the_rate_and_early_stop_stops(tmp_path: Path) -> None:
     assert run.progress.stopped_early and run.progress.learning_rate == pytest.approx(0.00075)
     assert [row["dev_loss"] for row in run.progress.history] == [10.0, 9.99, 9.98]
     summaries.__exit__(None, None, None)
+
+
+def test_fine_tuning_an_english_model_to_russian_drops_the_output_layer(
+    ldc_model: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from harken import audio
+    from harken.config import CheckpointConfig
+    from harken.inference import Model
+
+    base = ldc_config(tmp_path, epochs=120, files=str(DATA / "ru.csv"))
+    config = replace(
+        base,
+        data=replace(base.data, alphabet_config_path=str(DATA / "alphabet.ru")),
+        checkpoint=CheckpointConfig(
+            load_checkpoint_dir=str(ldc_model), save_checkpoint_dir=str(tmp_path / "ru")
+        ),
+    )
+    with pytest.raises(checkpoint.CheckpointError, match="--drop_source_layers 1"):
+        train(config, log=lambda _: None)  # a new alphabet needs a new output layer
+    lines: list[str] = []
+    tuned = replace(config, checkpoint=replace(config.checkpoint, drop_source_layers=1))
+    train(tuned, log=lines.append)
+    assert any("re-initialised layer_6; alphabet 28 -> 34 symbols" in line for line in lines)
+    model = Model(tmp_path / "ru")
+    model.set_beam_width(1)
+    pcm = audio.to_pcm16(audio.read(DATA / "ru.wav", 16000))
+    assert model.stt(pcm) == "бедняга ребят на его месте должен был быть я"
+    wider = replace(tuned, model=replace(tuned.model, n_hidden=64), checkpoint=replace(
+        tuned.checkpoint, save_checkpoint_dir=str(tmp_path / "other")))  # fmt: skip
+    with pytest.raises(checkpoint.CheckpointError, match=r"layer_1\.linear\.weight is of shape \(100, 494\)"):
+        train(wider, log=lambda _: None)

@@ -188,11 +188,17 @@ class CheckpointConfig:
     )
     checkpoint_secs: int = option(600, "save a checkpoint at least this often during an epoch (seconds)")
     max_to_keep: int = option(5, "number of latest training checkpoints to keep")
+    drop_source_layers: int = option(
+        0,
+        "fine-tuning: re-initialise this many of the source model's last layers (1: the output layer, "
+        "needed for a new alphabet; up to 6)",
+    )
 
     def __post_init__(self) -> None:
         _require_all(self, {
             "checkpoint_secs": (_non_negative, "0 or more seconds"),
             "max_to_keep": (_positive, "1 or more"),
+            "drop_source_layers": (lambda v: 0 <= v <= 6, "0 to 6 (the model has six layers)"),
         })  # fmt: skip
 
 

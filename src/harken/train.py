@@ -150,12 +150,40 @@ def resume(run: Run) -> None:
         run.log(f"Initialising a new model ({parameter_count(run.model):,} parameters)")
         return
     path, payload = found
-    checkpoint.check_compatible(path, payload, cfg, run.alphabet)
-    run.model.load_state_dict(payload["model"])
-    if payload.get("optimizer"):
-        run.optimizer.load_state_dict(payload["optimizer"])
+    drop = cfg.checkpoint.drop_source_layers
+    if drop == 0:
+        checkpoint.check_compatible(path, payload, cfg, run.alphabet)
+        run.model.load_state_dict(payload["model"])
+        if payload.get("optimizer"):
+            run.optimizer.load_state_dict(payload["optimizer"])
+    else:
+        _transfer(run, path, payload, drop)
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
     run.log(f"Starting from {path} (saving to {cfg.save_dir})")
+
+
+LAYERS = ("layer_1", "layer_2", "layer_3", "lstm", "layer_5", "layer_6")
+
+
+def _transfer(run: Run, path: Path, payload: dict[str, Any], drop: int) -> None:
+    """Fine-tuning with --drop_source_layers: the source's first layers, freshly initialised last ones
+    (the output layer among them, so the alphabet may differ); the optimizer starts afresh."""
+    kept, dropped = LAYERS[: len(LAYERS) - drop], LAYERS[len(LAYERS) - drop :]
+    source: dict[str, torch.Tensor] = payload["model"]
+    own = run.model.state_dict()
+    for name, tensor in own.items():
+        if name.split(".")[0] in kept:
+            theirs = source.get(name)
+            if theirs is None or theirs.shape != tensor.shape:
+                found = "missing" if theirs is None else f"of shape {tuple(theirs.shape)}"
+                raise checkpoint.CheckpointError(
+                    f"{path}: {name} is {found}, this run's is {tuple(tensor.shape)} "
+                    f"(keep the source's geometry, or drop more layers than --drop_source_layers {drop})"
+                )
+    run.model.load_state_dict({k: v for k, v in source.items() if k.split(".")[0] in kept}, strict=False)
+    old = checkpoint.stored_alphabet(payload)
+    note = "" if old == run.alphabet else f"; alphabet {len(old)} -> {len(run.alphabet)} symbols"
+    run.log(f"Kept {', '.join(kept) or 'no layer'} of {path}; re-initialised {', '.join(dropped)}{note}")
 
 
 def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
