@@ -255,3 +255,28 @@ def test_silent_file_is_a_failed_entry(alphabet: Alphabet, tmp_path: Path) -> No
     dataset = SpeechDataset([Sample(silent, 0, "hello")], alphabet, FeatureConfig())
     batch = data.collate([dataset[0]])
     assert len(batch) == 0 and batch.failed == [(0, f"{silent}: silent (every sample is zero)")]
+
+
+def test_the_training_set_is_augmented_by_seed_epoch_and_sample(tmp_path: Path) -> None:
+    from harken import cli
+    from harken.config import DataConfig, FeatureConfig
+
+    specs = ("add[p=1,domain=features,stddev=0.5]", "time_mask[p=1,n=2,size=5]")
+    config = DataConfig(train_files=str(DATA / "LDC93S1.csv"), augment=specs)
+    alphabet, features = Alphabet.default(), FeatureConfig()
+    split = data.load_split("train", config, alphabet, features, lambda _: None, seed=7)
+    plain = data.load_split("dev", DataConfig(dev_files=str(DATA / "LDC93S1.csv")), alphabet, features, print)
+    assert split.dataset.augmenter is not None and plain.dataset.augmenter is None
+    clean = split.dataset[0].features  # a bare index: not augmented (dev and test never are)
+    first, again, later = (split.dataset[(0, epoch, 0.0)].features for epoch in (0, 0, 1))
+    assert torch.equal(clean, plain.dataset[0].features)
+    assert torch.equal(first, again) and not torch.equal(first, clean) and not torch.equal(first, later)
+    order = data.BatchOrder(split.batches, 3, 7)
+    assert list(order) == [[0]]
+    order.epochs = 10
+    assert list(order) == [[(0, 3, 0.3)]]
+    args = cli.build_parser().parse_args(["train", "--augment", specs[0], "--augment", specs[1]])
+    assert cli.config_from_args(args).data.augment == specs
+    with pytest.raises(ValueError, match="nosuch"):
+        data.load_split("train", DataConfig(train_files=config.train_files, augment=("nosuch[p=1]",)),
+                        alphabet, features, print)  # fmt: skip

@@ -300,3 +300,18 @@ def test_fine_tuning_an_english_model_to_russian_drops_the_output_layer(
         tuned.checkpoint, save_checkpoint_dir=str(tmp_path / "other")))  # fmt: skip
     with pytest.raises(checkpoint.CheckpointError, match=r"layer_1\.linear\.weight is of shape \(100, 494\)"):
         train(wider, log=lambda _: None)
+
+
+def test_training_with_augmentation_and_a_preview(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    config = ldc_config(tmp_path / "ckpt", epochs=2, n_hidden=16)
+    specs = ("volume[p=1,dbfs=-20]", "frequency_mask[p=1,n=2,size=5]", "tempo[p=0.5,factor=1~0.2]")
+    config = replace(
+        config, data=replace(config.data, augment=specs, augment_preview=str(tmp_path / "listen"))
+    )
+    lines: list[str] = []
+    result = train(config, log=lines.append)
+    assert result.progress.epoch == 2
+    assert any(line.startswith("Augmenting the training samples: volume") for line in lines)
+    assert (tmp_path / "listen" / "LDC93S1.aug.wav").is_file()

@@ -91,6 +91,9 @@ def _add_field(group: argparse._ArgumentGroup, section: str, f: dataclasses.Fiel
         )
         group.add_argument(f"--no{f.name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
         return
+    if kind == "tuple[str, ...]":
+        group.add_argument(f"--{f.name}", dest=dest, action="append", metavar="SPEC", help=help_text)
+        return
     types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "float | None": float}
     group.add_argument(
         f"--{f.name}",

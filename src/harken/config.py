@@ -160,8 +160,15 @@ class DataConfig:
     reverse_test: bool = option(False, "test longest samples first")
     shuffle_batches: bool = option(False, "shuffle the order of the duration-sorted batches every epoch")
     num_workers: int = option(-1, "data loader worker processes (-1: one per spare CPU core, at most 4)")
+    augment: tuple[str, ...] = option(
+        (),
+        "augment the training samples, DeepSpeech's syntax, repeatable: --augment "
+        "'overlay[p=0.5,source=noise.csv,snr=18:12~6]' --augment 'frequency_mask[p=0.2,n=1:3,size=1:5]'",
+    )
+    augment_preview: str = option("", "write a few augmented training samples as wav files into this folder")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
         _require_all(self, {
             **{f"{split}_batch_size": (_positive, "positive") for split in ("train", "dev", "test")},
             **{f"limit_{split}": (_non_negative, "0 (all) or more") for split in ("train", "dev", "test")},

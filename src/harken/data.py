@@ -12,11 +12,12 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harken import audio, features, manifest
+from harken import audio, augment, features, manifest
 from harken.alphabet import Alphabet
 from harken.config import DataConfig, FeatureConfig
 from harken.distributed import shard
@@ -75,18 +76,33 @@ class Batch:
         return parts
 
 
-class SpeechDataset(Dataset[Item | tuple[int, str]]):
-    """Reads each sample's audio and computes its MFCC frames (in the loader's worker processes)."""
+Key = int | tuple[int, int, float]  # a sample index, or (index, epoch, training clock) to augment it
 
-    def __init__(self, samples: Sequence[Sample], alphabet: Alphabet, config: FeatureConfig) -> None:
+
+class SpeechDataset(Dataset[Item | tuple[int, str]]):
+    """Reads each sample's audio and computes its MFCC frames (in the loader's worker processes).
+
+    With an ``augmenter`` (the training set), a key (index, epoch, clock) gets that sample augmented with
+    a generator seeded from (seed, epoch, index): the same in any worker, on any resume."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        alphabet: Alphabet,
+        config: FeatureConfig,
+        augmenter: augment.Augmenter | None = None,
+        seed: int = 0,
+    ) -> None:
         self.samples = list(samples)
         self.alphabet = alphabet
         self.config = config
+        self.augmenter, self.seed = augmenter, seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Item | tuple[int, str]:
+    def __getitem__(self, key: Key) -> Item | tuple[int, str]:
+        index, epoch, clock = key if isinstance(key, tuple) else (key, -1, 0.0)
         sample = self.samples[index]
         try:
             waveform = audio.read(sample.path, self.config.audio_sample_rate)
@@ -94,9 +110,13 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
             return index, str(error)
         if not waveform.any():
             return index, f"{sample.path}: silent (every sample is zero)"
-        mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
-        labels = torch.tensor(self.alphabet.encode(sample.transcript), dtype=torch.int64)
-        return Item(index, mfcc, labels)
+        ids = self.alphabet.encode(sample.transcript)
+        if self.augmenter is not None and epoch >= 0:
+            rng = augment.sample_rng(self.seed, epoch, index)
+            mfcc = self.augmenter.apply(waveform, clock, rng, min_frames=manifest.ctc_min_frames(ids))
+        else:
+            mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
+        return Item(index, mfcc, torch.tensor(ids, dtype=torch.int64))
 
 
 def collate(items: Sequence[Item | tuple[int, str]]) -> Batch:
@@ -127,7 +147,7 @@ def sorted_batches(samples: Sequence[Sample], batch_size: int, reverse: bool = F
     return [order[start : start + size] for start in range(0, len(order), size)]
 
 
-class BatchOrder(Sampler[list[int]]):
+class BatchOrder(Sampler[list[Any]]):
     """The batches of one epoch, from batch ``start`` on; shuffled deterministically by (seed, epoch).
 
     With ``world`` processes, process ``rank`` gets its slice of every batch (possibly empty when a batch
@@ -148,6 +168,7 @@ class BatchOrder(Sampler[list[int]]):
     ) -> None:
         self.batches, self.seed, self.shuffle = batches, seed, shuffle
         self.rank, self.world = rank, world
+        self.epochs = 0  # > 0: yield (index, epoch, training clock) keys, so the dataset augments
         self.set_epoch(epoch, start)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -160,9 +181,14 @@ class BatchOrder(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for position in self.order[self.start :]:
-            yield shard(self.batches[position], self.rank, self.world)
+    def __iter__(self) -> Iterator[list[Any]]:
+        for step, position in enumerate(self.order[self.start :], start=self.start):
+            indices = shard(self.batches[position], self.rank, self.world)
+            if self.epochs:
+                clock = augment.training_clock(self.epoch, self.epochs, step, len(self.batches))
+                yield [(index, self.epoch, clock) for index in indices]
+            else:
+                yield indices
 
 
 def default_workers(requested: int, processes: int = 1) -> int:
@@ -221,6 +247,7 @@ def load_split(
     log: Callable[[str], None],
     rejected_dir: Path | None = None,
     files: str | None = None,
+    seed: int = 0,
 ) -> Split:
     """Read and validate the CSVs of split ``name`` (train, dev or test), report what was skipped and why,
     and batch the rest, with that split's options (``<name>_files``, ``<name>_batch_size``, ``limit_<name>``,
@@ -242,4 +269,8 @@ def load_split(
     if not kept:
         raise DataError(f"{name}: no usable samples in {files}")
     batches = sorted_batches(kept, getattr(config, f"{name}_batch_size"), reverse)
-    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features))
+    augmenter = None
+    if name == "train" and config.augment:
+        augmenter = augment.Augmenter(config.augment, features)
+        log("Augmenting the training samples: " + "; ".join(augmenter.describe()))
+    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features, augmenter, seed))

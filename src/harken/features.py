@@ -95,28 +95,47 @@ def n_frames(n_samples: int | torch.Tensor, config: FeatureConfig) -> int | torc
     return max(0, (n_samples - window) // step + 1)
 
 
-def mfcc(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
-    """MFCC frames of float samples in [-1, 1].
+def spectrogram(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """TF's ``AudioSpectrogram`` (magnitude squared): the power spectrum of each whole window.
 
-    samples: [n_samples] or [batch, n_samples]  ->  [n_frames, n_mfcc] or [batch, n_frames, n_mfcc] (float32)
-    Computed in float64 (cheap at these sizes) so results match TensorFlow's double-precision Mfcc op.
+    samples: [n_samples] or [batch, n_samples]  ->  [n_frames, n_bins] or [batch, n_frames, n_bins] (float32,
+    n_bins = next power of two of the window / 2 + 1: 257 at 16 kHz). DeepSpeech's spectrogram-domain
+    augmentations work on this tensor; ``mfcc_from_spectrogram`` finishes the front end.
     """
     squeeze = samples.dim() == 1
     batch = samples.reshape(1, -1) if squeeze else samples
-    window, mel, dct = _constants(config, batch.device)
     size, step = config.window_samples, config.step_samples
+    n_bins = _fft_length(size) // 2 + 1
     count = n_frames(batch.shape[-1], config)
     assert isinstance(count, int)
     if count == 0:
-        empty = batch.new_zeros((batch.shape[0], 0, config.n_mfcc))
+        empty = batch.new_zeros((batch.shape[0], 0, n_bins), dtype=torch.float32)
         return empty[0] if squeeze else empty
+    window = torch.hann_window(size, periodic=True, dtype=torch.float64, device=batch.device)
     frames = batch.to(torch.float64).unfold(-1, size, step)  # [batch, n_frames, window]
-    spectrum = torch.fft.rfft(frames * window, n=_fft_length(size))  # [batch, n_frames, n_fft/2+1]
+    spectrum = torch.fft.rfft(frames * window, n=_fft_length(size))  # [batch, n_frames, n_bins]
     power = (spectrum.real.square() + spectrum.imag.square()).to(torch.float32)  # AudioSpectrogram's output
+    return power[0] if squeeze else power
+
+
+def mfcc_from_spectrogram(power: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """TF's ``Mfcc`` op on a power spectrogram from ``spectrogram``.
+
+    power: [..., n_frames, n_bins]  ->  [..., n_frames, n_mfcc] (float32)
+    Computed in float64 (cheap at these sizes) so results match TensorFlow's double-precision Mfcc op.
+    """
+    _, mel, dct = _constants(config, power.device)
     magnitude = power.to(torch.float64).sqrt()  # what TF's Mfcc op feeds its filterbank
-    energies = torch.clamp(magnitude @ mel, min=LOG_FLOOR).log()  # [batch, n_frames, n_mel_channels]
-    out = (energies @ dct).to(torch.float32)  # [batch, n_frames, n_mfcc]
-    return out[0] if squeeze else out
+    energies = torch.clamp(magnitude @ mel, min=LOG_FLOOR).log()  # [..., n_frames, n_mel_channels]
+    return (energies @ dct).to(torch.float32)  # [..., n_frames, n_mfcc]
+
+
+def mfcc(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """MFCC frames of float samples in [-1, 1]: ``mfcc_from_spectrogram(spectrogram(samples))``.
+
+    samples: [n_samples] or [batch, n_samples]  ->  [n_frames, n_mfcc] or [batch, n_frames, n_mfcc] (float32)
+    """
+    return mfcc_from_spectrogram(spectrogram(samples, config), config)
 
 
 def context_windows(features: torch.Tensor, n_context: int) -> torch.Tensor:

@@ -216,6 +216,8 @@ def _feed(run: Run, split: Split, workers: int, shuffle: bool = False) -> Feed:
     order = data.BatchOrder(
         split.batches, 0, run.config.train.random_seed, shuffle, rank=world.rank, world=world.size
     )
+    if split.dataset.augmenter is not None:
+        order.epochs = run.config.train.epochs  # keys carry (epoch, clock): the dataset augments
     pin = run.device.type == "cuda"
     return Feed(split, order, data.loader(split.dataset, order, workers, pin=pin, persistent=True))
 
@@ -494,7 +496,15 @@ def _train(config: Config, world: World, log: Callable[[str], None]) -> TrainRes
     _check_directories(config, world)
     run = build(config, log, world)
     rejected = config.save_dir if world.is_main else None
-    train_split = load_split("train", cfg, run.alphabet, config.features, log, rejected)
+    seed = config.train.random_seed
+    train_split = load_split("train", cfg, run.alphabet, config.features, log, rejected, seed=seed)
+    if cfg.augment_preview and world.is_main and train_split.dataset.augmenter is not None:
+        from harken import augment
+
+        written = augment.preview(
+            train_split.dataset.augmenter, train_split.samples, Path(cfg.augment_preview), 8, seed
+        )
+        log(f"Wrote {len(written)} augmented training samples to listen to into {cfg.augment_preview}")
     dev_split = (
         load_split("dev", cfg, run.alphabet, config.features, log, rejected) if cfg.dev_files else None
     )
