@@ -166,6 +166,9 @@ class DataConfig:
         "'overlay[p=0.5,source=noise.csv,snr=18:12~6]' --augment 'frequency_mask[p=0.2,n=1:3,size=1:5]'",
     )
     augment_preview: str = option("", "write a few augmented training samples as wav files into this folder")
+    feature_cache: str = option(
+        "", "keep computed features in this folder, so later epochs skip reading audio (not augmented ones)"
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))

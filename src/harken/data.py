@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harken import audio, augment, features, manifest
 from harken.alphabet import Alphabet
+from harken.cache import FeatureCache
 from harken.config import DataConfig, FeatureConfig
 from harken.distributed import shard
 from harken.manifest import Sample
@@ -92,11 +93,13 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
         config: FeatureConfig,
         augmenter: augment.Augmenter | None = None,
         seed: int = 0,
+        cache: FeatureCache | None = None,
     ) -> None:
         self.samples = list(samples)
         self.alphabet = alphabet
         self.config = config
         self.augmenter, self.seed = augmenter, seed
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,18 +107,26 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
     def __getitem__(self, key: Key) -> Item | tuple[int, str]:
         index, epoch, clock = key if isinstance(key, tuple) else (key, -1, 0.0)
         sample = self.samples[index]
+        augmenting = self.augmenter is not None and epoch >= 0
+        ids = self.alphabet.encode(sample.transcript)
+        if self.cache is not None and not augmenting:
+            cached = self.cache.load(sample.path)
+            if cached is not None:
+                return Item(index, cached, torch.tensor(ids, dtype=torch.int64))
         try:
             waveform = audio.read(sample.path, self.config.audio_sample_rate)
         except audio.AudioError as error:
             return index, str(error)
         if not waveform.any():
             return index, f"{sample.path}: silent (every sample is zero)"
-        ids = self.alphabet.encode(sample.transcript)
-        if self.augmenter is not None and epoch >= 0:
+        if augmenting:
+            assert self.augmenter is not None
             rng = augment.sample_rng(self.seed, epoch, index)
             mfcc = self.augmenter.apply(waveform, clock, rng, min_frames=manifest.ctc_min_frames(ids))
         else:
             mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
+            if self.cache is not None:
+                self.cache.store(sample.path, mfcc)
         return Item(index, mfcc, torch.tensor(ids, dtype=torch.int64))
 
 
@@ -273,4 +284,5 @@ def load_split(
     if name == "train" and config.augment:
         augmenter = augment.Augmenter(config.augment, features)
         log("Augmenting the training samples: " + "; ".join(augmenter.describe()))
-    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features, augmenter, seed))
+    cache = FeatureCache(config.feature_cache, features) if config.feature_cache else None
+    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features, augmenter, seed, cache))
