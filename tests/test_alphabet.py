@@ -89,3 +89,25 @@ def test_alphabet_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "17 symbols in" in capsys.readouterr().err
     assert cli.main(["alphabet", "--from", str(tmp_path / "none.csv")]) == 2
     assert "none.csv: no such CSV file" in capsys.readouterr().err
+
+
+def test_utf8_byte_mode() -> None:
+    from harken.alphabet import ByteAlphabet
+
+    alphabet = ByteAlphabet()
+    assert alphabet.n_classes == 256 and alphabet.blank == 255 and len(alphabet) == 255
+    text = "да 你好 é"
+    labels = alphabet.encode(text)
+    assert labels[:2] == [0xD0 - 1, 0xB4 - 1] and len(labels) == len(text.encode("utf-8"))
+    assert alphabet.decode(labels) == text and alphabet.unknown(text) == []
+    assert alphabet.decode(labels[:-1]) == "да 你好 "  # a cut-off character is dropped, not garbled
+    assert alphabet.tokens(labels) == [(c, len(text[:i].encode("utf-8"))) for i, c in enumerate(text)]
+    assert [t for t, _ in alphabet.tokens([0xB4 - 1, *labels])] == list(text)  # a stray continuation byte
+    with pytest.raises(ValueError, match="NUL"):
+        alphabet.encode("a\x00")
+    assert Alphabet.from_serialized(alphabet.serialize()) == alphabet != Alphabet.default()
+    assert Alphabet.from_serialized(Alphabet.default().serialize()) == Alphabet.default()
+    assert (
+        Alphabet.for_model(None, True) == alphabet and Alphabet.for_model(None, False) == Alphabet.default()
+    )
+    assert alphabet.symbols.index(" ") == 31  # the space is byte 32

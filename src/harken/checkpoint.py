@@ -113,7 +113,7 @@ def stored_config(payload: dict[str, Any]) -> Config:
 
 
 def stored_alphabet(payload: dict[str, Any]) -> Alphabet:
-    return Alphabet(payload["alphabet"])
+    return Alphabet.from_serialized(payload["alphabet"])
 
 
 GEOMETRY = {

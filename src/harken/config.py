@@ -147,6 +147,9 @@ class DataConfig:
     alphabet_config_path: str = option(
         "", "alphabet file (DeepSpeech format); empty: harken's English alphabet"
     )
+    bytes_output_mode: bool = option(
+        False, "the model spells the UTF-8 bytes of the transcripts (any script) instead of an alphabet"
+    )
     train_batch_size: int = option(
         1, "number of samples in a training batch (global: torchrun's processes each take a share)"
     )

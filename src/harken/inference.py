@@ -140,7 +140,7 @@ class Model:
                 raise InferenceError(f"{path}: no such file")
             onnx_backend = OnnxBackend(path, threads)
             self.config: Config = config_module.from_dict(Config, onnx_backend.metadata["config"])
-            self.alphabet = Alphabet(onnx_backend.metadata["alphabet"])
+            self.alphabet = Alphabet.from_serialized(onnx_backend.metadata["alphabet"])
             self.backend = onnx_backend
         else:
             if threads:
@@ -296,12 +296,12 @@ class Stream:
 
     def _metadata(self, candidates: list[decoder.Decoded]) -> Metadata:
         seconds = self._cfg.feature_win_step / 1000.0
-        symbols = self.model.alphabet.symbols
         transcripts = []
         for candidate in candidates:
+            steps = candidate.timesteps
             tokens = tuple(
-                TokenMetadata(symbols[label], step, round(step * seconds, 3))
-                for label, step in zip(candidate.labels, candidate.timesteps, strict=True)
+                TokenMetadata(text, steps[i], round(steps[i] * seconds, 3))
+                for text, i in self.model.alphabet.tokens(candidate.labels)
             )
             transcripts.append(CandidateTranscript(tokens, candidate.confidence))
         return Metadata(tuple(transcripts))

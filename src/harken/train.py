@@ -457,7 +457,7 @@ def _reload_best(run: Run) -> None:
 def build(config: Config, log: Callable[[str], None], world: World | None = None) -> Run:
     """The model, optimizer and precision of a run, in this process (wrapped in DDP with several)."""
     world = world if world is not None else World(device=choose_device(config.train.device))
-    alphabet = Alphabet.load(config.data.alphabet_config_path or None)
+    alphabet = Alphabet.for_model(config.data.alphabet_config_path or None, config.data.bytes_output_mode)
     torch.manual_seed(config.train.random_seed)
     model = DeepSpeech(config.features, config.model, alphabet.n_classes).to(world.device)
     t = config.train
