@@ -315,3 +315,20 @@ def test_training_with_augmentation_and_a_preview(tmp_path: Path) -> None:
     assert result.progress.epoch == 2
     assert any(line.startswith("Augmenting the training samples: volume") for line in lines)
     assert (tmp_path / "listen" / "LDC93S1.aug.wav").is_file()
+
+
+@pytest.mark.slow
+def test_ldc93s1_overfit_in_utf8_byte_mode(tmp_path: Path) -> None:
+    """DeepSpeech's byte-mode smoke test: 256 output classes make the blank plateau longer (exact here by
+    epoch 400, where the 29-class alphabet needs about 166)."""
+    from dataclasses import replace
+
+    from harken import audio
+    from harken.inference import Model
+
+    config = ldc_config(tmp_path, epochs=450)
+    train(replace(config, data=replace(config.data, bytes_output_mode=True)), log=lambda _: None)
+    model = Model(tmp_path)
+    model.set_beam_width(1)
+    assert model.alphabet.n_classes == 256
+    assert model.stt(audio.to_pcm16(audio.read(DATA / "LDC93S1.wav", 16000))) == LDC93S1_TEXT
