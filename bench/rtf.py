@@ -5,7 +5,8 @@
 Same audio (espeak-ng Armenian, about --seconds long), one run each: LiteRT with its builtin kernels in
 16-frame steps (what DeepSpeech's client ran), harken on torch, and harken's ONNX export (float and int8)
 whole-file and in 320 ms streaming steps. Prints RTF (processing time / audio time), ratios to LiteRT,
-and each transcript's CER against LiteRT's. Needs .cache/armspeech/model.tflite (`make test` fetches it).
+and each transcript's CER against LiteRT's and against the text spoken (all decoded greedily: the comparison
+is of the acoustic model). Needs .cache/armspeech/model.tflite (`make test` fetches it).
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ WORK = ROOT / "runs" / "bench-armspeech"
 SENTENCES = ("բարև ձեզ ինչպես եք", "այսօր եղանակը շատ լավ է", "ես սիրում եմ իմ քաղաքը", "մենք գնում ենք տուն")
 
 
-def speech(seconds: float) -> np.ndarray:
-    synthesizer, pieces, total = Synthesizer(), [], 0.0
+def speech(seconds: float) -> tuple[np.ndarray, str]:
+    """About ``seconds`` of the sentences spoken by espeak-ng, and what was said."""
+    synthesizer, pieces, said, total = Synthesizer(), [], [], 0.0
     while total < seconds:
         for text in SENTENCES:
             pcm, rate = synthesizer.speak(text, "hy")
             pieces.append(audio.resample(audio.from_pcm16(pcm), rate, 16000))
+            said.append(text)
             total += len(pieces[-1]) / 16000
-    return audio.from_pcm16(audio.to_pcm16(np.concatenate(pieces)))
+    return audio.from_pcm16(audio.to_pcm16(np.concatenate(pieces))), " ".join(said)
 
 
 def exported() -> tuple[Path, Path]:
@@ -45,7 +48,7 @@ def exported() -> tuple[Path, Path]:
             checkpoint.import_model(TFLITE, WORK / "ckpt")
         loaded = checkpoint.load_model(WORK / "ckpt")
         wav = WORK / "check.wav"
-        audio.write(wav, speech(3.0), 16000)
+        audio.write(wav, speech(3.0)[0], 16000)
         export.export(loaded, ExportConfig(export_dir=str(WORK / "onnx"), quantize="int8"), wav)
     return WORK / "onnx" / "model.onnx", WORK / "onnx" / "model.int8.onnx"
 
@@ -80,23 +83,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     float_path, int8_path = exported()
-    samples = speech(args.seconds)
+    samples, truth = speech(args.seconds)
     duration = len(samples) / 16000
     torch.set_num_threads(args.threads)
     base_time, log_probs = litert(samples, args.threads)
     alphabet = checkpoint.load_model(WORK / "ckpt").alphabet
     reference = decoder.greedy(torch.from_numpy(log_probs), len(log_probs), alphabet).text
     print(f"{duration:.1f} s of audio, {args.threads} thread(s); RTF = processing time / audio time")
-    print(f"{'LiteRT builtin, 16-frame steps':40s} RTF {base_time / duration:.3f}")
+    truth_cer = metrics.char_errors(truth, " ".join(reference.split())).rate
+    print(f"{'LiteRT builtin, 16-frame steps':40s} RTF {base_time / duration:.3f}  "
+          f"{'':27s}CER vs the text {truth_cer:.1%}")  # fmt: skip
     runs = [("harken torch, whole file", WORK / "ckpt", None),
             ("harken ONNX float, whole file", float_path, None),
             ("harken ONNX int8, whole file", int8_path, None),
             ("harken ONNX int8, 320 ms stream steps", int8_path, 5120)]  # fmt: skip
     for name, path, step in runs:
-        elapsed, text = timed(Model(path, threads=args.threads), samples, step)
+        model = Model(path, threads=args.threads)
+        model.set_beam_width(1)  # greedy, as the reference: LiteRT's figure has no decoder in it
+        elapsed, text = timed(model, samples, step)
         cer = metrics.char_errors(" ".join(reference.split()), " ".join(text.split())).rate
+        truth_cer = metrics.char_errors(truth, " ".join(text.split())).rate
         print(f"{name:40s} RTF {elapsed / duration:.3f}  {base_time / elapsed:4.1f}x LiteRT  "
-              f"CER vs LiteRT {cer:.1%}")  # fmt: skip
+              f"CER vs LiteRT {cer:.1%}, vs the text {truth_cer:.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":
