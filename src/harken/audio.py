@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -27,12 +30,66 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+SEPARATOR = ".tar#"
+_INDEX: dict[tuple[str, int, int], dict[str, tuple[int, int]]] = {}  # (tar, size, mtime) -> members
+
+
+def split_member(path: Path) -> tuple[Path, str] | None:
+    """(tar path, member name) of a ``shard.tar#member`` path, or None for an ordinary file."""
+    text = str(path)
+    at = text.rfind(SEPARATOR)
+    if at < 0:
+        return None
+    return Path(text[: at + len(".tar")]), text[at + len(SEPARATOR) :]
+
+
+def _index(tar: Path) -> dict[str, tuple[int, int]]:
+    stat = tar.stat()
+    key = (str(tar.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _INDEX:
+        with tarfile.open(tar, "r:") as archive:
+            _INDEX[key] = {m.name: (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
+        if len(_INDEX) > 256:  # keep a bounded number of tars' indexes per process
+            _INDEX.pop(next(iter(_INDEX)))
+    return _INDEX[key]
+
+
+def exists(path: Path) -> bool:
+    """Whether ``path`` is a file, or a member of a tar (``shard.tar#member``, see harken.shards)."""
+    found = split_member(path)
+    if found is None:
+        return path.is_file()
+    tar, name = found
+    try:
+        return tar.is_file() and name in _index(tar)
+    except (OSError, tarfile.TarError):
+        return False
+
+
+def open_member(path: Path) -> io.BytesIO:
+    """The bytes of a ``shard.tar#member``; OSError / KeyError when the tar or the member is not there."""
+    found = split_member(path)
+    assert found is not None
+    tar, name = found
+    offset, size = _index(tar)[name]
+    with open(tar, "rb") as handle:
+        handle.seek(offset)
+        return io.BytesIO(handle.read(size))
+
+
 def _open(path: Path) -> soundfile.SoundFile:
-    """The file opened for reading; AudioError (one line, naming it) when it is missing or not audio."""
-    if not path.is_file():
+    """The file opened for reading; AudioError (one line, naming it) when it is missing or not audio.
+    ``shard.tar#member`` names a recording inside a tar (harken shard)."""
+    source: Any = str(path)
+    if split_member(path) is not None:
+        try:
+            source = open_member(path)
+        except (OSError, KeyError, tarfile.TarError):
+            raise AudioError(f"{path}: no such file in the tar") from None
+    elif not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        return soundfile.SoundFile(str(path))
+        return soundfile.SoundFile(source)
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
 

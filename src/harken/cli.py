@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a TensorFlow checkpoint's alphabet (default: alphabet.txt beside it, else English)",
     )
     _add_lm_commands(commands)
+    shard = commands.add_parser("shard", help="pack a corpus into tar shards that train like its CSV")
+    shard.add_argument("--from", dest="csv", required=True, help="CSV manifests, comma-joined")
+    shard.add_argument("--output", type=Path, required=True, help="folder for shard-*.tar and the new CSV")
+    shard.add_argument("--shard_size", type=int, default=1000, help="recordings per tar")
     alphabet = commands.add_parser("alphabet", help="the alphabet that spells the CSV manifests' transcripts")
     alphabet.add_argument("--from", dest="csv", required=True, help="CSV manifests, comma-joined")
     alphabet.add_argument("--output", type=Path, help="write the alphabet file here (default: print it)")
@@ -424,6 +428,13 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_shard(args: argparse.Namespace) -> int:
+    from harken import shards
+
+    shards.write(args.csv, args.output, args.shard_size)
+    return 0
+
+
 def run_alphabet(args: argparse.Namespace) -> int:
     from harken import alphabet, manifest
     from harken.storage import atomic_write
@@ -458,6 +469,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import": run_import,
     "lm": run_lm,
     "alphabet": run_alphabet,
+    "shard": run_shard,
     "import-model": run_import_model,
     "export": run_export,
     "serve": run_serve,

@@ -161,7 +161,7 @@ def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfi
     """Check each sample's file header and transcript; keep the usable ones (with their duration)."""
     report = ValidationReport()
     for sample in samples:
-        if not sample.path.is_file():
+        if not audio.exists(sample.path):
             report.skip(MISSING, sample)
             continue
         try:
