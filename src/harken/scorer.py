@@ -1,9 +1,9 @@
 """The external scorer: a KenLM n-gram model plus its vocabulary, weighted by alpha and beta.
 
 A ``.scorer`` file is DeepSpeech's package layout (see :mod:`harken.interop.scorer_package`), so
-DeepSpeech and Coqui STT scorers load as they are and harken's load in DeepSpeech. :class:`Scorer`
-turns one into what the beam search needs: flashlight-text's KenLM over the vocabulary, and the
-vocabulary as a trie of spellings (each word's labels and then the space, as DeepSpeech's trie had)
+DeepSpeech and Coqui STT scorers load as they are and harken writes its own in the same layout.
+:class:`Scorer` turns one into what the beam search needs: flashlight-text's KenLM over the vocabulary,
+and the vocabulary as a trie of spellings (each word's labels and then the space, as DeepSpeech's trie had)
 whose nodes carry the best unigram score below them, so a half-spelled word is already weighed.
 """
 

@@ -6,7 +6,8 @@ float64 default alpha, float64 default beta — then the vocabulary as an OpenFS
 (standard arcs, aligned): every word is a path of labels ``alphabet index + 1`` (0 is epsilon), ended
 by the space label in character mode (UTF-8 mode spells bytes + 1 and adds no space).
 
-harken writes exactly that (so DeepSpeech's client can load a harken scorer), followed by a JSON block
+harken writes the same layout (read back by harken's reader; DeepSpeech's own reader, which needs Python
+<= 3.9, was not run against it), followed by a JSON block
 with what DeepSpeech never stored — the alphabet, the vocabulary as text, the n-gram order, how it was
 built — and a 16-byte tail: uint64 length of the JSON, then the magic ``HARKENLM``.
 """
