@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from throughput import corpus, train_throughput  # bench/ is on the path when run as a script
 
-from harken import audio, data, features, manifest
+from harken import audio, features, manifest
 from harken.alphabet import Alphabet
 from harken.augment import Augmenter, sample_rng, training_clock
-from harken.config import FeatureConfig, ModelConfig
-from harken.evaluate import batch_losses
-from harken.importers import synthetic
-from harken.model import DeepSpeech
+from harken.config import FeatureConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPICAL = [  # DeepSpeech 0.9's TRAINING.rst example, as documented (overlay's source made here)
@@ -49,14 +47,6 @@ TYPICAL = [  # DeepSpeech 0.9's TRAINING.rst example, as documented (overlay's s
     "add[p=0.1,domain=signal,stddev=0~0.5]",
     "multiply[p=0.1,domain=features,stddev=0~0.5]",
 ]
-
-
-def corpus() -> list[manifest.Sample]:
-    target = ROOT / "runs" / "bench-corpus"
-    if not (target / "train.csv").is_file():
-        synthetic.prepare(target, synthetic.SyntheticConfig(n_sentences=150), progress=False)
-    report = manifest.validate(manifest.read_csv(target / "train.csv"), Alphabet.default(), FeatureConfig())
-    return report.kept
 
 
 def noise_manifest() -> Path:
@@ -91,28 +81,6 @@ def loading_rate(samples: list[manifest.Sample], augmenter: Augmenter | None, al
     return len(samples) / (time.perf_counter() - start)
 
 
-def training_rate(samples: list[manifest.Sample], n_hidden: int, batch: int, steps: int) -> float:
-    """Samples per second that training steps consume (two warm-up steps left out)."""
-    cfg, alphabet = FeatureConfig(), Alphabet.default()
-    model = DeepSpeech(cfg, ModelConfig(n_hidden=n_hidden), alphabet.n_classes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    dataset = data.SpeechDataset(samples, alphabet, cfg)
-    batches = data.sorted_batches(samples, batch)
-    middle = batches[max(0, len(batches) // 2 - (steps + 2) // 2) :][: steps + 2]
-    loaded = [data.collate([dataset[i] for i in b]) for b in middle]
-    count, elapsed = 0, 0.0
-    for index, b in enumerate(loaded):
-        start = time.perf_counter()
-        losses, _, _ = batch_losses(model, b, cfg.n_context)
-        optimizer.zero_grad()
-        losses.mean().backward()
-        optimizer.step()
-        if index >= 2:
-            elapsed += time.perf_counter() - start
-            count += len(b)
-    return count / elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,7 +110,7 @@ def main() -> None:
         "the example set without codec (12 specs)": loading_rate(timed, no_codec, alphabet),
         "all 13 at p=1": loading_rate(timed, every, alphabet),
     }
-    consumed = training_rate(samples, args.n_hidden, args.batch, args.steps)
+    consumed = train_throughput(samples, args.n_hidden, args.batch, args.steps, "cpu", per_sample=True)
     print(f"training step, n_hidden {args.n_hidden}, batch {args.batch}: {consumed:.1f} samples/s consumed")
     for name, rate in rates.items():
         print(

@@ -35,8 +35,15 @@ def corpus() -> list[manifest.Sample]:
 
 
 def train_throughput(
-    samples: list[manifest.Sample], n_hidden: int, batch: int, steps: int, device: str
+    samples: list[manifest.Sample],
+    n_hidden: int,
+    batch: int,
+    steps: int,
+    device: str,
+    per_sample: bool = False,
 ) -> float:
+    """Audio seconds (or, ``per_sample``, samples) per second of training steps; two warm-up steps
+    left out."""
     cfg, alphabet = FeatureConfig(), Alphabet.default()
     dev = choose_device(device)
     model = DeepSpeech(cfg, ModelConfig(n_hidden=n_hidden), alphabet.n_classes).to(dev)
@@ -58,7 +65,7 @@ def train_throughput(
             torch.cuda.synchronize()
         if index >= 2:  # warm-up
             elapsed += time.perf_counter() - start
-            seconds += sum(samples[i].duration for i in b.indices)
+            seconds += len(b) if per_sample else sum(samples[i].duration for i in b.indices)
     return seconds / elapsed
 
 

@@ -202,20 +202,7 @@ def _add_serve_command(commands: Any) -> None:
     add_config_options(serve, "serve")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="harken",
-        description="Train and run DeepSpeech speech-to-text models.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"harken {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    train = commands.add_parser(
-        "train", help="train or fine-tune a model (re-run the same command to resume)"
-    )
-    add_config_options(train, "train")
-    evaluate = commands.add_parser("evaluate", help="WER / CER of a checkpoint on test CSVs")
-    add_config_options(evaluate, "evaluate")
+def _add_transcribe_command(commands: Any) -> None:
     transcribe = commands.add_parser("transcribe", help="transcribe audio files, folders or globs")
     transcribe.add_argument("audio", nargs="+", help="audio files, folders or glob patterns")
     transcribe.add_argument(
@@ -260,6 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="how hard the voice-activity detector splits at pauses (0-3; -1: no splitting)",
     )
     add_config_options(transcribe, "transcribe")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harken",
+        description="Train and run DeepSpeech speech-to-text models.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"harken {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    train = commands.add_parser(
+        "train", help="train or fine-tune a model (re-run the same command to resume)"
+    )
+    add_config_options(train, "train")
+    evaluate = commands.add_parser("evaluate", help="WER / CER of a checkpoint on test CSVs")
+    add_config_options(evaluate, "evaluate")
+    _add_transcribe_command(commands)
     exporter = commands.add_parser(
         "export", help="write the model as ONNX (float, and int8 with --quantize int8)"
     )

@@ -10,7 +10,7 @@ import csv
 import io
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -141,11 +141,7 @@ class ValidationReport:
         lines = [f"{name}: {len(self.kept)} samples ({self.hours:.2f} h) kept"]
         if self.resampled:
             lines[0] += f", {self.resampled} at another sample rate (resampled when read)"
-        for reason, count in self.skipped.most_common():
-            lines.append(f"  skipped {count}: {reason}")
-            lines.extend(f"    {line}" for line in self.details[reason][:examples])
-            if count > examples:
-                lines.append(f"    ... and {count - examples} more")
+        lines += skip_lines(self.skipped, self.details, examples)
         return "\n".join(lines)
 
     def write_rejected(self, path: Path) -> None:
@@ -155,6 +151,17 @@ class ValidationReport:
             writer.writerow([*HEADER, "reason", "detail"])
             for sample, reason, detail in self.rejected:
                 writer.writerow([sample.path.as_posix(), sample.size, sample.transcript, reason, detail])
+
+
+def skip_lines(skipped: Counter[str], details: Mapping[str, Sequence[str]], examples: int) -> list[str]:
+    """Report lines: each skip reason with its count and a few examples (shared with the importers)."""
+    lines = []
+    for reason, count in skipped.most_common():
+        lines.append(f"  skipped {count}: {reason}")
+        lines.extend(f"    {line}" for line in details[reason][:examples])
+        if count > examples:
+            lines.append(f"    ... and {count - examples} more")
+    return lines
 
 
 def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfig) -> ValidationReport:

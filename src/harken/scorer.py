@@ -193,10 +193,14 @@ class Scorer:
             raise ScorerError(f"{self.path}: KenLM cannot load its language model ({error})") from None
         self._check_vocabulary()
         self._tries: dict[tuple[tuple[str, float], ...], tuple[Any, Any, list[str]]] = {}
+        self._unigram_scores: list[float] | None = None
 
     def _unigrams(self) -> list[float]:
-        start = self.kenlm.start(False)
-        return [self.kenlm.score(start, index)[1] for index in range(len(self.vocabulary))]
+        """Each vocabulary word's score after <s> (the trie's look-ahead), computed once."""
+        if self._unigram_scores is None:
+            start = self.kenlm.start(False)
+            self._unigram_scores = [self.kenlm.score(start, i)[1] for i in range(len(self.vocabulary))]
+        return self._unigram_scores
 
     def _check_vocabulary(self) -> None:
         """A DeepSpeech trie read through the wrong alphabet spells words the LM has never seen."""

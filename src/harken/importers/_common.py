@@ -363,11 +363,7 @@ class ImportReport:
         if self.wavs:
             kinds = [kind for kind in (_MADE, _KEPT, _AS_IS) if self.wavs[kind]]
             lines.append("  wavs: " + ", ".join(f"{self.wavs[kind]} {kind}" for kind in kinds))
-        for reason, count in self.skipped.most_common():
-            lines.append(f"  skipped {count}: {reason}")
-            lines.extend(f"    {line}" for line in self.examples[reason][:examples])
-            if count > examples:
-                lines.append(f"    ... and {count - examples} more")
+        lines += manifest.skip_lines(self.skipped, self.examples, examples)
         return "\n".join(lines)
 
 

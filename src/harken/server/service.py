@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from harken import __version__
 from harken.inference import Model
+from harken.scorer import ScorerError, parse_hot_words
 from harken.server import ServerConfig
 from harken.server.utterances import Endpointing
 
@@ -75,15 +76,11 @@ def _integer(fields: Mapping[str, str], name: str) -> int | None:
 def decode_options(fields: Mapping[str, str]) -> DecodeOptions:
     """beam_width, hot_words ("word:boost,word:boost", DeepSpeech's form), scorer (true/false) and
     candidate_transcripts from request fields; 400 with one line for a malformed one."""
-    hot_words: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in fields.get("hot_words", "").split(","))):
-        word, colon, boost = item.rpartition(":")
-        try:
-            if not colon or not word.strip():
-                raise ValueError
-            hot_words[word.strip()] = float(boost)
-        except ValueError:
-            raise ServiceError(400, f"hot_words {item!r}: expected word:boost, e.g. 'coffee:2.5'") from None
+    try:
+        hot_words = parse_hot_words(fields.get("hot_words", ""))
+    except ScorerError:
+        given = fields.get("hot_words", "")
+        raise ServiceError(400, f"hot_words {given!r}: expected word:boost, e.g. 'coffee:2.5'") from None
     scorer = fields.get("scorer", "").strip().lower()
     if scorer not in ("", "true", "false", "1", "0", "on", "off", "yes", "no"):
         raise ServiceError(400, f"scorer {scorer!r}: expected true or false")
