@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from harken import audio, checkpoint, export
 from harken.config import ExportConfig
-from harken.inference import InferenceError, Model, Stream
+from harken.inference import InferenceError, Model, Stream, quiet_cuts, side_by_side
 from harken.train import build, save
 
 from conftest import DATA, LDC93S1_TEXT, ldc_config
@@ -64,6 +65,68 @@ def test_onnx_and_torch_backends_agree_with_the_model(tiny: tuple[Path, Path]) -
     assert Model(tiny[1]).sample_rate == 16000 and Model(tiny[1]).alphabet == loaded.alphabet
 
 
+def _long_pcm() -> np.ndarray:
+    """LDC93S1 three times with a second of silence between: 10.8 s, int16 [172391]."""
+    gap = np.zeros(16000, np.int16)
+    return np.concatenate([PCM, gap, PCM, gap, PCM])
+
+
+def test_quiet_cuts_land_in_the_quietest_frames() -> None:
+    energy = np.full(900, 5.0)
+    energy[320:340] = -20.0  # quiet stretches near the even cuts at 300 and 600
+    energy[605:615] = -20.0
+    start, first, second, end = quiet_cuts(energy, 3)
+    assert (start, end) == (0, 900) and 320 <= first < 340 and 605 <= second < 615
+    energy = np.full(900, 5.0)  # nothing quiet within reach (a quarter of 300 frames): the even cuts stay
+    energy[10:20] = -20.0
+    assert quiet_cuts(energy, 3) == [0, 225, 525, 900]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_side_by_side_equals_one_pass_given_all_the_past(tiny: tuple[Path, Path], backend: str) -> None:
+    model = Model(tiny[1] if backend == "onnx" else tiny[0], batch_segments=1)
+    from harken import features
+
+    pcm = _long_pcm()
+    samples = torch.from_numpy(pcm.astype(np.float32) / 32768)
+    windows = features.utterance_windows(samples, model.config.features)
+    one_pass = model.backend(windows.numpy(), (np.zeros((1, 1, 32), np.float32),) * 2)[0][0]  # [538, 29]
+    cuts = [0, 150, 300, len(one_pass)]
+    together = side_by_side(model.backend, windows.numpy(), cuts, warmup=len(one_pass))
+    np.testing.assert_allclose(together, one_pass, atol=1e-5)  # each stretch re-ran all that came before
+    settled = side_by_side(model.backend, windows.numpy(), cuts, warmup=10)
+    assert settled.shape == one_pass.shape
+    np.testing.assert_allclose(settled[:150], one_pass[:150], atol=1e-5)  # the first stretch starts at 0
+    assert not np.allclose(settled[150:160], one_pass[150:160], atol=1e-5)  # 10 frames of warm-up differ
+
+
+class _Recording:
+    """A backend that notes the shape of each batch of windows it is given."""
+
+    def __init__(self, backend: Any, shapes: list[tuple[int, ...]]) -> None:
+        self.backend, self.shapes = backend, shapes
+        self.n_hidden, self.directions = backend.n_hidden, backend.directions
+
+    def __call__(self, windows: np.ndarray, state: Any) -> Any:
+        self.shapes.append(windows.shape)
+        return self.backend(windows, state)
+
+
+def test_long_utterances_run_as_stretches_side_by_side(tiny: tuple[Path, Path]) -> None:
+    pcm, batches = _long_pcm(), []
+    for segments in (1, 4):
+        model = Model(tiny[1], batch_segments=segments)
+        model.backend = _Recording(model.backend, batches)
+        metadata = model.stt_with_metadata(pcm)
+        steps = [token.timestep for token in metadata.transcripts[0].tokens]
+        assert steps == sorted(steps) and (not steps or steps[-1] < 538)
+    *one_pass, together = batches  # a stream's calls, then one batch: 538 frames are 2 stretches of >= 200
+    assert {shape[0] for shape in one_pass} == {1} and sum(shape[1] for shape in one_pass) == 538
+    assert together[0] == 2 and 269 < together[1] < 538 - 200 + 50
+    with pytest.raises(InferenceError, match="batch_segments must be at least 1"):
+        Model(tiny[1], batch_segments=0)
+
+
 def test_input_forms_and_errors(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     model = Model(tiny[1])
     text = model.stt(PCM)
@@ -92,6 +155,8 @@ def test_trained_model_streams_its_transcript(ldc_model: Path, tmp_path: Path) -
     )
     model = Model(result.path)
     assert model.stt(PCM) == LDC93S1_TEXT
+    long = model.stt(_long_pcm())  # in 2 stretches side by side (the model never heard a pause mid-speech)
+    assert long.startswith("she had your dark suit") and long.endswith("suit in greasy wash water all year")
     stream, partials = model.create_stream(), []
     for start in range(0, len(PCM), 1600):
         stream.feed_audio_content(PCM[start : start + 1600])

@@ -13,6 +13,11 @@ future frames have, and runs the acoustic model on what is new with the LSTM sta
 final result is the whole file's, exactly (float models); a bidirectional checkpoint is decoded when the
 stream finishes, so it gives no partial results.
 
+``stt`` on a long utterance (8 s or more) cuts it at its quietest frames into up to ``batch_segments``
+stretches of at least 4 s and runs them side by side through the LSTM, each started one second early so its
+state has settled: the LSTM's recurrent weights are then read once per step for all of them, where one
+pass reads them once per frame (they dominate the time). ``batch_segments=1`` runs one pass, as a stream.
+
 Decoding is DeepSpeech's: a CTC beam search (width 500 unless ``set_beam_width`` says otherwise; 1 without
 a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and hot words::
 
@@ -40,7 +45,9 @@ from harken.decoder import BeamSettings, Decoder, settings_from
 from harken.export import FORMAT_VERSION, METADATA_KEY
 from harken.scorer import Scorer
 
-State = tuple[np.ndarray, np.ndarray]  # (h, c), each [1, 1, n_hidden]
+State = tuple[np.ndarray, np.ndarray]  # (h, c), each [directions, batch, n_hidden]
+SEGMENT_FRAMES = 200  # a side-by-side stretch is at least 4 s (of 20 ms frames) ...
+WARMUP_FRAMES = 50  # ... and starts 1 s before its cut, its outputs there dropped
 
 
 class InferenceError(ValueError):
@@ -74,7 +81,7 @@ class Backend(Protocol):
     directions: int  # 2 for a bidirectional model: it needs the whole utterance, so a stream waits
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """windows [1, time, n_input] -> log_probs [1, time, n_classes] and the new state."""
+        """windows [batch, time, n_input] -> log_probs [batch, time, n_classes] and the new state."""
         ...
 
 
@@ -130,9 +137,18 @@ class Model:
     """A speech-to-text model: an exported .onnx, a checkpoint directory, a .pt or a DeepSpeech .tflite."""
 
     def __init__(
-        self, path: str | Path, threads: int | None = None, device: str = "cpu", load_evaluate: str = "auto"
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        device: str = "cpu",
+        load_evaluate: str = "auto",
+        batch_segments: int = 4,
     ) -> None:
-        """``load_evaluate`` picks the checkpoint of a directory: auto (best, else last), best or last."""
+        """``load_evaluate`` picks the checkpoint of a directory: auto (best, else last), best or last;
+        ``batch_segments``: how many stretches of a long utterance ``stt`` runs side by side (1: one pass)."""
+        if batch_segments < 1:
+            raise InferenceError(f"batch_segments must be at least 1, got {batch_segments}")
+        self.batch_segments = batch_segments
         path = Path(path)
         self.backend: Backend
         if path.suffix.lower() == ".onnx":
@@ -224,8 +240,46 @@ class Model:
 
     def stt_with_metadata(self, pcm16: bytes | np.ndarray, num_results: int = 1) -> Metadata:
         stream = self.create_stream()
-        stream.feed_audio_content(pcm16)
-        return stream.finish_stream_with_metadata(num_results)
+        samples = _floats(pcm16)
+        cfg = self.config.features
+        count = features.n_frames(len(samples), cfg)
+        assert isinstance(count, int)
+        pieces = min(self.batch_segments, count // SEGMENT_FRAMES)
+        if pieces < 2 or self.backend.directions > 1:
+            stream.feed_audio_content(samples)
+            return stream.finish_stream_with_metadata(num_results)
+        mfcc = features.mfcc(torch.from_numpy(samples), cfg)  # [time, n_mfcc]
+        windows = features.context_windows(mfcc.unsqueeze(0), cfg.n_context).numpy()  # [1, time, n_input]
+        cuts = quiet_cuts(mfcc[:, 0].numpy(), pieces)
+        return stream.finish_with(side_by_side(self.backend, windows, cuts, WARMUP_FRAMES), num_results)
+
+
+def quiet_cuts(energy: np.ndarray, pieces: int) -> list[int]:
+    """Frame bounds [0, ..., time] cutting ``energy`` [time] into ``pieces`` stretches of near-equal length,
+    each cut at the quietest frame (9-frame average) within a quarter of a stretch of the even cut."""
+    length = len(energy) / pieces
+    smooth = np.convolve(energy, np.ones(9) / 9, mode="same")
+    reach = int(length / 4)
+    cuts = [0]
+    for k in range(1, pieces):
+        low = round(k * length) - reach
+        cuts.append(low + int(np.argmin(smooth[low : low + 2 * reach + 1])))
+    return [*cuts, len(energy)]
+
+
+def side_by_side(backend: Backend, windows: np.ndarray, cuts: list[int], warmup: int) -> np.ndarray:
+    """windows [1, time, n_input] -> log_probs [time, n_classes]: the stretches between ``cuts`` run as one
+    batch from a zero state, each from ``warmup`` frames before its cut (those outputs dropped)."""
+    starts = [max(0, cut - warmup) for cut in cuts[:-1]]
+    span = max(end - start for start, end in zip(starts, cuts[1:], strict=True))
+    batch = np.zeros((len(starts), span, windows.shape[2]), np.float32)  # [pieces, span, n_input]
+    for row, (start, end) in enumerate(zip(starts, cuts[1:], strict=True)):
+        batch[row, : end - start] = windows[0, start:end]  # the zeros after a short stretch come after it
+    zeros = np.zeros((backend.directions, len(starts), backend.n_hidden), np.float32)
+    log_probs, _ = backend(batch, (zeros, zeros.copy()))  # [pieces, span, n_classes]
+    kept = [log_probs[row, cut - start : end - start] for row, (start, cut, end) in
+            enumerate(zip(starts, cuts[:-1], cuts[1:], strict=True))]  # fmt: skip
+    return np.concatenate(kept)
 
 
 def _floats(pcm16: bytes | np.ndarray) -> np.ndarray:
@@ -317,6 +371,16 @@ class Stream:
 
     def finish_stream(self) -> str:
         return self.finish_stream_with_metadata().transcripts[0].text
+
+    def finish_with(self, log_probs: np.ndarray, num_results: int) -> Metadata:
+        """The final transcript of a fresh stream given its whole utterance's log_probs [time, n_classes]."""
+        if num_results < 1:
+            raise InferenceError(f"num_results must be at least 1, got {num_results}")
+        if self._finished or len(self._samples) or len(self._frames) > self._cfg.n_context:
+            raise InferenceError("finish_with takes a fresh stream")
+        self._finished = True
+        self._accept(log_probs)
+        return self._metadata(self._search.finish(num_results))
 
     def finish_stream_with_metadata(self, num_results: int = 1) -> Metadata:
         """The final transcript: the ``num_results`` best distinct candidates, best first."""
