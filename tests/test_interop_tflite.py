@@ -1,5 +1,6 @@
 """A real Coqui STT model (ArmSpeech, hybrid int8 .tflite) imported and compared with LiteRT running it."""
 
+import re
 import struct
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from harken import audio, features
 from harken.interop.tflite import InteropError, parse_alphabet, read_tflite, run_litert
 from harken.model import DeepSpeech
 
-from conftest import ARMSPEECH
+from conftest import ARMSPEECH, DATA
 
 
 def _blob(symbols: list[str]) -> bytes:
@@ -94,6 +95,34 @@ def test_bad_files(tmp_path: Path) -> None:
         truncated.write_bytes(ARMSPEECH.read_bytes()[:100_000])
         with pytest.raises(InteropError, match="truncated.tflite: not a readable TFLite model"):
             read_tflite(truncated)
+
+
+def test_models_that_are_not_deepspeech_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid .tflite without DeepSpeech's metadata tensors, and one with a metadata version from the
+    future: one line each that says what was expected (the CLI too)."""
+    from harken import cli
+
+    if not ARMSPEECH.is_file():
+        pytest.fail(f"{ARMSPEECH} is missing: `make test` fetches it (ArmSpeech's sdist from PyPI)")
+    data = ARMSPEECH.read_bytes()
+    other = tmp_path / "other.tflite"
+    other.write_bytes(data.replace(b"metadata_", b"otherdata"))  # the same graph, its outputs renamed
+    expected = "other.tflite: not a DeepSpeech/Coqui STT model (no metadata_version, metadata_sample_rate"
+    with pytest.raises(InteropError, match=re.escape(expected)):
+        read_tflite(other)
+    assert cli.main(["transcribe", "--model", str(other), str(DATA / "LDC93S1.wav")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+    future = tmp_path / "future.tflite"
+    version_six = b"\x04\x00\x00\x00\x06\x00\x00\x00"  # a flatbuffer [ubyte] buffer: length 4, int32 6
+    messages = []
+    for offset in [m.start() for m in re.finditer(re.escape(version_six), data)]:
+        future.write_bytes(data[: offset + 4] + (7).to_bytes(4, "little") + data[offset + 8 :])
+        try:
+            read_tflite(future)
+        except InteropError as error:
+            messages.append(str(error))
+    assert messages == [f"{future}: metadata version 7, harken reads versions 1 to 6"]
 
 
 def test_import_model_and_transcribe_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
