@@ -1,10 +1,12 @@
+import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harken import audio, cli, data, manifest
+from harken import audio, cli, data, manifest, storage
 from harken.alphabet import Alphabet
 from harken.config import DataConfig, FeatureConfig
 
@@ -72,3 +74,90 @@ def test_missing_members_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     listing.write_text("wav_filename,wav_filesize,transcript\nnone.wav,0,x\n")
     assert cli.main(["shard", "--from", str(listing), "--output", str(tmp_path / "t")]) == 2
     assert "none.wav: no such file" in capsys.readouterr().err
+
+
+def test_index_files_spare_reading_audio_and_stale_ones_are_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = _corpus(tmp_path)
+    cli.main(["shard", "--from", str(csv), "--output", str(tmp_path / "s")])
+    tar = tmp_path / "s" / "shard-00000.tar"
+    index = json.loads((tmp_path / "s" / "shard-00000.tar.json").read_text())
+    assert index["tar_size"] == tar.stat().st_size and len(index["members"]) == 8  # 4 recordings + 4 texts
+    member = tar.parent / "shard-00000.tar#00000002.flac"
+    expected = audio.info(tmp_path / "c.flac")
+    assert index["members"]["00000002.flac"][2:] == [16000, 1, 30000]
+    with monkeypatch.context() as patched:  # the header comes from the index: no audio is opened
+        patched.setattr(audio, "_open", lambda path: pytest.fail(f"{path} was opened"))
+        assert audio.info(member) == expected
+    (tmp_path / "s" / "shard-00000.tar.json").write_text('{"format": "harken-shard-index/1", "tar_size": 1}')
+    audio._INDEX.clear()  # a fresh process: the index describes another tar, so the tar's headers are read
+    assert audio.info(member) == expected and audio.exists(member)
+    (tmp_path / "s" / "shard-00000.tar.json").write_text("{not json")
+    audio._INDEX.clear()
+    np.testing.assert_array_equal(audio.read(member, 16000), audio.read(tmp_path / "c.flac", 16000))
+
+
+@pytest.fixture(scope="module")
+def bucket() -> Iterator[str]:
+    """An S3 service on localhost (moto's server: the same HTTP API), with an empty bucket; its URL."""
+    import boto3
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="corpus")
+    previous = fsspec.config.conf.get("s3")
+    fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "test", "secret": "test"}  # what
+    # FSSPEC_S3_ENDPOINT_URL and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY give a user's process
+    yield endpoint
+    fsspec.config.conf.pop("s3")
+    if previous is not None:
+        fsspec.config.conf["s3"] = previous
+    server.stop()
+
+
+def _upload(endpoint: str, folder: Path, prefix: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")  # fmt: skip
+    for path in sorted(folder.iterdir()):
+        client.upload_file(str(path), "corpus", f"{prefix}/{path.name}")
+
+
+def test_training_from_shards_in_object_storage(
+    tmp_path: Path, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shards folder copied to an S3 bucket trains from its CSV's URL, in loader worker processes too,
+    and the feature cache works for its members; a member in a tar without an index file is found too."""
+    csv = _corpus(tmp_path)
+    cli.main(["shard", "--from", str(csv), "--output", str(tmp_path / "s"), "--shard_size", "3"])
+    _upload(bucket, tmp_path / "s", "shards")
+    remote = manifest.read_csv("s3://corpus/shards/corpus.csv")
+    assert storage.remote_url(remote[2].path) == "s3://corpus/shards/shard-00000.tar#00000002.flac"
+    for local, packed in zip(manifest.read_csv(tmp_path / "s" / "corpus.csv"), remote, strict=True):
+        np.testing.assert_array_equal(audio.read(packed.path, 16000), audio.read(local.path, 16000))
+        assert audio.info(packed.path) == audio.info(local.path)
+    (tmp_path / "s" / "shard-00001.tar.json").unlink()
+    _upload(bucket, tmp_path / "s", "no-index")  # without shard-00001's index file: its headers are read
+    (tmp_path / "s" / "corpus.csv").unlink()
+    audio._INDEX.clear()
+    member = Path("s3://corpus/no-index/shard-00001.tar#00000003.wav")
+    assert audio.exists(member) and audio.info(member).sample_rate == 44100
+    argv = ["train", "--train_files", "s3://corpus/shards/corpus.csv", "--epochs", "2", "--n_hidden", "16",
+            "--num_workers", "2", "--feature_cache", str(tmp_path / "cache"), "--noshow_progressbar",
+            "--checkpoint_dir", str(tmp_path / "ckpt")]  # fmt: skip
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 2/2" in out and "4 samples (0.00 h) kept" in out, out
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 4  # one entry per member
+    missing = ["train", *argv[1:3], "--epochs", "1"]
+    missing[2] = "s3://corpus/nothing/train.csv"
+    assert cli.main([*missing, "--checkpoint_dir", str(tmp_path / "c2")]) == 2
+    err = capsys.readouterr().err
+    assert "s3://corpus/nothing/train.csv: no such CSV file" in err and err.count("\n") == 1

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import soundfile
 from scipy.signal import resample_poly
+
+from harken.storage import RemoteError, open_remote, read_remote, remote_exists, remote_size, remote_url
 
 
 class AudioError(ValueError):
@@ -31,7 +35,18 @@ class AudioInfo:
 
 
 SEPARATOR = ".tar#"
-_INDEX: dict[tuple[str, int, int], dict[str, tuple[int, int]]] = {}  # (tar, size, mtime) -> members
+INDEX_SUFFIX = ".json"  # shard-00000.tar.json: its members' offsets, sizes and audio headers (harken shard)
+INDEX_FORMAT = "harken-shard-index/1"
+
+
+@dataclass(frozen=True)
+class Member:
+    offset: int
+    size: int
+    info: AudioInfo | None = None  # the audio header, where the shard's index file records it
+
+
+_INDEX: dict[tuple[str, ...], dict[str, Member]] = {}  # (tar, size, mtime) or (url,) -> members
 
 
 def split_member(path: Path) -> tuple[Path, str] | None:
@@ -43,55 +58,126 @@ def split_member(path: Path) -> tuple[Path, str] | None:
     return Path(text[: at + len(".tar")]), text[at + len(SEPARATOR) :]
 
 
-def _index(tar: Path) -> dict[str, tuple[int, int]]:
-    stat = tar.stat()
-    key = (str(tar.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _INDEX:
-        with tarfile.open(tar, "r:") as archive:
-            _INDEX[key] = {m.name: (m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
-        if len(_INDEX) > 256:  # keep a bounded number of tars' indexes per process
-            _INDEX.pop(next(iter(_INDEX)))
+def name(path: str | Path) -> str:
+    """How messages name ``path``: its URL when it is one."""
+    return remote_url(path) or str(path)
+
+
+def parse_index(data: bytes, tar_size: int) -> dict[str, Member] | None:
+    """The members an index file lists, or None when it is not one or describes another version of the tar."""
+    try:
+        index = json.loads(data)
+        if index.get("format") != INDEX_FORMAT or index.get("tar_size") != tar_size:
+            return None
+        return {
+            member: Member(entry[0], entry[1], AudioInfo(*entry[2:5]) if len(entry) == 5 else None)
+            for member, entry in index["members"].items()
+        }
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+
+
+def _scan(source: Path | IO[bytes]) -> dict[str, Member]:
+    """Members from the tar's own headers (for a remote tar, a ranged read per header)."""
+    arguments: dict[str, Any] = {"name": source} if isinstance(source, Path) else {"fileobj": source}
+    with tarfile.open(mode="r:", **arguments) as archive:
+        return {m.name: Member(m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
+
+
+def _index(tar: Path) -> dict[str, Member]:
+    """A tar's members: from its index file when it has a current one, else read from the tar's headers."""
+    url = remote_url(tar)
+    if url is not None:
+        key: tuple[str, ...] = (url,)
+        if key not in _INDEX:
+            size = remote_size(url)
+            members = (
+                parse_index(read_remote(url + INDEX_SUFFIX), size)
+                if remote_exists(url + INDEX_SUFFIX)
+                else None
+            )
+            if members is None:
+                with open_remote(url) as handle:  # no index file
+                    members = _scan(handle)
+            _INDEX[key] = members
+    else:
+        stat = tar.stat()
+        key = (str(tar.resolve()), str(stat.st_size), str(stat.st_mtime_ns))
+        if key not in _INDEX:
+            sidecar = Path(f"{tar}{INDEX_SUFFIX}")
+            members = parse_index(sidecar.read_bytes(), stat.st_size) if sidecar.is_file() else None
+            _INDEX[key] = members if members is not None else _scan(tar)
+    if len(_INDEX) > 256:  # keep a bounded number of tars' indexes per process
+        _INDEX.pop(next(iter(_INDEX)))
     return _INDEX[key]
 
 
 def exists(path: Path) -> bool:
-    """Whether ``path`` is a file, or a member of a tar (``shard.tar#member``, see harken.shards)."""
+    """Whether ``path`` is a file or an object, or a member of a tar (``shard.tar#member``: harken.shards)."""
     found = split_member(path)
     if found is None:
-        return path.is_file()
-    tar, name = found
+        url = remote_url(path)
+        return remote_exists(url) if url is not None else path.is_file()
+    tar, member = found
     try:
-        return tar.is_file() and name in _index(tar)
+        return member in _index(tar)
     except (OSError, tarfile.TarError):
         return False
+
+
+def fingerprint(path: Path) -> str | None:
+    """What identifies the audio at ``path`` for a cache (location, size, modification time of local files;
+    objects in storage are taken as immutable), or None when it cannot be found."""
+    try:
+        found = split_member(path)
+        if found is not None:
+            tar, member = found
+            entry = _index(tar)[member]
+            return f"{fingerprint(tar)}#{member}|{entry.offset}|{entry.size}"
+        url = remote_url(path)
+        if url is not None:
+            return url
+        stat = os.stat(path)
+        return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+    except (OSError, KeyError, tarfile.TarError):
+        return None
 
 
 def open_member(path: Path) -> io.BytesIO:
     """The bytes of a ``shard.tar#member``; OSError / KeyError when the tar or the member is not there."""
     found = split_member(path)
     assert found is not None
-    tar, name = found
-    offset, size = _index(tar)[name]
+    tar, member = found
+    entry = _index(tar)[member]
+    url = remote_url(tar)
+    if url is not None:
+        return io.BytesIO(read_remote(url, entry.offset, entry.offset + entry.size))  # one ranged read
     with open(tar, "rb") as handle:
-        handle.seek(offset)
-        return io.BytesIO(handle.read(size))
+        handle.seek(entry.offset)
+        return io.BytesIO(handle.read(entry.size))
 
 
 def _open(path: Path) -> soundfile.SoundFile:
     """The file opened for reading; AudioError (one line, naming it) when it is missing or not audio.
-    ``shard.tar#member`` names a recording inside a tar (harken shard)."""
+    ``shard.tar#member`` names a recording inside a tar (harken shard); a URL, an object in storage."""
     source: Any = str(path)
+    url = remote_url(path)
     if split_member(path) is not None:
         try:
             source = open_member(path)
         except (OSError, KeyError, tarfile.TarError):
-            raise AudioError(f"{path}: no such file in the tar") from None
+            raise AudioError(f"{name(path)}: no such file in the tar") from None
+    elif url is not None:
+        try:
+            source = io.BytesIO(read_remote(url))
+        except RemoteError as error:
+            raise AudioError(str(error)) from None
     elif not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
         return soundfile.SoundFile(source)
     except (RuntimeError, soundfile.LibsndfileError) as error:
-        raise AudioError(f"{path}: not a readable audio file ({_reason(error)})") from None
+        raise AudioError(f"{name(path)}: not a readable audio file ({_reason(error)})") from None
 
 
 def _read_all(handle: soundfile.SoundFile, path: Path, frames: int = -1) -> np.ndarray:
@@ -100,12 +186,20 @@ def _read_all(handle: soundfile.SoundFile, path: Path, frames: int = -1) -> np.n
         return handle.read(frames, dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as error:
         where = f" at {handle.tell() / handle.samplerate:.1f} s" if handle.samplerate else ""
-        raise AudioError(f"{path}: unreadable{where} ({_reason(error)})") from None
+        raise AudioError(f"{name(path)}: unreadable{where} ({_reason(error)})") from None
 
 
 def info(path: str | Path) -> AudioInfo:
     """Sample rate, channels and length of an audio file, from its header."""
     path = Path(path)
+    found = split_member(path)
+    if found is not None:
+        try:
+            recorded = _index(found[0]).get(found[1])
+        except (OSError, tarfile.TarError):
+            recorded = None
+        if recorded is not None and recorded.info is not None:
+            return recorded.info  # from the shard's index file: nothing to read
     with _open(path) as handle:
         return AudioInfo(int(handle.samplerate), int(handle.channels), int(handle.frames))
 
@@ -121,7 +215,7 @@ def read(path: str | Path, sample_rate: int) -> np.ndarray:
         rate = int(handle.samplerate)
         data = _read_all(handle, path)  # [n, channels]
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: the file holds no audio samples")
+        raise AudioError(f"{name(path)}: the file holds no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     return resample(mono, int(rate), sample_rate)
 

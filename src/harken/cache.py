@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harken import audio
 from harken.config import FeatureConfig
 
 VERSION = 1  # of the front end's output; raising it retires every entry
@@ -32,11 +33,10 @@ class FeatureCache:
         self.warned = False
 
     def _entry(self, path: Path) -> Path | None:
-        try:
-            info = os.stat(path)
-        except OSError:
+        found = audio.fingerprint(path)  # a file, a member of a tar shard, or an object in storage
+        if found is None:
             return None
-        key = hashlib.sha1(f"{os.path.abspath(path)}|{info.st_size}|{info.st_mtime_ns}|{self.tag}".encode())
+        key = hashlib.sha1(f"{found}|{self.tag}".encode())
         digest = key.hexdigest()
         return self.directory / digest[:2] / f"{digest}.npy"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harken import audio, features
+from harken import audio, features, storage
 from harken.alphabet import Alphabet
 from harken.config import FeatureConfig
 from harken.storage import atomic_write
@@ -41,16 +41,22 @@ def split_files(spec: str | Sequence[str | Path]) -> list[Path]:
 
 
 def read_csv(path: str | Path) -> list[Sample]:
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such CSV file")
+    """The samples a CSV lists (a local file or a URL: see harken.storage)."""
+    url, path = storage.remote_url(path), Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+        if url is not None:
+            data = storage.read_remote(url)
+        elif path.is_file():
+            data = path.read_bytes()
+        else:
+            raise ManifestError(f"{path}: no such CSV file")
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    except storage.RemoteError as error:
+        raise ManifestError(str(error).replace("no such object", "no such CSV file")) from None
     except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise ManifestError(f"{url or path}: not UTF-8 text (byte {error.start})") from None
     except csv.Error as error:
-        raise ManifestError(f"{path}: not a valid CSV file ({error})") from None
+        raise ManifestError(f"{url or path}: not a valid CSV file ({error})") from None
     if not rows:
         raise ManifestError(f"{path}: empty file, expected the header {','.join(HEADER)}")
     header = [name.strip() for name in rows[0]]
@@ -76,8 +82,9 @@ def read_csv(path: str | Path) -> list[Sample]:
                 raise ManifestError(
                     f"{path}:{line}: wav_filesize {row[col_size]!r} is not a number"
                 ) from None
-        wav = Path(row[col_file])
-        samples.append(Sample(wav if wav.is_absolute() else base / wav, size, row[col_text]))
+        wav = Path(row[col_file])  # a URL stays one (storage.remote_url reads it back)
+        absolute = wav.is_absolute() or storage.remote_url(wav) is not None
+        samples.append(Sample(wav if absolute else base / wav, size, row[col_text]))
     return samples
 
 

@@ -1,17 +1,93 @@
-"""How harken writes files: atomically, so a kill at any moment leaves the old file or the new, never half.
+"""Where harken's files live: written atomically on local disk, read from local disk or object storage.
 
 Checkpoints, manifests, reports, plots and synthesised audio all go through ``atomic_write``: the data is
 written to a temporary file in the same folder, flushed to disk, and renamed over the target.
+
+Manifests and the audio (or tar shards) they list may also be URLs that fsspec reads: ``s3://`` (with
+``s3fs``), ``gs://`` (``gcsfs``), ``az://`` (``adlfs``), ``http(s)://`` (``aiohttp``) and others. pathlib
+turns ``s3://bucket/key`` into ``s3:/bucket/key``, so a path keeps its URL that way through harken and
+``remote_url`` gives it back. Credentials and endpoints come from each library's usual settings (for S3:
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_PROFILE``, and ``FSSPEC_S3_ENDPOINT_URL`` for another
+S3 service).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/+(.*)$")  # a scheme of two letters or more: not C:/
+
+
+class RemoteError(OSError):
+    """An object that cannot be read; one line naming its URL."""
+
+
+def remote_url(path: str | Path) -> str | None:
+    """The URL ``path`` names (``s3://bucket/key``, also when pathlib made it ``s3:/bucket/key``), or None
+    for a local path."""
+    match = _URL.match(str(path))
+    if match is None:
+        return None
+    scheme, rest = match.groups()
+    return f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as error:  # no library for the scheme, or an unknown scheme
+        raise RemoteError(f"{url}: {error}") from None
+
+
+def read_remote(url: str, start: int | None = None, end: int | None = None) -> bytes:
+    """The bytes of the object at ``url`` (``start``:``end`` only: one ranged request)."""
+    filesystem, path = _filesystem(url)
+    try:
+        data = filesystem.cat_file(path, start=start, end=end)
+    except FileNotFoundError:
+        raise RemoteError(f"{url}: no such object") from None
+    except Exception as error:  # each storage library raises its own types
+        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
+    return bytes(data)
+
+
+def remote_size(url: str) -> int:
+    filesystem, path = _filesystem(url)
+    try:
+        return int(filesystem.size(path))
+    except FileNotFoundError:
+        raise RemoteError(f"{url}: no such object") from None
+    except Exception as error:  # each storage library raises its own types
+        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
+
+
+def open_remote(url: str) -> IO[bytes]:
+    """The object at ``url`` as a seekable binary file (reads are ranged requests, buffered)."""
+    filesystem, path = _filesystem(url)
+    try:
+        return filesystem.open(path, "rb")
+    except FileNotFoundError:
+        raise RemoteError(f"{url}: no such object") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
+
+
+def remote_exists(url: str) -> bool:
+    filesystem, path = _filesystem(url)
+    try:
+        return bool(filesystem.isfile(path))
+    except Exception:  # unreachable or refused: the caller reports the object as missing
+        return False
 
 
 @contextmanager
