@@ -79,6 +79,40 @@ def test_collate_pads_and_records_lengths(alphabet: Alphabet, short_wav: Path) -
     assert batch.labels[1].tolist() == alphabet.encode(TEXT)
 
 
+def test_device_features_batch_audio_and_compute_the_same_frames(alphabet: Alphabet, short_wav: Path) -> None:
+    """--device_features: the loader hands over padded audio; ``frames`` (wherever the batch lives) gives
+    each row exactly the frames its own utterance gives in the loader, and splitting keeps that."""
+    samples = [Sample(DATA / "LDC93S1.wav", 0, TEXT), Sample(short_wav, 0, "she")]
+    by_loader = data.collate([SpeechDataset(samples, alphabet, CONFIG)[i] for i in (1, 0)])
+    audio_items = [SpeechDataset(samples, alphabet, CONFIG, audio_only=True)[i] for i in (1, 0)]
+    batch = data.collate(audio_items)
+    assert batch.audio == CONFIG and batch.features.shape == (2, 46797)  # [batch, n_samples], zero-padded
+    assert batch.lengths.tolist() == by_loader.lengths.tolist() == [(8000 - 512) // 320 + 1, LDC_FRAMES]
+    frames = batch.frames()  # [2, LDC_FRAMES, 26]
+    torch.testing.assert_close(frames, by_loader.features, rtol=0, atol=1e-6)  # padded with zeros too
+    first, second = batch.split(2)
+    torch.testing.assert_close(first.frames()[0], frames[0, : first.lengths[0]], rtol=0, atol=1e-6)
+    torch.testing.assert_close(second.frames()[0], frames[1], rtol=0, atol=1e-6)
+    assert by_loader.frames() is by_loader.features
+
+
+def test_device_features_refuse_feature_domain_augmentation_and_the_cache(tmp_path: Path) -> None:
+    csv = tmp_path / "one.csv"
+    csv.write_text(f"wav_filename,wav_filesize,transcript\n{DATA / 'LDC93S1.wav'},0,{TEXT}\n")
+    config = DataConfig(
+        train_files=str(csv), device_features=True, augment=("volume[p=1]", "frequency_mask[p=0.5]")
+    )
+    with pytest.raises(DataError, match=r"frequency_mask\[p=0\.5.*works on spectrograms or features"):
+        data.load_split("train", config, Alphabet.default(), CONFIG, lambda _: None)
+    audible = DataConfig(train_files=str(csv), device_features=True, augment=("volume[p=1,dbfs=-20]",))
+    split = data.load_split("train", audible, Alphabet.default(), CONFIG, lambda _: None)
+    item = split.dataset[(0, 0, 0.0)]  # augmented in the loader, as audio
+    assert isinstance(item, Item) and item.features.dim() == 1 and item.audio == CONFIG
+    assert not np.allclose(item.features.numpy(), audio.read(DATA / "LDC93S1.wav", 16000))
+    with pytest.raises(ValueError, match="--device_features computes features in the training step"):
+        DataConfig(device_features=True, feature_cache=str(tmp_path / "cache"))
+
+
 def test_unreadable_file_is_a_failed_entry(alphabet: Alphabet, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"not audio" * 100)

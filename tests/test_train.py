@@ -359,3 +359,26 @@ def test_russian_sample_overfits_in_utf8_byte_mode(tmp_path: Path) -> None:
     assert model.stt(pcm) == text  # beam search (width 500), no scorer
     model.set_beam_width(1)
     assert model.stt(pcm) == text  # greedy
+
+
+def test_device_features_train_to_the_same_weights(tmp_path: Path) -> None:
+    """--device_features (audio batches, MFCCs in the training step) trains exactly as loader features
+    do: two recordings of different lengths in one batch, so the padded audio is exercised."""
+    from dataclasses import replace
+
+    from harken import audio
+
+    audio.write(tmp_path / "short.wav", audio.read(DATA / "LDC93S1.wav", 16000)[:24000], 16000)
+    csv = tmp_path / "two.csv"
+    csv.write_text(
+        f"wav_filename,wav_filesize,transcript\n{DATA / 'LDC93S1.wav'},0,{LDC93S1_TEXT}\n"
+        "short.wav,0,she had your\n"
+    )
+    weights = []
+    for name, on_device in (("loader", False), ("device", True)):
+        config = ldc_config(tmp_path / name, epochs=3, n_hidden=32, files=str(csv))
+        config = replace(config, data=replace(config.data, train_batch_size=2, device_features=on_device))
+        train(config, log=lambda _: None)
+        weights.append(checkpoint.load_model(tmp_path / name).model.state_dict())
+    for key, value in weights[0].items():
+        torch.testing.assert_close(weights[1][key], value, rtol=0, atol=1e-5, msg=key)

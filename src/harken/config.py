@@ -172,6 +172,11 @@ class DataConfig:
     feature_cache: str = option(
         "", "keep computed features in this folder, so later epochs skip reading audio (not augmented ones)"
     )
+    device_features: bool = option(
+        False,
+        "compute the MFCCs in the training step on its device (the GPU) instead of in the loader workers, "
+        "which then only read (and augment) audio: for when the loader cannot keep up",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -180,6 +185,11 @@ class DataConfig:
             **{f"limit_{split}": (_non_negative, "0 (all) or more") for split in ("train", "dev", "test")},
             "num_workers": (lambda n: n >= -1, "-1 (automatic) or more"),
         })  # fmt: skip
+        if self.device_features and self.feature_cache:
+            raise ValueError(
+                "--device_features computes features in the training step, so --feature_cache would hold "
+                "nothing: use one or the other"
+            )
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,32 @@ from harken.manifest import Sample
 @dataclass
 class Item:
     index: int
-    features: torch.Tensor  # [time, n_mfcc]
+    features: torch.Tensor  # [time, n_mfcc]; with --device_features the audio samples [n_samples]
     labels: torch.Tensor  # [n_labels] int64
+    audio: FeatureConfig | None = None  # set when ``features`` holds samples: the features to make of them
 
 
 @dataclass
 class Batch:
-    features: torch.Tensor  # [batch, time, n_mfcc], zero-padded
+    features: torch.Tensor  # [batch, time, n_mfcc], zero-padded; audio: [batch, n_samples], zero-padded
     lengths: torch.Tensor  # [batch] frames
     labels: torch.Tensor  # [batch, max_labels], zero-padded
     label_lengths: torch.Tensor  # [batch]
     indices: list[int]  # sample indices into the dataset
     failed: list[tuple[int, str]]  # (index, one-line reason) of unusable samples (unreadable, silent)
+    audio: FeatureConfig | None = None  # set when ``features`` holds samples: ``frames`` computes them
+
+    def frames(self) -> torch.Tensor:
+        """The MFCC frames [batch, time, n_mfcc], computed on the batch's device when it holds audio: each
+        row's frames are its own utterance's, then zeros (as collated frames are padded: they are the right
+        context of a row's last frames)."""
+        if self.audio is None:
+            return self.features
+        frames = features.mfcc(self.features, self.audio)[
+            :, : int(self.lengths.max())
+        ]  # [batch, time, n_mfcc]
+        valid = torch.arange(frames.shape[1], device=frames.device) < self.lengths.to(frames.device)[:, None]
+        return frames * valid.unsqueeze(-1)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -52,6 +66,7 @@ class Batch:
             self.label_lengths,
             self.indices,
             self.failed,
+            self.audio,
         )
 
     def split(self, pieces: int) -> list[Batch]:
@@ -66,12 +81,15 @@ class Batch:
             lengths, label_lengths = self.lengths[rows], self.label_lengths[rows]
             parts.append(
                 Batch(
-                    self.features[rows, : int(lengths.max())],
+                    self.features[rows]
+                    if self.audio is not None
+                    else self.features[rows, : int(lengths.max())],
                     lengths,
                     self.labels[rows, : int(label_lengths.max())],
                     label_lengths,
                     self.indices[rows],
                     self.failed if start == 0 else [],
+                    self.audio,
                 )
             )
         return parts
@@ -94,12 +112,16 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
         augmenter: augment.Augmenter | None = None,
         seed: int = 0,
         cache: FeatureCache | None = None,
+        audio_only: bool = False,
     ) -> None:
+        """``audio_only`` (--device_features): items hold the (augmented) samples; the training step
+        computes their features."""
         self.samples = list(samples)
         self.alphabet = alphabet
         self.config = config
         self.augmenter, self.seed = augmenter, seed
         self.cache = cache
+        self.audio_only = audio_only
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -119,6 +141,15 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
             return index, str(error)
         if not waveform.any():
             return index, f"{sample.path}: silent (every sample is zero)"
+        labels = torch.tensor(ids, dtype=torch.int64)
+        if self.audio_only:
+            if augmenting:
+                assert self.augmenter is not None
+                rng = augment.sample_rng(self.seed, epoch, index)
+                waveform = self.augmenter.signal(
+                    waveform, clock, rng, min_frames=manifest.ctc_min_frames(ids)
+                )
+            return Item(index, torch.from_numpy(waveform), labels, self.config)  # [n_samples]
         if augmenting:
             assert self.augmenter is not None
             rng = augment.sample_rng(self.seed, epoch, index)
@@ -127,27 +158,31 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
             mfcc = features.mfcc(torch.from_numpy(waveform), self.config)  # [time, n_mfcc]
             if self.cache is not None:
                 self.cache.store(sample.path, mfcc)
-        return Item(index, mfcc, torch.tensor(ids, dtype=torch.int64))
+        return Item(index, mfcc, labels)
 
 
 def collate(items: Sequence[Item | tuple[int, str]]) -> Batch:
+    """Items -> one zero-padded Batch of frames, or of audio samples (--device_features)."""
     good = [item for item in items if isinstance(item, Item)]
     failed = [item for item in items if not isinstance(item, Item)]
-    n_mfcc = good[0].features.shape[1] if good else 0
+    audio = good[0].audio if good else None
     time = max((item.features.shape[0] for item in good), default=0)
     width = max((item.labels.shape[0] for item in good), default=0)
-    feats = torch.zeros(len(good), time, n_mfcc)
+    feats = torch.zeros(len(good), time, *good[0].features.shape[1:]) if good else torch.zeros(0, 0, 0)
     labels = torch.zeros(len(good), width, dtype=torch.int64)
     for row, item in enumerate(good):
         feats[row, : item.features.shape[0]] = item.features
         labels[row, : item.labels.shape[0]] = item.labels
+    frames = [int(features.n_frames(item.features.shape[0], audio)) if audio else item.features.shape[0]
+              for item in good]  # fmt: skip
     return Batch(
-        features=feats,
-        lengths=torch.tensor([item.features.shape[0] for item in good], dtype=torch.int64),
+        features=feats,  # [batch, time, n_mfcc] or [batch, n_samples]
+        lengths=torch.tensor(frames, dtype=torch.int64),
         labels=labels,
         label_lengths=torch.tensor([item.labels.shape[0] for item in good], dtype=torch.int64),
         indices=[item.index for item in good],
         failed=failed,
+        audio=audio,
     )
 
 
@@ -284,5 +319,12 @@ def load_split(
     if name == "train" and config.augment:
         augmenter = augment.Augmenter(config.augment, features)
         log("Augmenting the training samples: " + "; ".join(augmenter.describe()))
+        spectral = augmenter.feature_domain()
+        if config.device_features and spectral:
+            raise DataError(
+                f"--device_features leaves the loader only audio to augment, and {'; '.join(spectral)} "
+                "works on spectrograms or features: drop it or --device_features"
+            )
     cache = FeatureCache(config.feature_cache, features) if config.feature_cache else None
-    return Split(name, kept, batches, SpeechDataset(kept, alphabet, features, augmenter, seed, cache))
+    dataset = SpeechDataset(kept, alphabet, features, augmenter, seed, cache, config.device_features)
+    return Split(name, kept, batches, dataset)

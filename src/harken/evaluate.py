@@ -76,7 +76,7 @@ def batch_losses(
 
     Returns losses [batch], log_probs [batch, time, n_classes], lengths [batch].
     """
-    windows = features.context_windows(batch.features, n_context)  # [batch, time, n_input]
+    windows = features.context_windows(batch.frames(), n_context)  # [batch, time, n_input]
     log_probs, lengths, _ = model(windows, batch.lengths)
     losses = F.ctc_loss(
         log_probs.transpose(0, 1),  # [time, batch, n_classes]

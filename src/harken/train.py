@@ -366,7 +366,8 @@ def _piece(run: Run, piece: data.Batch, scale: float, last: bool) -> tuple[float
 def _losses(run: Run, batch: data.Batch) -> torch.Tensor:
     """Per-sample CTC losses [batch]: the forward pass in the training precision (through DDP with
     several processes), the loss in float32."""
-    windows = features.context_windows(batch.features, run.config.features.n_context)
+    frames = batch.frames()  # [batch, time, n_mfcc] (computed here with --device_features)
+    windows = features.context_windows(frames, run.config.features.n_context)
     with run.precision.autocast():
         log_probs, lengths, _ = run.trained(windows, batch.lengths)
     return F.ctc_loss(

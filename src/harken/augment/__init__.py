@@ -144,10 +144,17 @@ class Augmenter:
                 drawn.append(Drawn(augmentation, own))
         return sorted(drawn, key=lambda d: DOMAINS.index(d.augmentation.domain))  # stable: spec order kept
 
-    def signal(self, samples: np.ndarray, clock: float, rng: np.random.Generator) -> np.ndarray:
+    def signal(
+        self, samples: np.ndarray, clock: float, rng: np.random.Generator, min_frames: int = 1
+    ) -> np.ndarray:
         """The waveform after the sample- and signal-domain augmentations: float32 [n] -> float32 [n']
         (what ``apply`` computes its features from, given a generator in the same state)."""
-        return self._signal(samples, clock, self.draw(rng), Context(self.config)).clone().numpy()
+        context = Context(self.config, max(1, min_frames))
+        return self._signal(samples, clock, self.draw(rng), context).clone().numpy()
+
+    def feature_domain(self) -> list[str]:
+        """The specs that work on spectrograms or MFCC frames rather than on the waveform."""
+        return [a.describe() for a in self.augmentations if a.domain not in ("sample", "signal")]
 
     def apply(
         self, samples: np.ndarray, clock: float, rng: np.random.Generator, min_frames: int = 1
