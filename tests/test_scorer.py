@@ -71,3 +71,22 @@ def test_hot_words() -> None:
         scorer.search_parts({"café": 3.0})
     _, _, words = scorer.search_parts({"harken": 5.0, "water": 2.0})
     assert words[-1] == "harken" and "water" in words[:-2]  # a new word comes after <unk>
+
+
+def test_utf8_scorers_read_as_deepspeech_spells_them_and_are_refused(tmp_path: Path) -> None:
+    """DeepSpeech's UTF-8 scorers (byte-output models: each character a word, no separator) store byte b
+    as trie label b (its UTF8Alphabet's label b - 1, + 1); harken reads their vocabulary so, and says it
+    cannot search with them (flashlight's lexicon search ends a word only at a separator token)."""
+    from harken.alphabet import ByteAlphabet
+    from harken.interop.scorer_package import trie_words
+
+    text = tmp_path / "ru.txt"
+    text.write_text("м а м а\nп а п а\n", encoding="utf-8")
+    output = tmp_path / "utf8.scorer"
+    build(LmConfig(text=(text,), output=output, order=2), None, lambda _: None)  # None: UTF-8 mode
+    info = read_info(output, ByteAlphabet())
+    assert info.utf8 and set(info.vocabulary) == {"м", "а", "п"}
+    assert sorted(trie_words(output)) == sorted([(0xD0, 0xBC), (0xD0, 0xB0), (0xD0, 0xBF)])
+    for alphabet in (ByteAlphabet(), ENGLISH):
+        with pytest.raises(ScorerError, match=r"utf8.scorer: a UTF-8 scorer \(each character a word"):
+            Scorer(output, alphabet)

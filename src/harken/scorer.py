@@ -54,7 +54,7 @@ def spelling(word: str, alphabet: Alphabet) -> list[int]:
 def write_scorer(output: Path, lm_binary: Path, info: ScorerInfo) -> None:
     """KenLM binary + DeepSpeech's trie header and vocabulary FST + harken's metadata, atomically."""
     if info.utf8:
-        words = [[byte + 1 for byte in word.encode("utf-8")] for word in info.vocabulary]
+        words = [list(word.encode("utf-8")) for word in info.vocabulary]  # byte b: label b - 1, stored + 1
     else:
         alphabet = Alphabet(info.alphabet or ())
         words = [[label + 1 for label in spelling(word, alphabet)] for word in info.vocabulary]
@@ -78,7 +78,7 @@ def write_scorer(output: Path, lm_binary: Path, info: ScorerInfo) -> None:
 def _deepspeech_vocabulary(path: Path, package: scorer_package.Package, alphabet: Alphabet) -> list[str]:
     """A DeepSpeech trie's words (labels are alphabet ids + 1, each word ending with the space)."""
     if package.utf8:
-        return [bytes(label - 1 for label in word).decode("utf-8", "replace") for word in package.words]
+        return [bytes(word).decode("utf-8", "replace") for word in package.words]  # labels are the bytes
     space = alphabet.encode(" ")[0] + 1 if " " in alphabet.symbols else None
     largest = max((max(word) for word in package.words if word), default=0)
     if largest > len(alphabet):
@@ -173,8 +173,11 @@ class Scorer:
         self.path = Path(path)
         self.alphabet = alphabet
         self.info = read_info(self.path, alphabet)
-        if self.info.utf8:
-            raise ScorerError(f"{self.path}: a UTF-8 (byte mode) scorer; this model's output is an alphabet")
+        if self.info.utf8:  # flashlight's lexicon search ends a word only at a separator token
+            raise ScorerError(
+                f"{self.path}: a UTF-8 scorer (each character a word, no separators), which harken's beam "
+                "search cannot use; build a word scorer with `harken lm build` (byte-mode models take those)"
+            )
         if " " not in alphabet.symbols:
             raise ScorerError(f"{self.path}: the model's alphabet has no space, so it has no words to score")
         self.alpha, self.beta = self.info.alpha, self.info.beta

@@ -4,7 +4,9 @@ A DeepSpeech scorer is one file: a KenLM binary model, then (from the offset whe
 ends) a small header — int32 magic ``'TRIE'`` (bytes ``EIRT``), int32 version 6, one byte ``is_utf8``,
 float64 default alpha, float64 default beta — then the vocabulary as an OpenFST ``ConstFst`` acceptor
 (standard arcs, aligned): every word is a path of labels ``alphabet index + 1`` (0 is epsilon), ended
-by the space label in character mode (UTF-8 mode spells bytes + 1 and adds no space).
+by the space label in character mode. In UTF-8 mode (byte-output models) the LM's words are single
+characters, spelled by their UTF-8 byte values with no space (DeepSpeech's UTF8Alphabet gives byte ``b``
+the label ``b - 1``, which its trie stores + 1).
 
 harken writes the same layout (read back by harken's reader; DeepSpeech's own reader, which needs Python
 <= 3.9, was not run against it), followed by a JSON block
