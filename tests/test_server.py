@@ -355,6 +355,44 @@ def test_a_wrong_or_missing_api_key_is_refused(service: Server) -> None:
     assert "api_key=***" in log and KEY not in log  # the access log does not keep keys
 
 
+def test_pages_of_other_sites_are_refused_unless_allowed(
+    service: Server, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A browser page of another site (its Origin names another host) may not use the service, over HTTP
+    or WebSocket (a WebSocket is not held to the same-origin rules); the service's own page, clients
+    without an Origin and the origins --allowed_origins lists may (with CORS answers for the latter)."""
+    foreign, own = {"Origin": "https://evil.example"}, {"Origin": service.url}
+    response = httpx.get(service.url + "/healthz", headers={**service.headers, **foreign})
+    assert response.status_code == 403
+    assert "pages of https://evil.example are not allowed" in response.json()["error"]["message"]
+    assert httpx.get(service.url + "/healthz", headers={**service.headers, **own}).status_code == 200
+
+    async def handshake(server: Server, headers: dict[str, str]) -> int:
+        try:
+            async with connect(f"{server.stream_url}?api_key={KEY}", additional_headers=headers):
+                return 101
+        except InvalidStatus as refusal:
+            return int(refusal.response.status_code)
+
+    assert asyncio.run(handshake(service, foreign)) == 403
+    assert asyncio.run(handshake(service, own)) == asyncio.run(handshake(service, {})) == 101
+    app = "https://app.example.org"
+    with running(["--model", str(tiny_model)], tmp_path, "--allowed_origins", f"{app}/") as server:
+        allowed = httpx.get(server.url + "/healthz", headers={**server.headers, "Origin": app})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == app
+        preflight = httpx.options(
+            server.url + "/v1/transcribe",
+            headers={"Origin": app, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization,content-type"},
+        )  # fmt: skip
+        assert (
+            preflight.status_code == 200
+            and "authorization" in preflight.headers["access-control-allow-headers"].lower()
+        )
+        assert asyncio.run(handshake(server, {"Origin": app})) == 101
+        assert asyncio.run(handshake(server, foreign)) == 403
+
+
 def test_a_2gb_upload_is_refused_without_reading_it(service: Server) -> None:
     before = service.rss_mb()
     for declared in (True, False):  # Content-Length given (refused at once) or chunked (counted)

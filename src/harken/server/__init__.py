@@ -48,6 +48,11 @@ class ServerConfig:
     shutdown_timeout: float = option(
         30.0, "seconds a shutdown (Ctrl-C, SIGTERM) waits for the requests and streams in flight"
     )
+    allowed_origins: str = option(
+        "",
+        "web pages of other sites that may use the service from a browser, comma-separated origins "
+        "(https://app.example.org) or * for any (default: only the service's own page)",
+    )
 
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, "port", self.port, "0-65535")

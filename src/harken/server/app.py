@@ -27,11 +27,13 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -329,6 +331,23 @@ async def error_handler(request: Request, exc: Exception) -> Response:
 # ---- the API key -----------------------------------------------------------------------------------
 
 
+async def refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, message: str, headers: dict[str, str]
+) -> None:
+    """Answer an HTTP request or a WebSocket handshake with ``status`` and the JSON error ``message``
+    (a WebSocket whose server cannot send an HTTP answer is closed with 1008)."""
+    if scope["type"] == "http":
+        await error_response(status, message, headers)(scope, receive, send)
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        response = error_response(status, message)
+        await send(
+            {"type": "websocket.http.response.start", "status": status, "headers": response.raw_headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": response.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+
+
 class ApiKey:
     """ASGI middleware: with a key set, every API request needs ``Authorization: Bearer KEY`` (401
     otherwise); a WebSocket may give it as ``?api_key=`` instead, since browsers cannot set its headers.
@@ -343,18 +362,9 @@ class ApiKey:
             await self.app(scope, receive, send)
             return
         message = "missing or wrong API key: send 'Authorization: Bearer KEY'"
-        if scope["type"] == "http":
-            response = error_response(401, message, {"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
-            return
-        if "websocket.http.response" in scope.get("extensions", {}):
-            response = error_response(401, message + " or ?api_key=KEY")
-            await send(
-                {"type": "websocket.http.response.start", "status": 401, "headers": response.raw_headers}
-            )
-            await send({"type": "websocket.http.response.body", "body": response.body})
-        else:
-            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API key"})
+        if scope["type"] == "websocket":
+            message += " or ?api_key=KEY"
+        await refuse(scope, receive, send, 401, message, {"WWW-Authenticate": "Bearer"})
 
     def _allowed(self, scope: Scope) -> bool:
         path: str = scope.get("path", "")
@@ -370,6 +380,35 @@ class ApiKey:
             query = HTTPConnection(scope).query_params.get("api_key", "")
             return hmac.compare_digest(query.encode(), self.key.encode())
         return False
+
+
+class OriginCheck:
+    """ASGI middleware: what a browser sends from another site's page (an ``Origin`` header naming
+    another host than the request's) is refused with 403, unless ``--allowed_origins`` lists that origin
+    (``*``: any). Without it any web page open in a browser on the machine could use the service (a
+    WebSocket is not held to the same-origin rules). Clients that send no Origin (curl, SDKs) pass."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = self._foreign(scope) if scope["type"] in ("http", "websocket") else None
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        message = f"requests from pages of {origin} are not allowed (harken serve --allowed_origins)"
+        await refuse(scope, receive, send, 403, message, {})
+
+    def _foreign(self, scope: Scope) -> str | None:
+        """The request's origin when it is another site's and not allowed, else None."""
+        headers = dict(scope.get("headers", []))
+        if b"origin" not in headers:
+            return None
+        origin = headers[b"origin"].decode("latin-1").strip().rstrip("/")
+        if "*" in self.allowed or origin in self.allowed:
+            return None
+        same = urlsplit(origin).netloc.lower() == headers.get(b"host", b"").decode("latin-1").lower()
+        return None if same else origin
 
 
 # ---- the application and the server ---------------------------------------------------------------
@@ -400,6 +439,13 @@ def create_app(model: Model, config: ServerConfig, model_name: str) -> Starlette
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.service = service
     app.add_middleware(ApiKey, key=config.api_key)
+    allowed = tuple(o.strip().rstrip("/") for o in config.allowed_origins.split(",") if o.strip())
+    app.add_middleware(OriginCheck, allowed=allowed)
+    if allowed:  # outermost: answers the browsers' preflight requests before the key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )  # fmt: skip
     return app
 
 
