@@ -91,3 +91,27 @@ def test_missing_tools_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(language_model.sys, "prefix", str(tmp_path))
     with pytest.raises(ToolError, match="run `harken lm setup` once"):
         language_model.find_tools()
+
+
+def test_utf8_scorers_have_characters_for_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--bytes_output_mode: DeepSpeech's UTF-8 scorer (its Mandarin setup): every character but whitespace
+    is a word of the LM, and the trie spells each by its UTF-8 byte values, as DeepSpeech's reads them."""
+    from harken import cli
+    from harken.alphabet import ByteAlphabet
+
+    text = tmp_path / "ru.txt"
+    text.write_text("мама мыла раму\nмама мыла раму\nпапа пил чай\n", encoding="utf-8")
+    output = tmp_path / "ru.scorer"
+    assert cli.main(["lm", "build", "--text", str(text), "--output", str(output), "--bytes_output_mode",
+                     "--order", "3"]) == 0  # fmt: skip
+    info = read_info(output)
+    assert info.utf8 and info.alphabet is None and info.order == 3
+    assert info.vocabulary[0] == "а" and set(info.vocabulary) == set("мамылрупилчй")
+    assert sorted(trie_words(output)) == sorted(tuple(char.encode("utf-8")) for char in info.vocabulary)
+    Scorer(output, ByteAlphabet())  # loads for a byte-output model ...
+    with pytest.raises(ScorerError, match=r"ru.scorer: a UTF-8 scorer \(each character a word\), for"):
+        Scorer(output, ENGLISH)  # ... and not for an alphabet
+    capsys.readouterr()
+    argv = ["lm", "build", "--text", str(text), "--output", str(output), "--bytes_output_mode"]
+    assert cli.main([*argv, "--alphabet_config_path", str(DATA / "alphabet.ru")]) == 2
+    assert "--bytes_output_mode builds a scorer of characters" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harken.alphabet import Alphabet
+from harken.interop.scorer_package import trie_words
 from harken.language_model import LmConfig, build
 from harken.scorer import Scorer, ScorerError, parse_hot_words, read_info, set_defaults
 
@@ -73,20 +75,45 @@ def test_hot_words() -> None:
     assert words[-1] == "harken" and "water" in words[:-2]  # a new word comes after <unk>
 
 
-def test_utf8_scorers_read_as_deepspeech_spells_them_and_are_refused(tmp_path: Path) -> None:
-    """DeepSpeech's UTF-8 scorers (byte-output models: each character a word, no separator) store byte b
-    as trie label b (its UTF8Alphabet's label b - 1, + 1); harken reads their vocabulary so, and says it
-    cannot search with them (flashlight's lexicon search ends a word only at a separator token)."""
+def _frames(choices: list[dict[int, float]], n_classes: int) -> np.ndarray:
+    """Log-probs [2 * len(choices), n_classes]: each choice's frame, then a frame of blank."""
+    rows = []
+    for choice in choices:
+        for probabilities in (choice, {n_classes - 1: 1.0}):
+            row = np.full(n_classes, 1e-6, np.float32)
+            for label, p in probabilities.items():
+                row[label] = p
+            rows.append(np.log(row / row.sum()))
+    return np.stack(rows)
+
+
+def test_a_utf8_scorer_picks_the_characters_its_lm_knows(tmp_path: Path) -> None:
+    """A byte-output model hears "мапа" a little more than "мама"; a UTF-8 scorer built from text that
+    says "мама" scores each character as its last byte arrives and picks "мама"; a repeated byte is one
+    byte (CTC), spaces pass unscored; hot words weigh characters."""
     from harken.alphabet import ByteAlphabet
-    from harken.interop.scorer_package import trie_words
+    from harken.decoder import BeamSettings, Decoder
 
     text = tmp_path / "ru.txt"
-    text.write_text("м а м а\nп а п а\n", encoding="utf-8")
-    output = tmp_path / "utf8.scorer"
-    build(LmConfig(text=(text,), output=output, order=2), None, lambda _: None)  # None: UTF-8 mode
-    info = read_info(output, ByteAlphabet())
-    assert info.utf8 and set(info.vocabulary) == {"м", "а", "п"}
-    assert sorted(trie_words(output)) == sorted([(0xD0, 0xBC), (0xD0, 0xB0), (0xD0, 0xBF)])
-    for alphabet in (ByteAlphabet(), ENGLISH):
-        with pytest.raises(ScorerError, match=r"utf8.scorer: a UTF-8 scorer \(each character a word"):
-            Scorer(output, alphabet)
+    text.write_text("м а м а\n" * 5 + "п а п а\n", encoding="utf-8")
+    output = tmp_path / "ru.scorer"
+    build(LmConfig(text=(text,), output=output, order=3), None, lambda _: None)  # None: UTF-8 mode
+    assert sorted(trie_words(output)) == [(0xD0, 0xB0), (0xD0, 0xBC), (0xD0, 0xBF)]  # DeepSpeech's labels
+    bytes_ = ByteAlphabet()
+    lead, m, p = bytes_.encode("м")[0], bytes_.encode("м")[1], bytes_.encode("п")[1]  # м d0 bc, п d0 bf
+    choices = [{label: 1.0} for label in bytes_.encode("ма")]
+    choices += [{lead: 1.0}, {m: 0.45, p: 0.55}, {bytes_.encode("а")[0]: 1.0}, {bytes_.encode("а")[1]: 1.0}]
+    frames = _frames(choices, bytes_.n_classes)
+    frames = np.concatenate([frames[:3], frames[2:]])  # the second byte of "м" over two frames: one byte
+    assert Decoder(bytes_, BeamSettings(beam_width=1)).decode(frames)[0].text == "мапа"
+    scorer = Scorer(output, bytes_)
+    decoded = Decoder(bytes_, BeamSettings(), scorer).decode(frames)[0]
+    assert decoded.text == "мама" and len(decoded.labels) == 8
+    spaced = _frames([*choices[:4], {bytes_.encode(" ")[0]: 1.0}, *choices[4:]], bytes_.n_classes)
+    assert Decoder(bytes_, BeamSettings(), scorer).decode(spaced)[0].text == "ма ма"
+    hot = Decoder(bytes_, BeamSettings(hot_words={"п": 6.0}), scorer).decode(frames)[0]
+    assert hot.text == "мапа"
+    with pytest.raises(ScorerError, match="a UTF-8 scorer's words are single characters"):
+        Decoder(bytes_, BeamSettings(hot_words={"мама": 5.0}), scorer)
+    with pytest.raises(ScorerError, match="ru.scorer: a UTF-8 scorer"):
+        Scorer(output, ENGLISH)

@@ -359,6 +359,14 @@ def test_russian_sample_overfits_in_utf8_byte_mode(tmp_path: Path) -> None:
     assert model.stt(pcm) == text  # beam search (width 500), no scorer
     model.set_beam_width(1)
     assert model.stt(pcm) == text  # greedy
+    from harken.language_model import LmConfig, build
+
+    lm_text = tmp_path / "lm.txt"
+    lm_text.write_text(f"{text}\nребята на месте\n", encoding="utf-8")
+    build(LmConfig(text=(lm_text,), output=tmp_path / "utf8.scorer", order=4), None, lambda _: None)
+    model.enable_scorer(tmp_path / "utf8.scorer")  # a UTF-8 scorer: characters for words
+    model.set_beam_width(500)
+    assert model.stt(pcm) == text
 
 
 def test_device_features_train_to_the_same_weights(tmp_path: Path) -> None:

@@ -174,6 +174,13 @@ def _add_lm_commands(commands: Any) -> None:
         help="the model's alphabet (default: English); words it cannot spell are left out",
     )
     build.add_argument(
+        "--bytes_output_mode",
+        action="store_true",
+        help="a UTF-8 scorer for --bytes_output_mode models: each character is a word of the LM (as "
+        "DeepSpeech's Mandarin scorers); for a language with spaces, a word scorer built with "
+        "--alphabet_config_path serves byte models too",
+    )
+    build.add_argument(
         "--max_oov_fraction", type=float, default=defaults.max_oov_fraction,
         help="share of running words with characters outside the alphabet above which the text is refused",
     )  # fmt: skip
@@ -423,7 +430,9 @@ def run_lm(args: argparse.Namespace) -> int:
         memory=args.memory, default_alpha=args.default_alpha, default_beta=args.default_beta,
         max_oov_fraction=args.max_oov_fraction,
     )  # fmt: skip
-    language_model.build(config, Alphabet.load(args.alphabet_config_path))
+    if args.bytes_output_mode and args.alphabet_config_path:
+        raise ValueError("--bytes_output_mode builds a scorer of characters: give no --alphabet_config_path")
+    language_model.build(config, None if args.bytes_output_mode else Alphabet.load(args.alphabet_config_path))
     return 0
 
 

@@ -117,6 +117,9 @@ def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
     return out
 
 
+UTF8_TOP_N = 8  # bytes per frame a search with a UTF-8 scorer tries (the Russian sample: same text as 256)
+
+
 class BeamDecoder:
     """A beam search that goes on where it stopped, like :class:`GreedyDecoder`: ``extend`` with the next
     frames, ``result`` for the best transcript so far, ``finish`` for the final n best."""
@@ -141,6 +144,15 @@ class BeamDecoder:
                 settings.beam_width, top_n, threshold, 0.0, 0.0, True, fl.CriterionType.CTC
             )
             self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
+        elif scorer.utf8:  # characters for words: scored by the LM as their last byte arrives
+            alpha = scorer.alpha if settings.alpha is None else settings.alpha
+            beta = scorer.beta if settings.beta is None else settings.beta
+            self._words = list(scorer.vocabulary)
+            options = fl.LexiconFreeDecoderOptions(  # its LM runs in Python: the likeliest bytes only
+                settings.beam_width, min(top_n, UTF8_TOP_N), threshold, 1.0, 0.0, True, fl.CriterionType.CTC
+            )
+            self._lm = scorer.character_lm(settings.hot_words, alpha, beta)  # held: flashlight calls into it
+            self._search = fl.LexiconFreeDecoder(options, self._lm, space, alphabet.blank, [])
         else:
             trie, lm, self._words = scorer.search_parts(settings.hot_words)
             alpha = scorer.alpha if settings.alpha is None else settings.alpha
@@ -194,7 +206,7 @@ class BeamDecoder:
     def finish(self, n_best: int = 1) -> list[Decoded]:
         """End the search: the ``n_best`` best distinct transcripts, best first."""
         if not self._finished:
-            if self.scorer is not None and self.frames:
+            if self.scorer is not None and not self.scorer.utf8 and self.frames:
                 # A final word boundary (a frame of certain space): the last word is scored like the others.
                 end = np.full((1, self.alphabet.n_classes), -1e30, np.float32)
                 end[0, self._space] = 0.0

@@ -174,7 +174,7 @@ def count_words(config: LmConfig, alphabet: Alphabet | None, lowercase: bool, co
     with gzip.open(corpus, "wt", encoding="utf-8", compresslevel=1) as out:
         for line in _lines(config.text):
             text = line.lower() if lowercase else line
-            words = text.split()
+            words = text.split() if alphabet is not None else [c for c in text if not c.isspace()]
             if words:
                 counts.update(words)
                 out.write(" ".join(words) + "\n")
@@ -226,7 +226,8 @@ def _build_binary(config: LmConfig, tools: dict[str, Path], work: Path, arpa: Pa
 
 
 def build(config: LmConfig, alphabet: Alphabet | None, log: Log = print) -> ScorerInfo:
-    """Build ``config.output``; ``alphabet`` None means UTF-8 byte mode (every word is kept)."""
+    """Build ``config.output``. ``alphabet`` None builds a UTF-8 scorer for byte-output models: every
+    character but whitespace is a word of the LM (DeepSpeech's scorers for Mandarin)."""
     tools = find_tools()
     lowercase = config.lowercase
     if lowercase is None:

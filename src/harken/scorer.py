@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harken import __version__
-from harken.alphabet import Alphabet
+from harken.alphabet import Alphabet, ByteAlphabet
 from harken.interop import scorer_package
 from harken.storage import atomic_write
 
@@ -160,6 +160,59 @@ def _hot_word_lm(kenlm: Any, to_lm: list[int], boosts: dict[int, float]) -> Any:
     return HotWordLM()
 
 
+_PENDING = 1 << 28  # LM state keys (C ints) of part-spelled characters: past KenLM's word ids (-1: </s>)
+_DEAD = 1 << 30
+
+
+def _character_lm(
+    kenlm: Any, units: dict[bytes, int], alpha: float, beta: float, boosts: dict[int, float], space: int
+) -> Any:
+    """DeepSpeech's UTF-8 scoring as a flashlight LM over byte labels (byte b is label b - 1): a label that
+    completes a character the vocabulary holds scores ``alpha * (ln P + boost) + beta``; one that leaves a
+    part of such a character scores 0; anything else is impossible. A space between characters is left
+    unscored (DeepSpeech's trie had none). Scores come back weighted: the search's LM weight is 1."""
+    from flashlight.lib.text.decoder import LM
+
+    prefixes = {unit[:cut] for unit in units for cut in range(1, len(unit))}
+    impossible = -1e9
+
+    class CharacterLM(LM):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: dict[Any, tuple[Any, bytes]] = {}  # state -> (KenLM state, bytes spelled so far)
+            self.dead: Any = None  # the one state of every impossible spelling
+
+        def _known(self, state: Any, base: Any, pending: bytes) -> Any:
+            self.parts.setdefault(state, (base, pending))
+            return state
+
+        def start(self, start_with_nothing: bool) -> Any:
+            state = kenlm.start(start_with_nothing)
+            return self._known(state, state, b"")
+
+        def score(self, state: Any, label: int) -> tuple[Any, float]:
+            base, pending = self.parts[state]
+            if label == space and not pending:
+                return state, 0.0
+            pending += bytes([label + 1])
+            unit = units.get(pending)
+            if unit is not None:
+                out, log10 = kenlm.score(base, unit)
+                return self._known(out, out, b""), alpha * (log10 * LN10 + boosts.get(unit, 0.0)) + beta
+            if pending in prefixes:
+                return self._known(base.child(_PENDING + int.from_bytes(pending, "big")), base, pending), 0.0
+            if self.dead is None:
+                self.dead = self._known(base.child(_DEAD), base, b"\xff")
+            return self.dead, impossible
+
+        def finish(self, state: Any) -> tuple[Any, float]:
+            base, pending = self.parts[state]
+            out, log10 = kenlm.finish(base)
+            return self._known(out, out, b""), alpha * log10 * LN10 if not pending else impossible
+
+    return CharacterLM()
+
+
 class Scorer:
     """A scorer loaded for one alphabet: the LM, the word list and the spelling trie for the search.
 
@@ -173,15 +226,18 @@ class Scorer:
         self.path = Path(path)
         self.alphabet = alphabet
         self.info = read_info(self.path, alphabet)
-        if self.info.utf8:  # flashlight's lexicon search ends a word only at a separator token
+        self.utf8 = self.info.utf8  # its words are characters, each scored as its last byte arrives
+        if self.utf8 and not isinstance(alphabet, ByteAlphabet):
             raise ScorerError(
-                f"{self.path}: a UTF-8 scorer (each character a word, no separators), which harken's beam "
-                "search cannot use; build a word scorer with `harken lm build` (byte-mode models take those)"
+                f"{self.path}: a UTF-8 scorer (each character a word), for --bytes_output_mode models; this "
+                "model's output is an alphabet"
             )
         if " " not in alphabet.symbols:
             raise ScorerError(f"{self.path}: the model's alphabet has no space, so it has no words to score")
         self.alpha, self.beta = self.info.alpha, self.info.beta
         spellable = [word for word in self.info.vocabulary if word and not alphabet.unknown(word)]
+        if self.utf8:  # DeepSpeech scores single code points in this mode: other entries never match
+            spellable = [word for word in spellable if len(word) == 1 and not word.isspace()]
         if len(spellable) < 0.95 * len(self.info.vocabulary) or not spellable:
             missing = sorted({c for word in self.info.vocabulary for c in alphabet.unknown(word)})[:10]
             raise ScorerError(
@@ -217,10 +273,23 @@ class Scorer:
                 "gives words its language model does not know"
             )
 
+    def character_lm(self, hot_words: Mapping[str, float], alpha: float, beta: float) -> Any:
+        """A UTF-8 scorer's LM for flashlight's lexicon-free search (one per search: it keeps its states)."""
+        boosts: dict[int, float] = {}
+        for word, boost in hot_words.items():
+            if len(word) != 1 or word.isspace() or word not in self.vocabulary:
+                raise ScorerError(f"hot word {word!r}: a UTF-8 scorer's words are single characters it knows")
+            boosts[self.vocabulary.index(word)] = boost
+        units = {word.encode("utf-8"): index for index, word in enumerate(self.vocabulary[:-1])}
+        return _character_lm(self.kenlm, units, alpha, beta, boosts, self.alphabet.encode(" ")[0])
+
     def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
         """(spelling trie, LM, word texts) for the beam search with these hot words."""
         from flashlight.lib.text.decoder import SmearingMode, Trie
 
+        if self.utf8:  # checked here, searched with character_lm
+            self.character_lm(hot_words, self.alpha, self.beta)
+            return None, None, list(self.vocabulary)
         key = tuple(sorted(hot_words.items()))
         if key in self._tries:
             return self._tries[key]
