@@ -366,6 +366,13 @@ def test_pages_of_other_sites_are_refused_unless_allowed(
     assert response.status_code == 403
     assert "pages of https://evil.example are not allowed" in response.json()["error"]["message"]
     assert httpx.get(service.url + "/healthz", headers={**service.headers, **own}).status_code == 200
+    behind_proxy = [  # the page's host as a reverse proxy passes it on, and a default port
+        {"Origin": "https://stt.example.org", "X-Forwarded-Host": "stt.example.org"},
+        {"Origin": "https://stt.example.org", "Forwarded": 'for=1.2.3.4;host="stt.example.org";proto=https'},
+        {"Origin": "https://stt.example.org", "Host": "STT.example.org:443"},
+    ]
+    for headers in behind_proxy:
+        assert httpx.get(service.url + "/healthz", headers={**service.headers, **headers}).status_code == 200
 
     async def handshake(server: Server, headers: dict[str, str]) -> int:
         try:

@@ -93,6 +93,11 @@ def test_index_files_spare_reading_audio_and_stale_ones_are_ignored(
     (tmp_path / "s" / "shard-00000.tar.json").write_text('{"format": "harken-shard-index/1", "tar_size": 1}')
     audio._INDEX.clear()  # a fresh process: the index describes another tar, so the tar's headers are read
     assert audio.info(member) == expected and audio.exists(member)
+    (tmp_path / "s" / "shard-00000.tar.json").write_text(
+        json.dumps({**index, "members": {**index["members"], "00000002.flac": ["512", 30000]}})
+    )  # an entry of the wrong type: the index is not used
+    audio._INDEX.clear()
+    assert audio.info(member) == expected
     (tmp_path / "s" / "shard-00000.tar.json").write_text("{not json")
     audio._INDEX.clear()
     np.testing.assert_array_equal(audio.read(member, 16000), audio.read(tmp_path / "c.flac", 16000))

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -46,7 +47,9 @@ class Member:
     info: AudioInfo | None = None  # the audio header, where the shard's index file records it
 
 
-_INDEX: dict[tuple[str, ...], dict[str, Member]] = {}  # (tar, size, mtime) or (url,) -> members
+INDEXES_KEPT = 2048  # tars whose member lists a process keeps (about 100 kB each per 1,000 members)
+_INDEX: OrderedDict[tuple[str, ...], dict[str, Member] | OSError] = OrderedDict()  # (tar, size, mtime)
+# or (url,) -> members, or why a remote tar could not be read
 
 
 def split_member(path: Path) -> tuple[Path, str] | None:
@@ -69,10 +72,12 @@ def parse_index(data: bytes, tar_size: int) -> dict[str, Member] | None:
         index = json.loads(data)
         if index.get("format") != INDEX_FORMAT or index.get("tar_size") != tar_size:
             return None
-        return {
-            member: Member(entry[0], entry[1], AudioInfo(*entry[2:5]) if len(entry) == 5 else None)
-            for member, entry in index["members"].items()
-        }
+        members = {}
+        for member, entry in index["members"].items():
+            if len(entry) not in (2, 5) or not all(type(value) is int and value >= 0 for value in entry):
+                return None
+            members[member] = Member(entry[0], entry[1], AudioInfo(*entry[2:5]) if len(entry) == 5 else None)
+        return members
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
 
@@ -84,22 +89,30 @@ def _scan(source: Path | IO[bytes]) -> dict[str, Member]:
         return {m.name: Member(m.offset_data, m.size) for m in archive.getmembers() if m.isfile()}
 
 
+def _remote_index(url: str) -> dict[str, Member] | OSError:
+    """A remote tar's members, or the error that kept them from being read (kept: not asked again)."""
+    try:
+        if not remote_exists(url):
+            return {}  # its members are missing, like those of a tar that lacks them
+        size = remote_size(url)
+        has_index = remote_exists(url + INDEX_SUFFIX)
+        members = parse_index(read_remote(url + INDEX_SUFFIX), size) if has_index else None
+        if members is None:
+            with open_remote(url, unbuffered=True) as handle:  # no index file: one read per header
+                members = _scan(handle)
+        return members
+    except (OSError, tarfile.TarError) as error:
+        return error if isinstance(error, OSError) else OSError(f"{url}: not a tar ({error})")
+
+
 def _index(tar: Path) -> dict[str, Member]:
-    """A tar's members: from its index file when it has a current one, else read from the tar's headers."""
+    """A tar's members: from its index file when it has a current one, else read from the tar's headers.
+    The last INDEXES_KEPT tars' are kept (least recently used out)."""
     url = remote_url(tar)
     if url is not None:
         key: tuple[str, ...] = (url,)
         if key not in _INDEX:
-            size = remote_size(url)
-            members = (
-                parse_index(read_remote(url + INDEX_SUFFIX), size)
-                if remote_exists(url + INDEX_SUFFIX)
-                else None
-            )
-            if members is None:
-                with open_remote(url) as handle:  # no index file
-                    members = _scan(handle)
-            _INDEX[key] = members
+            _INDEX[key] = _remote_index(url)
     else:
         stat = tar.stat()
         key = (str(tar.resolve()), str(stat.st_size), str(stat.st_mtime_ns))
@@ -107,9 +120,13 @@ def _index(tar: Path) -> dict[str, Member]:
             sidecar = Path(f"{tar}{INDEX_SUFFIX}")
             members = parse_index(sidecar.read_bytes(), stat.st_size) if sidecar.is_file() else None
             _INDEX[key] = members if members is not None else _scan(tar)
-    if len(_INDEX) > 256:  # keep a bounded number of tars' indexes per process
-        _INDEX.pop(next(iter(_INDEX)))
-    return _INDEX[key]
+    _INDEX.move_to_end(key)
+    while len(_INDEX) > INDEXES_KEPT:
+        _INDEX.popitem(last=False)
+    found = _INDEX[key]
+    if isinstance(found, OSError):
+        raise found
+    return found
 
 
 def exists(path: Path) -> bool:
@@ -121,6 +138,8 @@ def exists(path: Path) -> bool:
     tar, member = found
     try:
         return member in _index(tar)
+    except RemoteError:
+        raise  # the storage could not be asked: not the same as missing
     except (OSError, tarfile.TarError):
         return False
 
@@ -135,10 +154,11 @@ def fingerprint(path: Path) -> str | None:
             entry = _index(tar)[member]
             return f"{fingerprint(tar)}#{member}|{entry.offset}|{entry.size}"
         url = remote_url(path)
-        if url is not None:
+        if url is not None and not url.startswith("file://"):
             return url
-        stat = os.stat(path)
-        return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+        local = Path(url[len("file://") :]) if url is not None else path
+        stat = os.stat(local)
+        return f"{os.path.abspath(local)}|{stat.st_size}|{stat.st_mtime_ns}"
     except (OSError, KeyError, tarfile.TarError):
         return None
 
@@ -165,11 +185,13 @@ def _open(path: Path) -> soundfile.SoundFile:
     if split_member(path) is not None:
         try:
             source = open_member(path)
+        except RemoteError as error:
+            raise AudioError(str(error)) from None
         except (OSError, KeyError, tarfile.TarError):
             raise AudioError(f"{name(path)}: no such file in the tar") from None
     elif url is not None:
         try:
-            source = io.BytesIO(read_remote(url))
+            source = open_remote(url)  # a header read fetches a block, not the whole object
         except RemoteError as error:
             raise AudioError(str(error)) from None
     elif not path.is_file():

@@ -49,9 +49,9 @@ class Batch:
         context of a row's last frames)."""
         if self.audio is None:
             return self.features
-        frames = features.mfcc(self.features, self.audio)[
-            :, : int(self.lengths.max())
-        ]  # [batch, time, n_mfcc]
+        audio = self.features if self.features.device.type != "mps" else self.features.cpu()  # no float64
+        frames = features.mfcc(audio, self.audio)[:, : int(self.lengths.max())]  # [batch, time, n_mfcc]
+        frames = frames.to(self.features.device)
         valid = torch.arange(frames.shape[1], device=frames.device) < self.lengths.to(frames.device)[:, None]
         return frames * valid.unsqueeze(-1)
 

@@ -14,9 +14,10 @@ final result is the whole file's, exactly (float models); a bidirectional checkp
 stream finishes, so it gives no partial results.
 
 ``stt`` on a long utterance (8 s or more) cuts it at its quietest frames into up to ``batch_segments``
-stretches of at least 4 s and runs them side by side through the LSTM, each started one second early so its
-state has settled: the LSTM's recurrent weights are then read once per step for all of them, where one
-pass reads them once per frame (they dominate the time). ``batch_segments=1`` runs one pass, as a stream.
+stretches of 4 s or more on average and runs them side by side through the LSTM, each started one second
+early so its state has settled: the LSTM's recurrent weights are then read once per step for all of them,
+where one pass reads them once per frame (they dominate the time). ``batch_segments=1`` runs one pass, as a
+stream does.
 
 Decoding is DeepSpeech's: a CTC beam search (width 500 unless ``set_beam_width`` says otherwise; 1 without
 a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and hot words::
@@ -46,7 +47,7 @@ from harken.export import FORMAT_VERSION, METADATA_KEY
 from harken.scorer import Scorer
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each [directions, batch, n_hidden]
-SEGMENT_FRAMES = 200  # a side-by-side stretch is at least 4 s (of 20 ms frames) ...
+SEGMENT_FRAMES = 200  # side-by-side stretches are 4 s (of 20 ms frames) or more on average ...
 WARMUP_FRAMES = 50  # ... and starts 1 s before its cut, its outputs there dropped
 
 

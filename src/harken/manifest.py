@@ -43,6 +43,7 @@ def split_files(spec: str | Sequence[str | Path]) -> list[Path]:
 def read_csv(path: str | Path) -> list[Sample]:
     """The samples a CSV lists (a local file or a URL: see harken.storage)."""
     url, path = storage.remote_url(path), Path(path)
+    shown = url or str(path)  # how messages name it
     try:
         if url is not None:
             data = storage.read_remote(url)
@@ -54,16 +55,16 @@ def read_csv(path: str | Path) -> list[Sample]:
     except storage.RemoteError as error:
         raise ManifestError(str(error).replace("no such object", "no such CSV file")) from None
     except UnicodeDecodeError as error:
-        raise ManifestError(f"{url or path}: not UTF-8 text (byte {error.start})") from None
+        raise ManifestError(f"{shown}: not UTF-8 text (byte {error.start})") from None
     except csv.Error as error:
-        raise ManifestError(f"{url or path}: not a valid CSV file ({error})") from None
+        raise ManifestError(f"{shown}: not a valid CSV file ({error})") from None
     if not rows:
-        raise ManifestError(f"{path}: empty file, expected the header {','.join(HEADER)}")
+        raise ManifestError(f"{shown}: empty file, expected the header {','.join(HEADER)}")
     header = [name.strip() for name in rows[0]]
     missing = [name for name in ("wav_filename", "transcript") if name not in header]
     if missing:
         raise ManifestError(
-            f"{path}: header {','.join(header)!r} lacks {', '.join(missing)} (expected {','.join(HEADER)})"
+            f"{shown}: header {','.join(header)!r} lacks {', '.join(missing)} (expected {','.join(HEADER)})"
         )
     col_file, col_text = header.index("wav_filename"), header.index("transcript")
     col_size = header.index("wav_filesize") if "wav_filesize" in header else None
@@ -73,14 +74,14 @@ def read_csv(path: str | Path) -> list[Sample]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise ManifestError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+            raise ManifestError(f"{shown}:{line}: {len(row)} fields, the header has {len(header)}")
         size = 0
         if col_size is not None and row[col_size].strip():
             try:
                 size = int(row[col_size])
             except ValueError:
                 raise ManifestError(
-                    f"{path}:{line}: wav_filesize {row[col_size]!r} is not a number"
+                    f"{shown}:{line}: wav_filesize {row[col_size]!r} is not a number"
                 ) from None
         wav = Path(row[col_file])  # a URL stays one (storage.remote_url reads it back)
         absolute = wav.is_absolute() or storage.remote_url(wav) is not None
@@ -137,7 +138,9 @@ class ValidationReport:
     def skip(self, reason: str, sample: Sample, detail: str = "") -> None:
         self.skipped[reason] += 1
         self.rejected.append((sample, reason, detail))
-        self.details.setdefault(reason, []).append(f"{sample.path}" + (f": {detail}" if detail else ""))
+        self.details.setdefault(reason, []).append(
+            audio.name(sample.path) + (f": {detail}" if detail else "")
+        )
 
     @property
     def hours(self) -> float:
@@ -157,7 +160,8 @@ class ValidationReport:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow([*HEADER, "reason", "detail"])
             for sample, reason, detail in self.rejected:
-                writer.writerow([sample.path.as_posix(), sample.size, sample.transcript, reason, detail])
+                shown = storage.remote_url(sample.path) or sample.path.as_posix()
+                writer.writerow([shown, sample.size, sample.transcript, reason, detail])
 
 
 def skip_lines(skipped: Counter[str], details: Mapping[str, Sequence[str]], examples: int) -> list[str]:

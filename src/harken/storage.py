@@ -56,6 +56,10 @@ def read_remote(url: str, start: int | None = None, end: int | None = None) -> b
         raise RemoteError(f"{url}: no such object") from None
     except Exception as error:  # each storage library raises its own types
         raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
+    if start is not None and end is not None and len(data) != end - start:
+        raise RemoteError(
+            f"{url}: asked for bytes {start}-{end}, got {len(data):,} (a server that ignores Range requests)"
+        )
     return bytes(data)
 
 
@@ -69,13 +73,17 @@ def remote_size(url: str) -> int:
         raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
 
 
-def open_remote(url: str) -> IO[bytes]:
-    """The object at ``url`` as a seekable binary file (reads are ranged requests, buffered)."""
+def open_remote(url: str, unbuffered: bool = False) -> IO[bytes]:
+    """The object at ``url`` as a seekable binary file: each read a ranged request, buffered in blocks
+    (``unbuffered``: exactly what is read is fetched, for scattered small reads)."""
     filesystem, path = _filesystem(url)
+    options: dict[str, Any] = {"cache_type": "none"} if unbuffered else {"block_size": 1 << 20}
     try:
-        return filesystem.open(path, "rb")
+        return filesystem.open(path, "rb", **options)
     except FileNotFoundError:
         raise RemoteError(f"{url}: no such object") from None
+    except Exception as error:  # each storage library raises its own types
+        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
 
 
 def _first_line(error: Exception) -> str:
@@ -83,11 +91,14 @@ def _first_line(error: Exception) -> str:
 
 
 def remote_exists(url: str) -> bool:
+    """Whether the object is there; RemoteError when the storage cannot be asked (credentials, network)."""
     filesystem, path = _filesystem(url)
     try:
         return bool(filesystem.isfile(path))
-    except Exception:  # unreachable or refused: the caller reports the object as missing
+    except FileNotFoundError:
         return False
+    except Exception as error:  # each storage library raises its own types
+        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
 
 
 @contextmanager

@@ -386,7 +386,9 @@ class OriginCheck:
     """ASGI middleware: what a browser sends from another site's page (an ``Origin`` header naming
     another host than the request's) is refused with 403, unless ``--allowed_origins`` lists that origin
     (``*``: any). Without it any web page open in a browser on the machine could use the service (a
-    WebSocket is not held to the same-origin rules). Clients that send no Origin (curl, SDKs) pass."""
+    WebSocket is not held to the same-origin rules). Clients that send no Origin (curl, SDKs) pass. A page
+    whose own name resolves to the service (DNS rebinding) is same-origin to the browser: the API key,
+    not this check, keeps such pages out."""
 
     def __init__(self, app: ASGIApp, allowed: tuple[str, ...]) -> None:
         self.app, self.allowed = app, allowed
@@ -400,15 +402,28 @@ class OriginCheck:
         await refuse(scope, receive, send, 403, message, {})
 
     def _foreign(self, scope: Scope) -> str | None:
-        """The request's origin when it is another site's and not allowed, else None."""
+        """The request's origin when it is another site's and not allowed, else None. The page's own host
+        is the request's Host, or what a reverse proxy says it was (X-Forwarded-Host, Forwarded)."""
         headers = dict(scope.get("headers", []))
         if b"origin" not in headers:
             return None
         origin = headers[b"origin"].decode("latin-1").strip().rstrip("/")
         if "*" in self.allowed or origin in self.allowed:
             return None
-        same = urlsplit(origin).netloc.lower() == headers.get(b"host", b"").decode("latin-1").lower()
+        parts = urlsplit(origin)
+        hosts = [headers.get(b"host", b"").decode("latin-1")]
+        hosts += headers.get(b"x-forwarded-host", b"").decode("latin-1").split(",")
+        hosts += re.findall(r'host="?([^;,"\s]+)', headers.get(b"forwarded", b"").decode("latin-1"), re.I)
+        own = _origin_host(parts.netloc, parts.scheme)
+        same = any(_origin_host(host, parts.scheme) == own for host in hosts if host.strip())
         return None if same else origin
+
+
+def _origin_host(value: str, scheme: str) -> str:
+    """host[:port] as browsers write it in an Origin: lower case, without the scheme's default port."""
+    value = value.strip().lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme.lower(), "")
+    return value[: -len(default)] if default and value.endswith(default) else value
 
 
 # ---- the application and the server ---------------------------------------------------------------
