@@ -100,6 +100,11 @@ class BeamSettings:
         if self.cutoff_top_n < 1:
             raise ValueError(f"--cutoff_top_n must be at least 1, got {self.cutoff_top_n}")
 
+    def weights(self, scorer: Scorer) -> tuple[float, float]:
+        """(alpha, beta): these settings' where given, else the scorer's defaults."""
+        alpha = scorer.alpha if self.alpha is None else self.alpha
+        return alpha, scorer.beta if self.beta is None else self.beta
+
 
 _STEP_FRAMES = 16
 
@@ -145,18 +150,16 @@ class BeamDecoder:
             )
             self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
         elif scorer.utf8:  # characters for words: scored by the LM as their last byte arrives
-            alpha = scorer.alpha if settings.alpha is None else settings.alpha
-            beta = scorer.beta if settings.beta is None else settings.beta
             self._words = list(scorer.vocabulary)
             options = fl.LexiconFreeDecoderOptions(  # its LM runs in Python: the likeliest bytes only
                 settings.beam_width, min(top_n, UTF8_TOP_N), threshold, 1.0, 0.0, True, fl.CriterionType.CTC
             )
+            alpha, beta = settings.weights(scorer)
             self._lm = scorer.character_lm(settings.hot_words, alpha, beta)  # held: flashlight calls into it
             self._search = fl.LexiconFreeDecoder(options, self._lm, space, alphabet.blank, [])
         else:
             trie, lm, self._words = scorer.search_parts(settings.hot_words)
-            alpha = scorer.alpha if settings.alpha is None else settings.alpha
-            beta = scorer.beta if settings.beta is None else settings.beta
+            alpha, beta = settings.weights(scorer)
             options = fl.LexiconDecoderOptions(
                 settings.beam_width, top_n, threshold, alpha * LN10, beta,
                 float("-inf"), 0.0, True, fl.CriterionType.CTC,
@@ -243,7 +246,7 @@ class Decoder:
         if scorer is None and settings.hot_words:
             raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
         if scorer is not None and settings.hot_words:
-            scorer.search_parts(settings.hot_words)  # check the words now, not in the first search
+            scorer.check_hot_words(settings.hot_words)  # now, not in the first search
 
     @classmethod
     def from_config(cls, alphabet: Alphabet, config: DecoderConfig) -> Decoder:

@@ -229,8 +229,7 @@ def describe(text_decoder: decoder.Decoder) -> str:
     settings, scorer = text_decoder.settings, text_decoder.scorer
     if scorer is None:
         return f"Decoding: beam search, width {settings.beam_width}, no scorer"
-    alpha = scorer.alpha if settings.alpha is None else settings.alpha
-    beta = scorer.beta if settings.beta is None else settings.beta
+    alpha, beta = settings.weights(scorer)
     return (
         f"Decoding: beam search, width {settings.beam_width}, scorer {scorer.path} "
         f"({len(scorer.vocabulary) - 1:,} words, alpha {alpha:.4g}, beta {beta:.4g})"

@@ -283,13 +283,17 @@ class Scorer:
         units = {word.encode("utf-8"): index for index, word in enumerate(self.vocabulary[:-1])}
         return _character_lm(self.kenlm, units, alpha, beta, boosts, self.alphabet.encode(" ")[0])
 
+    def check_hot_words(self, hot_words: Mapping[str, float]) -> None:
+        """ScorerError when a hot word cannot be used with this scorer."""
+        if self.utf8:
+            self.character_lm(hot_words, self.alpha, self.beta)
+        else:
+            self.search_parts(hot_words)  # builds (and keeps) the trie the first search will use
+
     def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
-        """(spelling trie, LM, word texts) for the beam search with these hot words."""
+        """(spelling trie, LM, word texts) for a word scorer's beam search with these hot words."""
         from flashlight.lib.text.decoder import SmearingMode, Trie
 
-        if self.utf8:  # checked here, searched with character_lm
-            self.character_lm(hot_words, self.alpha, self.beta)
-            return None, None, list(self.vocabulary)
         key = tuple(sorted(hot_words.items()))
         if key in self._tries:
             return self._tries[key]

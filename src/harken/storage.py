@@ -47,15 +47,25 @@ def _filesystem(url: str) -> tuple[Any, str]:
         raise RemoteError(f"{url}: {error}") from None
 
 
+@contextmanager
+def _asking(url: str) -> Iterator[None]:
+    """Storage libraries' own errors as one-line RemoteErrors naming ``url``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise RemoteError(f"{url}: no such object") from None
+    except RemoteError:
+        raise
+    except Exception as error:  # each storage library raises its own types
+        text = str(error).strip()
+        raise RemoteError(f"{url}: {type(error).__name__}: {text.splitlines()[0] if text else ''}") from None
+
+
 def read_remote(url: str, start: int | None = None, end: int | None = None) -> bytes:
     """The bytes of the object at ``url`` (``start``:``end`` only: one ranged request)."""
     filesystem, path = _filesystem(url)
-    try:
+    with _asking(url):
         data = filesystem.cat_file(path, start=start, end=end)
-    except FileNotFoundError:
-        raise RemoteError(f"{url}: no such object") from None
-    except Exception as error:  # each storage library raises its own types
-        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
     if start is not None and end is not None and len(data) != end - start:
         raise RemoteError(
             f"{url}: asked for bytes {start}-{end}, got {len(data):,} (a server that ignores Range requests)"
@@ -65,12 +75,8 @@ def read_remote(url: str, start: int | None = None, end: int | None = None) -> b
 
 def remote_size(url: str) -> int:
     filesystem, path = _filesystem(url)
-    try:
+    with _asking(url):
         return int(filesystem.size(path))
-    except FileNotFoundError:
-        raise RemoteError(f"{url}: no such object") from None
-    except Exception as error:  # each storage library raises its own types
-        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
 
 
 def open_remote(url: str, unbuffered: bool = False) -> IO[bytes]:
@@ -78,27 +84,18 @@ def open_remote(url: str, unbuffered: bool = False) -> IO[bytes]:
     (``unbuffered``: exactly what is read is fetched, for scattered small reads)."""
     filesystem, path = _filesystem(url)
     options: dict[str, Any] = {"cache_type": "none"} if unbuffered else {"block_size": 1 << 20}
-    try:
+    with _asking(url):
         return filesystem.open(path, "rb", **options)
-    except FileNotFoundError:
-        raise RemoteError(f"{url}: no such object") from None
-    except Exception as error:  # each storage library raises its own types
-        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else ""
 
 
 def remote_exists(url: str) -> bool:
     """Whether the object is there; RemoteError when the storage cannot be asked (credentials, network)."""
     filesystem, path = _filesystem(url)
-    try:
-        return bool(filesystem.isfile(path))
-    except FileNotFoundError:
-        return False
-    except Exception as error:  # each storage library raises its own types
-        raise RemoteError(f"{url}: {type(error).__name__}: {_first_line(error)}") from None
+    with _asking(url):
+        try:
+            return bool(filesystem.isfile(path))
+        except FileNotFoundError:
+            return False
 
 
 @contextmanager
