@@ -1,9 +1,12 @@
 # The README's commands. Each target sets itself up from nothing: a virtual environment in .venv with
-# the CPU build of torch and harken (editable, with its test tools).
+# the CPU build of torch and harken (editable). `make demo` installs what harken needs to run; `make test`
+# adds the test and development tools (the `dev` extra).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
 DEMO   := runs/demo
 ARMSPEECH := .cache/armspeech/model.tflite
 KENLM  := $(BIN)/lmplz
@@ -15,17 +18,23 @@ DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_ba
               --learning_rate 0.001 --dropout_rate 0.1 --shuffle_batches --epochs $(or $(DEMO_EPOCHS),35) \
               --checkpoint_dir $(DEMO)/checkpoints --show_progressbar $(if $(CI),false,true)
 
-.PHONY: setup demo test test-slow lint clean browser
+.PHONY: setup setup-dev demo test test-slow lint clean browser
 
 setup: $(STAMP) $(KENLM)
+
+setup-dev: setup $(DEV_STAMP)
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "harken needs Python 3.10 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[tensorboard]'  # the demo writes TensorBoard summaries
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 # KenLM's lmplz and build_binary (for `harken lm build`) have no Debian package: compiled once from the
@@ -64,7 +73,7 @@ demo: setup
 	    $(DEMO)/corpus/$$(head -2 $(DEMO)/corpus/test.csv | tail -1 | cut -d, -f1)
 	@echo "Loss curves: $(DEMO)/checkpoints/loss.png; TensorBoard: $(BIN)/tensorboard --logdir $(DEMO)/checkpoints/summaries"
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
@@ -72,7 +81,7 @@ lint: setup
 test: lint $(ARMSPEECH)
 	$(BIN)/python -m pytest -q
 
-test-slow: setup $(ARMSPEECH) browser
+test-slow: setup-dev $(ARMSPEECH) browser
 	$(BIN)/python -m pytest -q -m slow
 
 # The service's browser test drives Debian's chromium (Playwright, no browser download): installed here

@@ -51,7 +51,11 @@ def exported() -> tuple[Path, Path]:
         loaded = checkpoint.load_model(WORK / "ckpt")
         wav = WORK / "check.wav"
         audio.write(wav, speech(3.0)[0], 16000)
-        export.export(loaded, ExportConfig(export_dir=str(WORK / "onnx"), quantize="int8"), wav)
+        # espeak-ng's samples differ between its builds, and ArmSpeech transcribes them poorly: the export's
+        # transcript check would decide by chance whether the bench runs. The bench measures accuracy itself.
+        options = ExportConfig(export_dir=str(WORK / "onnx"), quantize="int8")
+        for result in export.export(loaded, options, wav, enforce_int8=False):
+            print(result.parity)
     return WORK / "onnx" / "model.onnx", WORK / "onnx" / "model.int8.onnx"
 
 

@@ -190,6 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     model = model_file(args.model)
     pcm = speech(max(args.seconds, 5.0))
+    WORK.mkdir(parents=True, exist_ok=True)
     five = WORK / "five.wav"
     audio.write(five, audio.from_pcm16(pcm[: 5 * RATE]), RATE)
     print(f"model {model} ({model.stat().st_size / 1e6:.1f} MB), serve flags: {args.serve_args or '(none)'}")

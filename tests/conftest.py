@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,16 @@ ARMSPEECH = Path(
     os.environ.get("HARKEN_ARMSPEECH", Path(__file__).parents[1] / ".cache/armspeech/model.tflite")
 )
 LDC93S1_TEXT = "she had your dark suit in greasy wash water all year"
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str, every: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds`` (no wait in a test is
+    unbounded: a machine many times slower than this one fails with a reason, never hangs)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds:g} s for {what}")
+        time.sleep(every)
 
 
 def ldc_config(
@@ -34,26 +49,71 @@ def ldc_config(
     )
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread inside the block: training a tiny model then gives the same result whatever
+    thread count the test that first asks for it has set (the arithmetic depends on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class LdcModels:
+    noisy: Path  # imperfect: greedy and beam search (no scorer) both get words wrong
+    exact: Path  # overfitted: 200 epochs
+
+
+def _both_wrong(directory: Path) -> bool:
+    """Whether greedy decoding and beam search without a scorer both miss words of LDC93S1."""
+    from harken import audio
+    from harken.inference import Model
+
+    model = Model(directory)
+    pcm = audio.to_pcm16(audio.read(DATA / "LDC93S1.wav", 16000))
+    wrong = []
+    for width in (1, 500):
+        model.set_beam_width(width)
+        wrong.append(model.stt(pcm) != LDC93S1_TEXT)
+    return all(wrong)
+
+
 @pytest.fixture(scope="session")
-def ldc_noisy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """LDC93S1 after 130 of the 200 epochs: nearly there, so its greedy transcript has a few wrong letters
-    ("... in reasy wash waeral year") — what a scorer is for."""
+def ldc_models(tmp_path_factory: pytest.TempPathFactory) -> LdcModels:
+    """LDC93S1 trained to 200 epochs (about 15 s), and the last model on the way, checked every 5 epochs
+    from epoch 100 (resuming is bit-identical to training straight through), that greedy decoding and beam
+    search without a scorer still get wrong: nearly there, a few wrong letters ("... our dark suit i
+    greasy ..."), what a scorer is for. It is chosen by its transcripts, not by a fixed epoch: how soon
+    training gets there differs between machines (epoch 130 here; a test that assumed it failed elsewhere)."""
     from harken.train import train
 
-    directory = tmp_path_factory.mktemp("ldc93s1-130")
-    train(ldc_config(directory, epochs=130), log=lambda _: None)
-    return directory
+    exact = tmp_path_factory.mktemp("ldc93s1")
+    noisy = tmp_path_factory.mktemp("ldc93s1-noisy")
+    found = False
+    with one_thread():
+        for epochs in range(100, 201, 5):
+            train(ldc_config(exact, epochs=epochs), log=lambda _: None)
+            if epochs < 200 and _both_wrong(exact):
+                shutil.rmtree(noisy)
+                shutil.copytree(exact, noisy)
+                found = True
+    if not found:
+        pytest.fail("LDC93S1 training was exact for both decoders by epoch 100: no imperfect model")
+    return LdcModels(noisy, exact)
 
 
 @pytest.fixture(scope="session")
-def ldc_model(tmp_path_factory: pytest.TempPathFactory, ldc_noisy_model: Path) -> Path:
-    """A checkpoint directory holding a model overfitted on LDC93S1 (200 epochs, about 15 s on 2 cores):
-    the 130-epoch model, trained on (resuming is bit-identical to training straight through)."""
-    import shutil
+def ldc_noisy_model(ldc_models: LdcModels) -> Path:
+    """A checkpoint directory holding an imperfect LDC93S1 model (see ``ldc_models``)."""
+    return ldc_models.noisy
 
-    from harken.train import train
 
-    directory = tmp_path_factory.mktemp("ldc93s1")
-    shutil.copytree(ldc_noisy_model, directory, dirs_exist_ok=True)
-    train(ldc_config(directory, epochs=200), log=lambda _: None)
-    return directory
+@pytest.fixture(scope="session")
+def ldc_model(ldc_models: LdcModels) -> Path:
+    """A checkpoint directory holding a model overfitted on LDC93S1 (200 epochs)."""
+    return ldc_models.exact

@@ -29,12 +29,18 @@ from harken.train import TrainingError, train
 from conftest import DATA, LDC93S1_TEXT, ldc_config
 
 QUIET = {"log": lambda _: None}
-# Adam divides every gradient entry by its own running magnitude: with its default epsilon (1e-8) an entry
-# whose gradient is ~0 moves by ±learning rate following the sign of float rounding, which differs between
-# one batch of 4 and two of 2. The torchrun comparisons train with epsilon 1e-4, which leaves ordinary
-# entries alone but keeps those steps small, so that they compare the computation rather than that sign. A
-# wrong shard or loss normalisation moves most entries by up to the learning rate (3e-3).
-TOLERANCE = {"rtol": 0.0, "atol": 1e-4}
+# What may differ between two computations of the same training in another order (one batch of 4 or two
+# accumulated batches of 2; 2 processes or 1): float rounding, which Adam amplifies in one kind of entry
+# only. An entry whose gradient is ~0 moves by about ±learning rate following the sign of that rounding
+# (its epsilon, 1e-8 by default, is far smaller than the rounding), so a few entries may differ by up to
+# 2 × learning rate × steps, on one machine and not another; every other entry agrees to float precision.
+# A wrong shard, loss normalisation or accumulation instead moves nearly every entry by about the learning
+# rate (measured: 93 % of entries by more than 1e-4, mean difference 4.5e-3). So the comparison counts:
+# at most 0.1 % of entries may differ by more than 1e-5 (measured 0.007 % with epsilon 1e-8, 0.01 % with
+# 1e-4), and the mean difference stays under 1e-5 (measured 2e-7). Both bounds are ~10x above what
+# rounding gave and ~500x below what a wrong computation gives. (The torchrun comparisons train with
+# epsilon 1e-4, which also keeps those few entries' steps small: their largest difference is 4e-5.)
+FEW, CLOSE, MEAN = 1e-3, 1e-5, 1e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,12 +109,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _assert_same(a: Path, b: Path) -> None:
     first, second = _weights(a), _weights(b)
-    for name, value in first.items():
-        torch.testing.assert_close(second[name], value, **TOLERANCE)
-    mean = sum(float((second[n] - v).abs().sum()) for n, v in first.items()) / sum(
-        v.numel() for v in first.values()
-    )
-    assert mean < 1e-6  # nearly every entry equal to float precision
+    assert first.keys() == second.keys()
+    differences = torch.cat([(second[name] - value).abs().flatten() for name, value in first.items()])
+    apart = float((differences > CLOSE).double().mean())
+    assert apart <= FEW, f"{apart:.3%} of the weights differ by more than {CLOSE:g} (at most {FEW:.1%})"
+    assert float(differences.double().mean()) < MEAN, float(differences.double().mean())
 
 
 @pytest.fixture(scope="module")

@@ -244,6 +244,6 @@ def test_a_scorer_built_from_text_lowers_the_wer_of_an_imperfect_model(
     scored = evaluate.test_checkpoint(
         replace(config, decoder=DecoderConfig(scorer_path=str(scorer))), ldc_noisy_model, lines.append
     )
-    assert greedy[0].wer > 0.1 and beam[0].wer > 0.1  # "... in reasy wash waeral year"
+    assert greedy[0].wer > 0 and beam[0].wer > 0  # "... our dark suit i greasy ..."
     assert scored[0].wer == 0.0 and scored[0].samples[0].res == TEXT
     assert any(line.startswith(f"Decoding: beam search, width 500, scorer {scorer}") for line in lines)

@@ -261,7 +261,7 @@ def test_scorer_beam_width_hot_words_and_candidates(ldc_noisy_model: Path) -> No
     assert model.beam_width == 500
     model.set_beam_width(1)
     noisy = model.stt(PCM)
-    assert noisy != LDC93S1_TEXT  # 130 epochs: a few letters wrong
+    assert noisy != LDC93S1_TEXT  # a few letters wrong
     model.set_beam_width(100)
     model.enable_scorer(DATA / "pruned_lm.scorer")
     assert model.stt(PCM) == LDC93S1_TEXT

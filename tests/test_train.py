@@ -158,7 +158,7 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
             time.sleep(0.01)  # wait until this process is saving (startup takes seconds)
         time.sleep(delay)
         os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        process.wait(30)
         paths = checkpoint.listing(directory, checkpoint.TRAIN)
         assert paths, "no checkpoint was written"
         for path in paths:
@@ -290,12 +290,17 @@ def test_fine_tuning_an_english_model_to_russian_drops_the_output_layer(
         train(config, log=lambda _: None)  # a new alphabet needs a new output layer
     lines: list[str] = []
     tuned = replace(config, checkpoint=replace(config.checkpoint, drop_source_layers=1))
-    train(tuned, log=lines.append)
-    assert any("re-initialised layer_6; alphabet 28 -> 34 symbols" in line for line in lines)
-    model = Model(tmp_path / "ru")
-    model.set_beam_width(1)
     pcm = audio.to_pcm16(audio.read(DATA / "ru.wav", 16000))
-    assert model.stt(pcm) == "бедняга ребят на его месте должен был быть я"
+    heard = []
+    for epochs in (120, 240, 360):  # exact by epoch 80-100 here; room where the blank plateau lasts longer
+        train(replace(tuned, train=replace(tuned.train, epochs=epochs)), log=lines.append)
+        model = Model(tmp_path / "ru")
+        model.set_beam_width(1)
+        heard.append(model.stt(pcm))
+        if heard[-1] == "бедняга ребят на его месте должен был быть я":
+            break
+    assert any("re-initialised layer_6; alphabet 28 -> 34 symbols" in line for line in lines)
+    assert heard[-1] == "бедняга ребят на его месте должен был быть я", heard
     wider = replace(tuned, model=replace(tuned.model, n_hidden=64), checkpoint=replace(
         tuned.checkpoint, save_checkpoint_dir=str(tmp_path / "other")))  # fmt: skip
     with pytest.raises(checkpoint.CheckpointError, match=r"layer_1\.linear\.weight is of shape \(100, 494\)"):

@@ -124,7 +124,9 @@ def check_audio(sample_rate: int, path: Path | None = None) -> np.ndarray:
     return audio.resample(audio.from_pcm16(pcm), rate, sample_rate)
 
 
-def parity(loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool) -> str:
+def parity(
+    loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool, enforce: bool = True
+) -> str:
     """Compare the ONNX file with the torch model on ``samples``; raise ExportError when they differ.
 
     Float: max |Δ log-prob| must be under 1e-3. int8 computes activation scales per call, so its
@@ -155,13 +157,18 @@ def parity(loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool
     agree = float((ours[0].argmax(-1) == reference[0].numpy().argmax(-1)).mean())
     reference_text = " ".join(expected.split())
     rate = metrics.char_errors(reference_text, " ".join(got.split())).rate
-    if len(reference_text) >= 10 and rate > 0.25:
+    if enforce and len(reference_text) >= 10 and rate > 0.25:
         raise ExportError(f"{path}: int8 transcript is {rate:.0%} CER from the float model's (limit 25 %)")
-    return f"int8 check: transcript {rate:.1%} CER from the float model's, frame argmax agreement {agree:.1%}"
+    check = "int8 check" if enforce else "int8 check (not enforced)"
+    return f"{check}: transcript {rate:.1%} CER from the float model's, frame argmax agreement {agree:.1%}"
 
 
-def export(loaded: LoadedModel, options: ExportConfig, check_path: Path | None = None) -> list[ExportResult]:
-    """Write model.onnx (and model.int8.onnx with --quantize int8) into export_dir, each checked."""
+def export(
+    loaded: LoadedModel, options: ExportConfig, check_path: Path | None = None, enforce_int8: bool = True
+) -> list[ExportResult]:
+    """Write model.onnx (and model.int8.onnx with --quantize int8) into export_dir, each checked.
+    ``enforce_int8=False`` (benchmarks, which measure accuracy themselves) reports the int8 check's figure
+    without refusing the file."""
     directory = Path(options.export_dir)
     directory.mkdir(parents=True, exist_ok=True)
     samples = check_audio(loaded.config.features.audio_sample_rate, check_path)
@@ -179,7 +186,7 @@ def export(loaded: LoadedModel, options: ExportConfig, check_path: Path | None =
         temporary = directory / ".model.int8.onnx.tmp"
         try:
             _quantize(float_path, temporary)
-            message = parity(loaded, temporary, samples, quantized=True)
+            message = parity(loaded, temporary, samples, quantized=True, enforce=enforce_int8)
             temporary.replace(int8_path)
         finally:
             temporary.unlink(missing_ok=True)
