@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +22,15 @@ from harken.inference import Model, TokenMetadata
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
+
+
+class Cancelled(Exception):
+    """Raised between two stretches of speech when the caller's ``stop()`` says the result is no longer
+    wanted (a service's client went away, the service is shutting down)."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -137,9 +146,18 @@ def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: f
 
 
 def _decode(
-    model: Model, samples: np.ndarray, begin: int, end: int, offset: int, num_results: int = 1
+    model: Model,
+    samples: np.ndarray,
+    begin: int,
+    end: int,
+    offset: int,
+    num_results: int = 1,
+    stop: Callable[[], bool] = _never,
 ) -> Segment | None:
-    """The segment samples[begin:end]; times count from ``offset`` samples before ``samples`` starts."""
+    """The segment samples[begin:end]; times count from ``offset`` samples before ``samples`` starts.
+    Raises Cancelled, before decoding, when ``stop()`` is true."""
+    if stop():
+        raise Cancelled()
     if features.n_frames(end - begin, model.config.features) == 0:
         return None
     rate, step = model.sample_rate, model.config.features.feature_win_step / 1000.0
@@ -160,6 +178,7 @@ def transcribe_samples(
     aggressiveness: int = 3,
     split_above: float = 30.0,
     num_results: int = 1,
+    stop: Callable[[], bool] = _never,
 ) -> tuple[Segment, ...]:
     """samples: [n] float at the model's rate -> the transcript of each stretch of speech.
 
@@ -169,7 +188,7 @@ def transcribe_samples(
     rate = model.sample_rate
     long = len(samples) > split_above * rate
     pieces = speech_segments(samples, rate, aggressiveness, split_above) if long else [(0, len(samples))]
-    decoded = (_decode(model, samples, begin, end, 0, num_results) for begin, end in pieces)
+    decoded = (_decode(model, samples, begin, end, 0, num_results, stop) for begin, end in pieces)
     return tuple(segment for segment in decoded if segment is not None)
 
 
@@ -179,6 +198,7 @@ def transcribe_blocks(
     aggressiveness: int = 3,
     split_above: float = 30.0,
     num_results: int = 1,
+    stop: Callable[[], bool] = _never,
 ) -> Iterator[Segment]:
     """Like transcribe_samples for audio that comes in blocks (a long file read piece by piece): each
     stretch of speech is decoded as soon as the audio after it shows that it has ended, so only the
@@ -189,14 +209,14 @@ def transcribe_blocks(
         pending = np.concatenate([pending, block])
         pieces = speech_segments(pending, rate, aggressiveness, split_above)
         for begin, end in pieces[:-1]:  # the last one may go on in the next block
-            segment = _decode(model, pending, begin, end, offset, num_results)
+            segment = _decode(model, pending, begin, end, offset, num_results, stop)
             if segment is not None:
                 yield segment
         frame = rate * 30 // 1000  # keep the detector's 30 ms frame grid where the whole file has it
         keep = pieces[-1][0] if pieces else max(0, len(pending) - rate) // frame * frame  # silence: ~1 s
         pending, offset = pending[keep:], offset + keep
     for begin, end in speech_segments(pending, rate, aggressiveness, split_above):
-        segment = _decode(model, pending, begin, end, offset, num_results)
+        segment = _decode(model, pending, begin, end, offset, num_results, stop)
         if segment is not None:
             yield segment
 
@@ -207,12 +227,14 @@ def transcribe_files(
     aggressiveness: int = 3,
     split_above: float = 30.0,
     num_results: int = 1,
+    stop: Callable[[], bool] = _never,
 ) -> Iterator[Transcript]:
     """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
     files give a Transcript with ``error`` set, and the others go on. ``aggressiveness`` (0-3) of the
     voice-activity detector that splits files longer than ``split_above`` seconds (read in blocks, so
     memory stays flat); -1 decodes each file in one piece. ``num_results`` > 1 keeps each segment's next-best
-    candidates as its ``alternatives``."""
+    candidates as its ``alternatives``. ``stop()`` is asked before each stretch is decoded: when it is
+    true, Cancelled is raised."""
     rate = model.sample_rate
     cfg = model.config.features
     for path in paths:
@@ -224,7 +246,7 @@ def transcribe_files(
             if meta.duration > split_above and aggressiveness >= 0:
                 segments = tuple(
                     transcribe_blocks(
-                        model, audio.blocks(path, rate), aggressiveness, split_above, num_results
+                        model, audio.blocks(path, rate), aggressiveness, split_above, num_results, stop
                     )
                 )
                 duration = meta.duration
@@ -236,7 +258,7 @@ def transcribe_files(
                     )
                     continue
                 segments, duration = (
-                    transcribe_samples(model, samples, aggressiveness, split_above, num_results),
+                    transcribe_samples(model, samples, aggressiveness, split_above, num_results, stop),
                     len(samples) / rate,
                 )
         except audio.AudioError as error:
