@@ -506,9 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return HANDLERS[args.command](args)
-    except KeyboardInterrupt:
-        print("harken: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C (130), or SIGTERM where a command turns it into one
+        print(f"harken: {getattr(interrupt, 'reason', 'interrupted')}", file=sys.stderr)
+        return int(getattr(interrupt, "exit_code", 130))
     except (ValueError, RuntimeError, OSError) as error:
         if os.environ.get("HARKEN_DEBUG"):
             raise
