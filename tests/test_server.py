@@ -333,7 +333,8 @@ def test_health_and_models(service: Server) -> None:
 
 def test_a_wrong_or_missing_api_key_is_refused(service: Server) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
-        for method, path in [("GET", "/healthz"), ("GET", "/v1/models"), ("POST", "/v1/transcribe"),
+        assert httpx.get(service.url + "/healthz", headers=headers).json()["status"] == "ok"  # probes
+        for method, path in [("GET", "/v1/models"), ("POST", "/v1/transcribe"),
                              ("POST", "/v1/audio/transcriptions")]:  # fmt: skip
             response = httpx.request(method, service.url + path, headers=headers, content=WAV.read_bytes())
             assert response.status_code == 401, (path, headers)

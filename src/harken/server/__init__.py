@@ -48,6 +48,26 @@ class ServerConfig:
     shutdown_timeout: float = option(
         30.0, "seconds a shutdown (Ctrl-C, SIGTERM) waits for the requests and streams in flight"
     )
+    max_beam_width: int = option(
+        1024, "largest beam_width a request may ask for (memory and time grow with it); more is answered 400"
+    )
+    max_candidates: int = option(
+        10, "largest candidate_transcripts a request may ask for; more is answered 400"
+    )
+    max_hot_words: int = option(
+        100, "most hot words a request may give (each at most 64 characters, boost within ±100)"
+    )
+    header_timeout: float = option(
+        10.0, "seconds a connection may take to send a request's headers before it is closed (408)"
+    )
+    max_connections: int = option(
+        512,
+        "connections open at once; when full, the longest-waiting connection that has sent no request is "
+        "closed to make room, and when none is idle a new one is answered 503",
+    )
+    max_connections_per_client: int = option(
+        64, "the same, for the connections of one client address (429 when all of its are busy)"
+    )
     allowed_origins: str = option(
         "",
         "web pages of other sites that may use the service from a browser, comma-separated origins "
@@ -56,11 +76,12 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, "port", self.port, "0-65535")
-        for name in ("max_upload_mb", "max_audio_seconds", "idle_timeout", "total_timeout"):
+        for name in ("max_upload_mb", "max_audio_seconds", "idle_timeout", "total_timeout", "header_timeout"):
             require(getattr(self, name) > 0, name, getattr(self, name), "positive")
-        for name in ("workers", "max_queued", "shutdown_timeout"):
+        for name in ("workers", "max_queued", "shutdown_timeout", "max_hot_words"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
-        for name in ("threads", "max_streams"):
+        for name in ("threads", "max_streams", "max_beam_width", "max_candidates", "max_connections",
+                     "max_connections_per_client"):  # fmt: skip
             require(getattr(self, name) >= 1, name, getattr(self, name), "1 or more")
         require(self.endpoint_ms >= 30, "endpoint_ms", self.endpoint_ms, "30 or more")
         for name in ("vad_aggressiveness", "endpoint_aggressiveness"):

@@ -22,7 +22,8 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -44,13 +45,16 @@ from starlette.websockets import WebSocket
 from harken import audio, transcribe
 from harken.inference import Model
 from harken.server import ServerConfig
+from harken.server.connections import protocol_class
 from harken.server.service import (
+    DECODE_FIELDS,
     DecodeOptions,
     Service,
     ServiceError,
     decode_options,
     error_response,
     model_info,
+    release_memory,
     service_of,
 )
 from harken.server.streaming import StreamSession, stream_options
@@ -146,7 +150,9 @@ async def _save_form(request: Request, handle: Any) -> dict[str, str]:
         await form.close()
 
 
-def _decode_file(service: Service, path: Path, options: DecodeOptions) -> transcribe.Transcript:
+def _decode_file(
+    service: Service, path: Path, options: DecodeOptions, stop: Callable[[], bool]
+) -> transcribe.Transcript:
     """Runs on a worker thread: what ``harken transcribe`` gives for the file (the same function)."""
     config = service.config
 
@@ -162,7 +168,10 @@ def _decode_file(service: Service, path: Path, options: DecodeOptions) -> transc
         raise ServiceError(413, f"{info.duration:.0f} s of audio: {limit}")
     model = service.model_for(options)
     more = {"num_results": options.candidates} if options.candidates > 1 else {}
-    (result,) = transcribe.transcribe_files(model, [path], config.vad_aggressiveness, **more)
+    try:
+        (result,) = transcribe.transcribe_files(model, [path], config.vad_aggressiveness, stop=stop, **more)
+    finally:
+        release_memory()
     if result.error:
         raise ServiceError(400, plain(result.error))
     return result
@@ -172,20 +181,57 @@ async def transcribe_upload(
     request: Request, query_fields: tuple[str, ...], form_only: bool
 ) -> tuple[transcribe.Transcript, dict[str, str]]:
     """Take a place, save the upload, decode it on the file pool: the transcript and the request's fields
-    (form fields, overridden by the query's)."""
+    (form fields, overridden by the query's). harken's endpoint (``query_fields`` given) refuses fields
+    it does not know; OpenAI's takes the decoding fields it finds and ignores the rest, as OpenAI does."""
     service = service_of(request)
-    query = {key: value for key, value in request.query_params.items() if key in query_fields}
-    decode_options(query)  # a bad option is refused before the upload is read
+    strict = bool(query_fields)
+    query = dict(request.query_params.items()) if strict else {}
+    _options(query, service, strict)  # a bad option is refused before the upload is read
     with service.place():
         path, fields = await save_upload(request, service, form_only)
         try:
             fields.update(query)
-            options = decode_options(fields)
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(service.files, _decode_file, service, path, options)
+            options = _options(fields, service, strict)
+            result = await _decode_watched(request, service, path, options)
         finally:
             path.unlink(missing_ok=True)
     return result, fields
+
+
+def _options(fields: dict[str, str], service: Service, strict: bool) -> DecodeOptions:
+    if strict:
+        chosen = {key: value for key, value in fields.items() if key != "output_format"}
+    else:
+        chosen = {key: value for key, value in fields.items() if key in DECODE_FIELDS}
+    return decode_options(chosen, service.config)
+
+
+async def _decode_watched(
+    request: Request, service: Service, path: Path, options: DecodeOptions
+) -> transcribe.Transcript:
+    """Decode on the file pool while watching the connection: when the client goes away (or the service
+    shuts down) the decode stops before its next stretch of speech instead of running on for no one."""
+    gone = threading.Event()
+
+    def stop() -> bool:
+        return gone.is_set() or service.stopping.is_set()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    loop = asyncio.get_running_loop()
+    decode = loop.run_in_executor(service.files, _decode_file, service, path, options, stop)
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await decode
+    except transcribe.Cancelled:
+        service.cancelled += 1
+        raise ServiceError(499 if gone.is_set() else 503, "the decode was cancelled") from None
+    finally:
+        watcher.cancel()
+        gone.set()  # a decode still queued when this request ends (cancelled) never starts
 
 
 # ---- responses -------------------------------------------------------------------------------------
@@ -274,7 +320,7 @@ async def openai_endpoint(request: Request) -> Response:
 async def health_endpoint(request: Request) -> Response:
     service = service_of(request)
     body = {"status": "draining" if service.draining else "ok", "requests": service.requests,
-            "streams": len(service.sessions)}  # fmt: skip
+            "streams": len(service.sessions), "cancelled": service.cancelled}  # fmt: skip
     return JSONResponse(body, 503 if service.draining else 200)
 
 
@@ -294,7 +340,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         return
     try:
         fields, rate = stream_options(websocket.query_params)
-        decode_options(fields)
+        decode_options(fields, service.config)
     except ServiceError as error:
         await deny(websocket, error.status, error.message)
         return
@@ -352,7 +398,8 @@ class ApiKey:
     """ASGI middleware: with a key set, every API request needs ``Authorization: Bearer KEY`` (401
     otherwise); a WebSocket may give it as ``?api_key=`` instead, since browsers cannot set its headers.
     The page (``/`` and ``/static/``) is open: it is the same static files for everyone, holds nothing of
-    the service, and asks for the key itself."""
+    the service, and asks for the key itself. So is ``/healthz``: load balancers probe without a key, and
+    it tells only whether the service is up and how busy it is."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app, self.key = app, key
@@ -368,7 +415,7 @@ class ApiKey:
 
     def _allowed(self, scope: Scope) -> bool:
         path: str = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/" or path.startswith("/static/")):
+        if scope["type"] == "http" and (path in ("/", "/healthz") or path.startswith("/static/")):
             return True
         headers = dict(scope.get("headers", []))
         given = headers.get(b"authorization", b"").decode("latin-1")
@@ -493,6 +540,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.service.draining or self.loop is None or self.should_exit:
+            self.service.stopping.set()  # a second signal: decodes in flight stop at their next stretch
             super().handle_exit(sig, frame)
             return
         self.service.draining = True  # a signal handler: start the drain on the loop, between its callbacks
@@ -512,13 +560,15 @@ class _Server(uvicorn.Server):
 def run(model: Model, config: ServerConfig, model_name: str) -> None:
     app = create_app(model, config, model_name)
     service: Service = app.state.service
-    limit = 4 * (config.max_streams + config.workers + config.max_queued) + 64
+    protocol = protocol_class(
+        config.max_connections, config.max_connections_per_client, config.header_timeout
+    )
     uv_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
+        http=protocol,  # connections bounded and reaped there; requests and streams by the service
         ws_max_size=MAX_MESSAGE,
-        limit_concurrency=limit,
         timeout_graceful_shutdown=math.ceil(config.shutdown_timeout),
         log_level="info",
         server_header=False,

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import ctypes.util
+import functools
+import math
 import shutil
 import threading
 from collections import OrderedDict
@@ -64,31 +68,54 @@ class DecodeOptions:
         return (self.beam_width, self.hot_words, self.scorer)
 
 
-def _integer(fields: Mapping[str, str], name: str) -> int | None:
+DECODE_FIELDS = ("beam_width", "hot_words", "scorer", "candidate_transcripts")
+MAX_HOT_WORD = 64  # characters in one hot word
+MAX_BOOST = 100.0  # |boost| of a hot word: ln-probability units, so 100 already overrides any acoustics
+
+
+def _integer(fields: Mapping[str, str], name: str, most: int, flag: str) -> int | None:
     text = fields.get(name, "").strip()
     if not text:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise ServiceError(400, f"{name} {text!r}: expected a whole number, 1 or more")
+    if not text.isdigit() or int(text[:12]) < 1:
+        raise ServiceError(400, f"{name} {text[:20]!r}: expected a whole number, 1 or more")
+    if len(text) > 9 or int(text) > most:
+        raise ServiceError(400, f"{name} {text[:20]}: at most {most} (harken serve --{flag})")
     return int(text)
 
 
-def decode_options(fields: Mapping[str, str]) -> DecodeOptions:
-    """beam_width, hot_words ("word:boost,word:boost", DeepSpeech's form), scorer (true/false) and
-    candidate_transcripts from request fields; 400 with one line for a malformed one."""
+def _hot_words(text: str, config: ServerConfig) -> tuple[tuple[str, float], ...]:
     try:
-        hot_words = parse_hot_words(fields.get("hot_words", ""))
+        hot_words = parse_hot_words(text)
     except ScorerError:
-        given = fields.get("hot_words", "")
-        raise ServiceError(400, f"hot_words {given!r}: expected word:boost, e.g. 'coffee:2.5'") from None
+        raise ServiceError(400, f"hot_words {text[:40]!r}: expected word:boost, e.g. 'coffee:2.5'") from None
+    if len(hot_words) > config.max_hot_words:
+        limit = f"at most {config.max_hot_words} (harken serve --max_hot_words)"
+        raise ServiceError(400, f"hot_words: {len(hot_words)} words, {limit}")
+    for word, boost in hot_words.items():
+        if len(word) > MAX_HOT_WORD:
+            raise ServiceError(400, f"hot_words: {word[:20]!r}... is longer than {MAX_HOT_WORD} characters")
+        if not math.isfinite(boost) or abs(boost) > MAX_BOOST:
+            limit = f"expected -{MAX_BOOST:g} to {MAX_BOOST:g}"
+            raise ServiceError(400, f"hot_words: {word[:20]!r} boost {boost:g}: {limit}")
+    return tuple(hot_words.items())
+
+
+def decode_options(fields: Mapping[str, str], config: ServerConfig) -> DecodeOptions:
+    """beam_width, hot_words ("word:boost,word:boost", DeepSpeech's form), scorer (true/false) and
+    candidate_transcripts from request fields, each within the service's limits; 400 with one line naming
+    the field (and the limit) for a malformed, unknown or too large one."""
+    unknown = sorted(set(fields) - set(DECODE_FIELDS))
+    if unknown:
+        raise ServiceError(400, f"unknown field {unknown[0][:40]!r}: expected {', '.join(DECODE_FIELDS)}")
     scorer = fields.get("scorer", "").strip().lower()
     if scorer not in ("", "true", "false", "1", "0", "on", "off", "yes", "no"):
-        raise ServiceError(400, f"scorer {scorer!r}: expected true or false")
+        raise ServiceError(400, f"scorer {scorer[:20]!r}: expected true or false")
     return DecodeOptions(
-        beam_width=_integer(fields, "beam_width"),
-        hot_words=tuple(hot_words.items()),
+        beam_width=_integer(fields, "beam_width", config.max_beam_width, "max_beam_width"),
+        hot_words=_hot_words(fields.get("hot_words", ""), config),
         scorer=None if not scorer else scorer in ("true", "1", "on", "yes"),
-        candidates=_integer(fields, "candidate_transcripts") or 1,
+        candidates=_integer(fields, "candidate_transcripts", config.max_candidates, "max_candidates") or 1,
     )
 
 
@@ -123,8 +150,10 @@ class Service:
     files: ThreadPoolExecutor = field(init=False)
     streams: ThreadPoolExecutor = field(init=False)
     requests: int = 0  # HTTP requests holding a place: uploading, waiting or decoding
+    cancelled: int = 0  # decodes stopped because their client went away or the service stopped
     sessions: set[StreamSession] = field(default_factory=set)
     draining: bool = False
+    stopping: threading.Event = field(default_factory=threading.Event)  # decodes in flight give up
     views: OrderedDict[tuple[Any, ...], Model] = field(default_factory=OrderedDict)
     views_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -169,9 +198,27 @@ class Service:
             self.requests -= 1
 
     def close(self) -> None:
+        self.stopping.set()
         self.files.shutdown(wait=True, cancel_futures=True)
         self.streams.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+        return None
+
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps them otherwise). A beam search's
+    hypotheses are millions of small allocations: without this, one large decode would leave the
+    process at its peak size for good."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def service_of(connection: HTTPConnection) -> Service:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from harken.server.service import ServiceError, decode_options
+from harken.server.service import ServiceError, decode_options, release_memory
 from harken.server.utterances import Event, Utterances
 
 if TYPE_CHECKING:
@@ -100,6 +100,9 @@ class StreamSession:
                 await self._close(None)
                 return
             await self._decode(utterances)
+            del utterances  # its beam search's hypotheses: freed, then handed back to the system
+            with contextlib.suppress(RuntimeError):  # the pool is already shut down
+                await asyncio.get_running_loop().run_in_executor(self.service.streams, release_memory)
         finally:
             self.reader.cancel()
 
@@ -107,7 +110,7 @@ class StreamSession:
         """The stream's decoding state, with the model configured for its options (on a worker thread:
         configuring may build a decoder)."""
         try:
-            options = decode_options(self.fields)
+            options = decode_options(self.fields, self.service.config)
             pool = self.service.streams
             model = await asyncio.get_running_loop().run_in_executor(pool, self.service.model_for, options)
         except ServiceError as error:  # an option the service cannot honour: one line
@@ -219,9 +222,10 @@ class StreamSession:
         for event in events:
             if event["type"] == "partial":
                 event = {**event, "time": round(seconds, 3)}
-            try:
-                await self.ws.send_text(json.dumps(event, ensure_ascii=False))
-            except Exception:  # the client is gone: stop quietly
+            try:  # a client that reads nothing fills the socket: give up on it after --idle_timeout
+                send = self.ws.send_text(json.dumps(event, ensure_ascii=False))
+                await asyncio.wait_for(send, self.service.config.idle_timeout)
+            except Exception:  # the client is gone (or reads nothing): stop quietly
                 self.stop("closed")
                 self.ended = "closed"
                 return
