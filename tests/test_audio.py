@@ -55,3 +55,88 @@ def test_pcm16_helpers(tmp_path: Path) -> None:
     path = tmp_path / "x.wav"
     audio.write(path, floats, 16000)
     np.testing.assert_array_equal(audio.read(path, 16000), floats)
+
+
+def _cut(source: Path, target: Path, fraction: float) -> Path:
+    """The first ``fraction`` of ``source``'s bytes, as a download or a copy stopped early leaves them."""
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [("wav", {}), ("aiff", {}), ("au", {}), ("w64", {}), ("wav", {"subtype": "FLOAT"})],
+)
+def test_a_truncated_file_is_read_as_far_as_it_goes_with_a_warning(
+    suffix: str, options: dict[str, str], tmp_path: Path
+) -> None:
+    """libsndfile shortens these formats' length to the bytes present without a word: the header says."""
+    samples, rate = soundfile.read(str(DATA / "LDC93S1.wav"), dtype="int16")
+    whole = tmp_path / f"whole.{suffix}"
+    soundfile.write(str(whole), samples, rate, **options)
+    warnings: list[str] = []
+    assert len(audio.read(whole, 16000, warn=warnings.append)) == len(samples) and warnings == []
+    cut = _cut(whole, tmp_path / f"cut.{suffix}", 1 / 3)
+    read = audio.read(cut, 16000, warn=warnings.append)
+    assert 0.3 < len(read) / len(samples) < 0.34
+    (warning,) = warnings
+    assert (
+        warning == f"{cut}: truncated: the header announces 2.92 s, the file holds {len(read) / rate:.2f} s"
+    )
+    np.testing.assert_array_equal(audio.read(cut, 16000), read)  # without warn: as before, quietly
+
+
+def test_the_first_2000_bytes_of_a_wav_file(tmp_path: Path) -> None:
+    cut = tmp_path / "x.wav"
+    cut.write_bytes((DATA / "LDC93S1.wav").read_bytes()[:2000])
+    warnings: list[str] = []
+    assert len(audio.read(cut, 16000, warn=warnings.append)) == (2000 - 44) // 2
+    assert warnings == [f"{cut}: truncated: the header announces 2.92 s, the file holds 0.06 s"]
+
+
+def test_a_stream_header_that_leaves_the_length_open_is_not_truncation(tmp_path: Path) -> None:
+    data = bytearray((DATA / "LDC93S1.wav").read_bytes())
+    at = data.index(b"data")
+    data[4:8] = data[at + 4 : at + 8] = b"\xff\xff\xff\xff"  # what a writer to a pipe puts there
+    stream = tmp_path / "stream.wav"
+    stream.write_bytes(bytes(data))
+    warnings: list[str] = []
+    assert len(audio.read(stream, 16000, warn=warnings.append)) == 46797 and warnings == []
+
+
+def test_damaged_compressed_files_keep_what_comes_before_the_damage(tmp_path: Path) -> None:
+    samples, rate = soundfile.read(str(DATA / "LDC93S1.wav"), dtype="int16")
+    flac, ogg = tmp_path / "whole.flac", tmp_path / "whole.ogg"
+    soundfile.write(str(flac), samples, rate)
+    soundfile.write(str(ogg), samples, rate)
+    warnings: list[str] = []
+    for whole in (flac, ogg):
+        assert len(audio.read(whole, 16000, warn=warnings.append)) == len(samples)
+    assert warnings == []
+    cut = _cut(flac, tmp_path / "cut.flac", 2 / 3)
+    read = audio.read(cut, 16000, warn=warnings.append)  # FLAC: the header's length, decoding stops early
+    assert 0.4 < len(read) / len(samples) < 0.7
+    np.testing.assert_array_equal(read, audio.read(flac, 16000)[: len(read)])
+    (warning,) = warnings
+    assert warning.startswith(f"{cut}: unreadable after {len(read) / rate:.2f} s of the 2.92 s its header")
+    with pytest.raises(audio.AudioError, match="cut.flac: unreadable at"):
+        audio.read(cut, 16000)  # without warn: an error, as before
+    cut = _cut(ogg, tmp_path / "cut.ogg", 1 / 3)  # Ogg: libsndfile finds no length and decodes nothing
+    with pytest.raises(audio.AudioError, match="cut.ogg: truncated or damaged .*ended unexpectedly"):
+        audio.read(cut, 16000, warn=warnings.append)
+
+
+def test_blocks_stop_where_a_truncated_file_does(tmp_path: Path) -> None:
+    samples, rate = soundfile.read(str(DATA / "LDC93S1.wav"), dtype="int16")
+    whole = tmp_path / "whole.flac"
+    soundfile.write(str(whole), np.tile(samples, 3), rate)
+    cut = _cut(whole, tmp_path / "cut.flac", 1 / 2)
+    warnings: list[str] = []
+    pieces = list(audio.blocks(cut, 16000, seconds=1.0, warn=warnings.append))
+    held = sum(len(piece) for piece in pieces)
+    assert 0.3 < held / (3 * len(samples)) < 0.6 and all(len(piece) > 0 for piece in pieces)
+    (warning,) = warnings
+    assert warning.startswith(f"{cut}: unreadable after {held / rate:.2f} s of the 8.77 s its header")
+    whole_pieces = audio.blocks(whole, 16000, seconds=1.0, warn=warnings.append)
+    assert sum(len(piece) for piece in whole_pieces) == 3 * len(samples) and len(warnings) == 1

@@ -1,9 +1,12 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from harken import cli
 from harken.config import Config
@@ -108,7 +111,24 @@ def test_bad_bool_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         (["evaluate", "--checkpoint_dir", "x"], "no --test_files given"),
         (
             ["transcribe", "--checkpoint_dir", "no-such-dir", "a.wav"],
-            "no-such-dir: no such checkpoint directory",
+            "no-such-dir: no such checkpoint directory (--checkpoint_dir; a model file goes to --model)",
+        ),
+        (
+            ["transcribe", "--checkpoint_dir", str(DATA / "LDC93S1.csv"), "a.wav"],
+            f"{DATA / 'LDC93S1.csv'}: not a checkpoint directory (--checkpoint_dir; a model file goes to",
+        ),
+        (
+            ["transcribe", "--model", str(DATA / "LDC93S1.wav"), "a.wav"],
+            f"{DATA / 'LDC93S1.wav'}: not a model (expected a checkpoint directory, .onnx, .tflite or .pt)",
+        ),
+        (["transcribe", "--model", str(DATA / "LDC93S1.csv"), "a.wav"], "LDC93S1.csv: not a model (expected"),
+        (
+            ["transcribe", "--model", "nothing.onnx", "a.wav"],
+            "nothing.onnx: no such model file or checkpoint",
+        ),
+        (
+            ["transcribe", "--model", "x.onnx", "--output_dir", str(DATA / "LDC93S1.csv"), "a.wav"],
+            f"{DATA / 'LDC93S1.csv'}: a file, not a folder (--output_dir {DATA / 'LDC93S1.csv'})",
         ),
         (
             ["train", "--train_files", str(DATA / "LDC93S1.csv"), "--device", "cuda"],
@@ -184,7 +204,7 @@ def test_train_evaluate_transcribe_commands(tmp_path: Path) -> None:
     missing = _run(
         "transcribe", "--checkpoint_dir", str(ckpt), str(DATA / "LDC93S1.wav"), str(tmp_path / "x.wav")
     )
-    assert missing.returncode == 1 and "x.wav: no such file" in missing.stderr
+    assert missing.returncode == 2 and "x.wav: no such file" in missing.stderr
     assert f"{DATA / 'LDC93S1.wav'}:" in missing.stdout
 
 
@@ -234,3 +254,84 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
         assert cli.main([*base, *bad]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained checkpoint (n_hidden 8): for what does not depend on the words it transcribes."""
+    from harken.train import build, save
+
+    from conftest import ldc_config
+
+    directory = tmp_path_factory.mktemp("tiny")
+    save(build(ldc_config(directory, epochs=1, n_hidden=8), log=lambda _: None))
+    return directory
+
+
+def test_transcribe_writes_each_input_to_its_own_file(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same-named inputs in one folder and in two, and an input given twice (once through its folder)."""
+    samples, rate = soundfile.read(str(DATA / "LDC93S1.wav"), dtype="int16")
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    for path in (a / "x.wav", a / "x.ogg", b / "x.wav", b / "y.flac"):
+        path.parent.mkdir(exist_ok=True)
+        soundfile.write(str(path), samples[:rate], rate)  # 1 s each
+    inputs = [a / "x.wav", a / "x.ogg", b / "x.wav", b, a / "x.wav"]
+    base = ["transcribe", "--checkpoint_dir", str(tiny_model), "--output_dir", str(out), "--json"]
+    assert cli.main([*base, *map(str, inputs)]) == 0
+    written = {path.relative_to(out): json.loads(path.read_text())["path"] for path in out.rglob("*.json")}
+    assert written == {
+        Path("a/x.wav.json"): str(a / "x.wav"),
+        Path("a/x.ogg.json"): str(a / "x.ogg"),
+        Path("b/x.json"): str(b / "x.wav"),
+        Path("b/y.json"): str(b / "y.flac"),
+    }
+    assert capsys.readouterr().err.splitlines() == [
+        f"harken: note: {b / 'x.wav'} is given more than once: transcribed once",
+        f"harken: note: {a / 'x.wav'} is given more than once: transcribed once",
+    ]
+    soundfile.write(str(a / "X.wav"), samples[:rate], rate)  # X.txt and x.txt: one file on macOS
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["transcribe", "--checkpoint_dir", str(tiny_model), "--output_dir", str(elsewhere)]
+    assert cli.main([*argv, str(a / "X.wav"), str(a / "x.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"harken: error: {a / 'X.wav'} and {a / 'x.wav'} would both be written to")
+    assert err.count("\n") == 1 and not elsewhere.exists()  # refused before anything was written
+
+
+def test_transcribe_exit_status_says_a_file_failed_or_was_truncated(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: 0 when every file was transcribed whole, 2 when one could not be or only in part."""
+    wav = str(DATA / "LDC93S1.wav")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes((DATA / "LDC93S1.wav").read_bytes()[:2000])
+    base = ["transcribe", "--checkpoint_dir", str(tiny_model)]
+    assert cli.main([*base, wav]) == 0
+    assert capsys.readouterr().err == ""
+    assert cli.main([*base, wav, str(cut)]) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.err
+        == f"harken: warning: {cut}: truncated: the header announces 2.92 s, the file holds 0.06 s\n"
+    )
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == [wav, str(cut)]  # both transcribed
+    assert cli.main([*base, wav, str(tmp_path / "missing.wav")]) == 2
+    assert capsys.readouterr().err == f"harken: error: {tmp_path / 'missing.wav'}: no such file\n"
+    zeros = tmp_path / "silence.wav"
+    soundfile.write(str(zeros), np.zeros(16000, np.int16), 16000)
+    assert cli.main([*base, "--output_dir", str(tmp_path / "out"), str(zeros)]) == 0
+
+
+def test_transcribe_without_a_model_names_the_flags(tmp_path: Path) -> None:
+    """No --model, no --checkpoint_dir, and no checkpoints in the default directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "harken", "transcribe", str(DATA / "LDC93S1.wav")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "XDG_DATA_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "harken: error: no model given: name one with --model (a .onnx, .tflite or .pt file) or "
+        f"--checkpoint_dir (the default, {tmp_path / 'harken' / 'checkpoints'}, does not exist)\n"
+    )

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 from harken import audio, features
@@ -156,13 +157,65 @@ def test_transcribe_command_writes_subtitles(ldc_model: Path, tmp_path: Path) ->
     assert cli.main(["transcribe", "--checkpoint_dir", str(ldc_model), "--json", str(silent)]) == 0
 
 
-def test_output_names_never_collide(tmp_path: Path) -> None:
-    from harken.transcribe import output_name
+def test_output_names_never_collide() -> None:
+    from harken.transcribe import output_names
 
     paths = [Path("rec/a/x.wav"), Path("rec/b/x.wav"), Path("rec/b/y.wav"), Path("rec/b/y.mp3")]
-    names = [output_name(p, paths, "srt") for p in paths]
-    assert names == [Path("a/x.srt"), Path("b/x.srt"), Path("b/y.wav.srt"), Path("b/y.mp3.srt")]
-    assert output_name(Path("one.wav"), [Path("one.wav")], "json") == Path("one.json")
+    names = output_names(paths, "srt")
+    assert list(names.values()) == [
+        Path("a/x.srt"),
+        Path("b/x.srt"),
+        Path("b/y.wav.srt"),
+        Path("b/y.mp3.srt"),
+    ]
+    assert output_names([Path("one.wav")], "json", Path("out")) == {Path("one.wav"): Path("out/one.json")}
+    # x.wav and x.ogg take their full names; x.wav.ogg's stem is then x.wav's full name: it takes its own
+    paths = [Path("a/x.wav"), Path("a/x.ogg"), Path("a/x.wav.ogg"), Path("b/x.wav")]
+    assert list(output_names(paths, "txt", Path("out")).values()) == [
+        Path("out/a/x.wav.txt"), Path("out/a/x.ogg.txt"), Path("out/a/x.wav.ogg.txt"), Path("out/b/x.txt"),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="a/X.wav and a/x.wav would both be written to out/X.wav.txt"):
+        output_names([Path("a/X.wav"), Path("a/x.wav")], "txt", Path("out"))  # one file on macOS
+
+
+def test_an_input_given_twice_is_kept_once() -> None:
+    from harken.transcribe import unique
+
+    paths = [Path("x.wav"), Path("a/../x.wav"), Path("y.wav"), Path("s3://bucket/x.wav"), Path("x.wav")]
+    assert unique([*paths, Path("s3:/bucket/x.wav")]) == (
+        [Path("x.wav"), Path("y.wav"), Path("s3://bucket/x.wav")],
+        [Path("a/../x.wav"), Path("x.wav"), Path("s3:/bucket/x.wav")],
+    )
+
+
+def test_truncated_files_are_transcribed_as_far_as_they_go_with_a_warning(tmp_path: Path) -> None:
+    """A WAV file cut short (libsndfile says nothing) and a long FLAC file cut short, read in blocks."""
+    import json
+
+    from harken.train import build, save
+    from harken.transcribe import render
+
+    from conftest import ldc_config
+
+    save(build(ldc_config(tmp_path / "ckpt", epochs=1, n_hidden=8), log=lambda _: None))
+    loaded = Model(tmp_path / "ckpt")
+    wav = tmp_path / "cut.wav"
+    wav.write_bytes((DATA / "LDC93S1.wav").read_bytes()[:20044])  # 10,000 of 46,797 samples
+    samples = audio.read(DATA / "LDC93S1.wav", 16000)
+    flac = tmp_path / "long.flac"
+    audio.write(tmp_path / "long.wav", np.tile(samples, 3), 16000)
+    soundfile.write(str(flac), np.tile(audio.to_pcm16(samples), 3), 16000)
+    flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
+    cut, long = transcribe_files(loaded, [wav, flac], split_above=2.0)  # 8.8 s: read in blocks
+    assert cut.warning == f"{wav}: truncated: the header announces 2.92 s, the file holds 0.62 s"
+    assert not cut.error and cut.duration == 10000 / 16000
+    assert json.loads(render(cut, "json"))["warning"] == cut.warning
+    assert not long.error and long.warning.startswith(
+        f"{flac}: unreadable after {long.duration:.2f} s of the"
+    )
+    assert 2.0 < long.duration < 6.0
+    (whole,) = transcribe_files(loaded, [tmp_path / "long.wav"], split_above=2.0)
+    assert not whole.warning and "warning" not in json.loads(render(whole, "json"))
 
 
 def test_unmatched_inputs_are_reported(tmp_path: Path) -> None:
@@ -203,3 +256,22 @@ def test_a_long_recording_is_read_in_blocks_and_split_at_pauses(ldc_model: Path,
     assert len(result.segments) == 8
     assert all(abs(a.start - b.start) < 0.2 for a, b in zip(result.segments, segments, strict=True))
     assert result.duration == pytest.approx(len(long) / 16000)
+
+
+def test_output_folders_are_checked_before_anything_is_written(tmp_path: Path) -> None:
+    from harken.transcribe import check_output_folder
+
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "b").write_text("a file where a folder of transcripts goes")
+    (out / "x.txt").mkdir()
+    check_output_folder(out, [out / "a" / "x.txt", out / "y.txt"])
+    check_output_folder(tmp_path / "new" / "out", [tmp_path / "new" / "out" / "x.txt"])
+    for targets, message in [
+        ([out / "b" / "x.txt"], f"{out / 'b'}: a file, not a folder (for {out / 'b' / 'x.txt'})"),
+        ([out / "x.txt"], f"{out / 'x.txt'}: a folder, where the transcript of an input is to be written"),
+    ]:
+        with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
+            check_output_folder(out, targets)
+    with pytest.raises(ValueError, match=r"b: a file, not a folder \(--output_dir .*b/deeper\)"):
+        check_output_folder(out / "b" / "deeper", [])

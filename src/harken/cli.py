@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harken import __version__
 from harken import config as config_module
@@ -28,6 +28,9 @@ from harken.config import (
     ModelConfig,
     TrainConfig,
 )
+
+if TYPE_CHECKING:
+    from harken.inference import Model
 
 SECTIONS: dict[str, tuple[type[Any], str]] = {
     "features": (FeatureConfig, "features (stored in the checkpoint)"),
@@ -339,15 +342,53 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+MODEL_SUFFIXES = (".onnx", ".tflite", ".pt")  # the files harken.inference.Model loads; else a directory
+
+
+def _transcribe_model(args: argparse.Namespace, config: Config) -> Path:
+    """The model ``transcribe`` loads: --model, else the checkpoint directory. ValueError, one line naming
+    the flag, when neither is given (and the default directory does not exist) or what is named cannot be
+    a model."""
+    model: Path | None = args.model
+    expected = "expected a checkpoint directory, .onnx, .tflite or .pt"
+    if model is not None:
+        if not model.exists():
+            raise ValueError(f"{model}: no such model file or checkpoint directory (--model)")
+        if not model.is_dir() and model.suffix.lower() not in MODEL_SUFFIXES:
+            raise ValueError(f"{model}: not a model ({expected})")
+        return model
+    directory = config.load_dir
+    given = given_options(args)["checkpoint"]
+    flag = "--load_checkpoint_dir" if given.get("load_checkpoint_dir") else "--checkpoint_dir"
+    if directory.is_dir():
+        return directory
+    if not given.get("checkpoint_dir") and not given.get("load_checkpoint_dir"):
+        raise ValueError(
+            "no model given: name one with --model (a .onnx, .tflite or .pt file) or --checkpoint_dir "
+            f"(the default, {directory}, does not exist)"
+        )
+    if directory.exists():
+        raise ValueError(f"{directory}: not a checkpoint directory ({flag}; a model file goes to --model)")
+    raise ValueError(f"{directory}: no such checkpoint directory ({flag}; a model file goes to --model)")
+
+
 def run_transcribe(args: argparse.Namespace) -> int:
+    """Exit status 0 when every file was transcribed whole, 2 when any could not be (an error) or only in
+    part (truncated or damaged: a warning, and what could be read is transcribed)."""
     from harken import transcribe
     from harken.inference import Model
     from harken.model import choose_device
-    from harken.storage import atomic_write
-    from harken.summary import ProgressBar
 
     config = config_from_args(args)
-    source = args.model if args.model is not None else config.load_dir
+    if args.candidate_transcripts < 1:
+        raise ValueError(f"--candidate_transcripts must be at least 1, got {args.candidate_transcripts}")
+    paths, repeats = transcribe.unique(transcribe.expand(args.audio))
+    names: dict[Path, Path] = {}
+    if args.output_dir is not None:  # every input its own file, checked before any is written
+        files = [path for path in paths if not path.is_dir()]
+        names = transcribe.output_names(files, args.output_format, args.output_dir)
+        transcribe.check_output_folder(args.output_dir, list(names.values()))
+    source = _transcribe_model(args, config)
     device = str(choose_device(config.train.device))
     model = Model(
         source,
@@ -356,9 +397,20 @@ def run_transcribe(args: argparse.Namespace) -> int:
         batch_segments=args.batch_segments,
     )
     model.set_decoder(config.decoder)
-    if args.candidate_transcripts < 1:
-        raise ValueError(f"--candidate_transcripts must be at least 1, got {args.candidate_transcripts}")
-    paths = transcribe.expand(args.audio)
+    for path in dict.fromkeys(repeats):  # each once, however often it was given
+        print(f"harken: note: {path} is given more than once: transcribed once", file=sys.stderr)
+    return _transcribe_all(args, model, paths, names)
+
+
+def _transcribe_all(
+    args: argparse.Namespace, model: Model, paths: list[Path], names: dict[Path, Path]
+) -> int:
+    """Transcribe ``paths``, printing each result or writing it to its name in ``names`` (--output_dir);
+    the exit status (see run_transcribe)."""
+    from harken import transcribe
+    from harken.storage import atomic_write
+    from harken.summary import ProgressBar
+
     failures = 0
     show = args.output_dir is not None and sys.stderr.isatty()
     with ProgressBar("Transcribing", len(paths), show) as bar:
@@ -366,21 +418,21 @@ def run_transcribe(args: argparse.Namespace) -> int:
             model, paths, args.vad_aggressiveness, num_results=args.candidate_transcripts
         ):
             bar.advance()
-            if result.error:
+            if result.error or result.warning:
                 failures += 1
-                print(f"harken: error: {result.error}", file=sys.stderr)
+                kind = "error" if result.error else "warning"
+                print(f"harken: {kind}: {result.error or result.warning}", file=sys.stderr)
+            if result.error:
                 continue
             text = transcribe.render(result, args.output_format)
             if args.output_dir is not None:
-                with atomic_write(
-                    args.output_dir / f"{result.path.stem}.{args.output_format}", "w"
-                ) as handle:
+                with atomic_write(names[result.path], "w", encoding="utf-8") as handle:
                     handle.write(text)
             elif args.output_format == "txt" and len(paths) > 1:
                 print(f"{result.path}: {text}", end="")
             else:
                 print(text, end="")
-    return 1 if failures else 0
+    return 2 if failures else 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 
 from harken import audio, features
 from harken.inference import Model, TokenMetadata
+from harken.storage import remote_url
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
@@ -63,6 +64,7 @@ class Transcript:
     duration: float = 0.0
     error: str = ""  # one line when the file could not be transcribed
     segments: tuple[Segment, ...] = ()
+    warning: str = ""  # one line when only part of the file could be read (truncated, damaged)
 
 
 def expand(inputs: Iterable[str | Path]) -> list[Path]:
@@ -230,52 +232,119 @@ def transcribe_files(
     stop: Callable[[], bool] = _never,
 ) -> Iterator[Transcript]:
     """One Transcript per path (any format and rate, converted to the model's); unreadable or too-short
-    files give a Transcript with ``error`` set, and the others go on. ``aggressiveness`` (0-3) of the
+    files give a Transcript with ``error`` set, and the others go on; a truncated or damaged file gives
+    the transcript of what could be read, with ``warning`` set. ``aggressiveness`` (0-3) of the
     voice-activity detector that splits files longer than ``split_above`` seconds (read in blocks, so
     memory stays flat); -1 decodes each file in one piece. ``num_results`` > 1 keeps each segment's next-best
     candidates as its ``alternatives``. ``stop()`` is asked before each stretch is decoded: when it is
     true, Cancelled is raised."""
-    rate = model.sample_rate
-    cfg = model.config.features
     for path in paths:
         if path.is_dir():
             yield Transcript(path, error=f"{path}: no audio files in this folder")
             continue
         try:
-            meta = audio.info(path)
-            if meta.duration > split_above and aggressiveness >= 0:
-                segments = tuple(
-                    transcribe_blocks(
-                        model, audio.blocks(path, rate), aggressiveness, split_above, num_results, stop
-                    )
-                )
-                duration = meta.duration
-            else:
-                samples = audio.read(path, rate)
-                if features.n_frames(len(samples), cfg) == 0:
-                    yield Transcript(
-                        path, error=f"{path}: shorter than one {cfg.feature_win_len} ms feature window"
-                    )
-                    continue
-                segments, duration = (
-                    transcribe_samples(model, samples, aggressiveness, split_above, num_results, stop),
-                    len(samples) / rate,
-                )
+            yield _transcribe_file(model, path, aggressiveness, split_above, num_results, stop)
         except audio.AudioError as error:
             yield Transcript(path, error=str(error))
-            continue
-        yield Transcript(path, " ".join(s.text for s in segments), duration, segments=segments)
 
 
-def output_name(path: Path, paths: Sequence[Path], output_format: str) -> Path:
-    """Where ``path``'s result goes inside an output folder: its name with the format's suffix, under the
-    folders that set it apart from the other inputs (so a/x.wav and b/x.wav do not overwrite each other)."""
-    parents = {os.path.abspath(p.parent) for p in paths}
-    common = os.path.commonpath(list(parents)) if parents else os.path.abspath(path.parent)
-    relative = Path(os.path.relpath(os.path.abspath(path.parent), common))
-    stems = [p.stem for p in paths if p.parent == path.parent]
-    name = path.stem if stems.count(path.stem) == 1 else path.name  # x.wav and x.mp3 side by side
-    return relative / f"{name}.{output_format}"
+def _transcribe_file(
+    model: Model,
+    path: Path,
+    aggressiveness: int,
+    split_above: float,
+    num_results: int,
+    stop: Callable[[], bool],
+) -> Transcript:
+    """transcribe_files for one file; AudioError when it cannot be read at all."""
+    rate, cfg = model.sample_rate, model.config.features
+    warnings: list[str] = []  # what audio.read / audio.blocks found missing: one line at most
+    meta = audio.info(path)
+    if meta.duration > split_above and aggressiveness >= 0:
+        held = [0]  # samples the blocks gave: less than the header's when the file is cut short
+
+        def counted() -> Iterator[np.ndarray]:
+            for block in audio.blocks(path, rate, warn=warnings.append):  # [n] each
+                held[0] += len(block)
+                yield block
+
+        segments = tuple(transcribe_blocks(model, counted(), aggressiveness, split_above, num_results, stop))
+        duration = held[0] / rate if warnings else meta.duration
+    else:
+        samples = audio.read(path, rate, warn=warnings.append)  # [n]
+        if features.n_frames(len(samples), cfg) == 0:
+            short = f"{path}: shorter than one {cfg.feature_win_len} ms feature window"
+            return Transcript(path, error=warnings[0] if warnings else short)
+        segments = transcribe_samples(model, samples, aggressiveness, split_above, num_results, stop)
+        duration = len(samples) / rate
+    text = " ".join(s.text for s in segments)
+    return Transcript(path, text, duration, segments=segments, warning=warnings[0] if warnings else "")
+
+
+def unique(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """The paths with repeats of one input dropped (the first kept; ``x.wav``, ``./x.wav`` and
+    ``a/../x.wav`` are one), and the repeats, so that no input is transcribed or written twice."""
+    kept: list[Path] = []
+    repeats: list[Path] = []
+    seen: set[str] = set()
+    for path in paths:
+        key = remote_url(path) or os.path.abspath(path)
+        (repeats if key in seen else kept).append(path)
+        seen.add(key)
+    return kept, repeats
+
+
+def output_names(paths: Sequence[Path], output_format: str, folder: Path = Path()) -> dict[Path, Path]:
+    """Where each input's result goes inside an output ``folder``, never two to one place:
+    ``<stem>.<format>`` under the folders that set it apart from the other inputs (rec/a/x.wav,
+    rec/b/x.wav: a/x.txt, b/x.txt), the full name where that would meet another's (x.wav, x.ogg:
+    x.wav.txt, x.ogg.txt). Paths of one file written two ways are for ``unique`` to drop first.
+
+    ValueError, naming both, when two would still meet: names that differ only in case, which are one
+    file on case-insensitive file systems.
+    """
+    folders = {path: os.path.abspath(path.parent) for path in paths}
+    common = os.path.commonpath(list(set(folders.values()))) if folders else ""
+    full: set[Path] = set()  # inputs named with their suffix
+
+    def name(path: Path) -> Path:
+        written = path.name if path in full else path.stem
+        return folder / os.path.relpath(folders[path], common) / f"{written}.{output_format}"
+
+    while True:  # each round names at least one more input in full, so it ends
+        names = {path: name(path) for path in paths}
+        meeting: dict[str, list[Path]] = {}
+        for path, target in names.items():
+            meeting.setdefault(str(target).casefold(), []).append(path)
+        clashes = [group for group in meeting.values() if len(group) > 1]
+        if not any(set(group) - full for group in clashes):
+            break
+        full.update(path for group in clashes for path in group)
+    if clashes:
+        first, second = clashes[0][:2]
+        raise ValueError(
+            f"{first} and {second} would both be written to {names[first]} (names that differ only in "
+            "case are one file on some file systems): rename one"
+        )
+    return names
+
+
+def check_output_folder(folder: Path, targets: Sequence[Path]) -> None:
+    """ValueError, one line, when --output_dir or a folder inside it that a transcript goes in is a file,
+    or a transcript's path is a folder: refused before anything is written."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise ValueError(f"{place}: a file, not a folder (--output_dir {folder})")
+            break
+    for target in targets:
+        if target.is_dir():
+            raise ValueError(f"{target}: a folder, where the transcript of an input is to be written")
+        for place in target.parents:
+            if place == folder:
+                break
+            if place.exists() and not place.is_dir():
+                raise ValueError(f"{place}: a file, not a folder (for {target})")
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -292,6 +361,8 @@ def render(result: Transcript, output_format: str) -> str:
     if output_format == "json":
         body = {"path": str(result.path), "duration": result.duration, "text": result.text,
                 "segments": [asdict(segment) for segment in result.segments]}  # fmt: skip
+        if result.warning:
+            body["warning"] = result.warning  # only part of the file could be read
         return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
     if output_format == "tsv":
         rows = [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text}" for s in result.segments]
