@@ -255,3 +255,15 @@ def test_the_key_is_checked_before_the_options(target: Server) -> None:
         target.url + "/v1/transcribe?beam_width=100000000", content=WAV.read_bytes(), timeout=20
     )
     assert response.status_code == 401 and KEY not in response.text
+
+
+def test_truncated_and_empty_uploads(target: Server, baseline: tuple[str, float]) -> None:
+    """A cut WAV is transcribed as far as it goes with a warning that does not show the server's paths;
+    an empty or headerless body is refused with one line."""
+    cut = target.post("/v1/transcribe", content=WAV.read_bytes()[:20000])
+    assert cut.status_code == 200 and "truncated" in cut.json()["warning"], cut.text
+    assert "/tmp" not in cut.text and "upload-" not in cut.text
+    for body in (b"", b"RIFF\x00\x00\x00\x00WAVE", b"\x00" * 1000):
+        refused = target.post("/v1/transcribe", content=body)
+        assert refused.status_code == 400 and "/tmp" not in refused.text, refused.text
+    still_serves(target, baseline)

@@ -150,19 +150,21 @@ async def _save_form(request: Request, handle: Any) -> dict[str, str]:
         await form.close()
 
 
+def plain_path(message: str, path: Path) -> str:
+    """A message with the upload's file name (the server's business) replaced by 'the upload'."""
+    return message.replace(str(path), "the upload")
+
+
 def _decode_file(
     service: Service, path: Path, options: DecodeOptions, stop: Callable[[], bool]
 ) -> transcribe.Transcript:
     """Runs on a worker thread: what ``harken transcribe`` gives for the file (the same function)."""
     config = service.config
 
-    def plain(message: str) -> str:  # the file's name is the server's business
-        return message.replace(str(path), "the upload")
-
     try:
         info = audio.info(path)
     except audio.AudioError as error:
-        raise ServiceError(400, plain(str(error))) from None
+        raise ServiceError(400, plain_path(str(error), path)) from None
     if info.duration > config.max_audio_seconds:
         limit = f"longer than {config.max_audio_seconds:g} s (--max_audio_seconds)"
         raise ServiceError(413, f"{info.duration:.0f} s of audio: {limit}")
@@ -173,7 +175,7 @@ def _decode_file(
     finally:
         release_memory()
     if result.error:
-        raise ServiceError(400, plain(result.error))
+        raise ServiceError(400, plain_path(result.error, path))
     return result
 
 
@@ -253,7 +255,9 @@ def _candidates(result: transcribe.Transcript) -> list[dict[str, Any]]:
 
 def harken_json(result: transcribe.Transcript, model_name: str) -> dict[str, Any]:
     segments = _segments(result)
+    warning = {"warning": plain_path(result.warning, result.path)} if result.warning else {}
     return {
+        **warning,  # only part of the upload could be read (truncated, damaged)
         "text": result.text,
         "duration": result.duration,
         "model": model_name,
