@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from harken import audio, checkpoint, export
+from harken import audio, checkpoint, export, metrics
 from harken.config import ExportConfig
 from harken.inference import InferenceError, Model, Stream, quiet_cuts, side_by_side
 from harken.train import build, save
@@ -156,7 +156,8 @@ def test_trained_model_streams_its_transcript(ldc_model: Path, tmp_path: Path) -
     model = Model(result.path)
     assert model.stt(PCM) == LDC93S1_TEXT
     long = model.stt(_long_pcm())  # in 2 stretches side by side (the model never heard a pause mid-speech)
-    assert long.startswith("she had your dark suit") and long.endswith("suit in greasy wash water all year")
+    thrice = " ".join([LDC93S1_TEXT] * 3)  # a stretch lost, doubled or misplaced costs over 30 %
+    assert long.startswith("she had your dark suit") and metrics.char_errors(thrice, long).rate < 0.15, long
     stream, partials = model.create_stream(), []
     for start in range(0, len(PCM), 1600):
         stream.feed_audio_content(PCM[start : start + 1600])
