@@ -335,3 +335,19 @@ def test_transcribe_without_a_model_names_the_flags(tmp_path: Path) -> None:
         "harken: error: no model given: name one with --model (a .onnx, .tflite or .pt file) or "
         f"--checkpoint_dir (the default, {tmp_path / 'harken' / 'checkpoints'}, does not exist)\n"
     )
+
+
+def test_serve_names_what_is_wrong_with_its_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    for argv, message in [
+        (["serve", "--model", str(text)], "notes.txt: not a model (expected a checkpoint directory"),
+        (["serve", "--model", str(tmp_path / "gone.onnx")], "gone.onnx: no such model file"),
+        (
+            ["serve", "--checkpoint_dir", str(tmp_path / "none")],
+            "no such checkpoint directory (--checkpoint_dir",
+        ),
+    ]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -345,8 +345,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 MODEL_SUFFIXES = (".onnx", ".tflite", ".pt")  # the files harken.inference.Model loads; else a directory
 
 
-def _transcribe_model(args: argparse.Namespace, config: Config) -> Path:
-    """The model ``transcribe`` loads: --model, else the checkpoint directory. ValueError, one line naming
+def _model_source(args: argparse.Namespace, config: Config) -> Path:
+    """The model ``transcribe`` and ``serve`` load: --model, else the checkpoint directory. ValueError, one line naming
     the flag, when neither is given (and the default directory does not exist) or what is named cannot be
     a model."""
     model: Path | None = args.model
@@ -388,7 +388,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         files = [path for path in paths if not path.is_dir()]
         names = transcribe.output_names(files, args.output_format, args.output_dir)
         transcribe.check_output_folder(args.output_dir, list(names.values()))
-    source = _transcribe_model(args, config)
+    source = _model_source(args, config)
     device = str(choose_device(config.train.device))
     model = Model(
         source,
@@ -495,7 +495,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     server = ServerConfig(**given_options(args).get("server", {}))
-    source = args.model if args.model is not None else config.load_dir
+    source = _model_source(args, config)
     device = str(choose_device(config.train.device))
     model = Model(
         source, threads=server.threads, device=device, load_evaluate=config.checkpoint.load_evaluate
