@@ -209,7 +209,7 @@ def test_transcribe_bad_audio_gives_one_line_each(tiny: tuple[Path, Path], tmp_p
         [sys.executable, "-m", "harken", "transcribe", "--model", str(tiny[1]), *map(str, bad), str(silent)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # the README: 2 when any file failed
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("harken: error: ") for line in lines)
     assert all(str(path) in line for path, line in zip(bad, lines, strict=True))
@@ -220,7 +220,8 @@ def test_transcribe_bad_audio_gives_one_line_each(tiny: tuple[Path, Path], tmp_p
     )  # fmt: skip
     assert (
         missing_model.returncode == 2
-        and missing_model.stderr.strip() == f"harken: error: {tmp_path / 'nope.onnx'}: no such file"
+        and missing_model.stderr.strip()
+        == f"harken: error: {tmp_path / 'nope.onnx'}: no such model file or checkpoint directory (--model)"
     )
 
 

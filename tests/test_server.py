@@ -334,7 +334,7 @@ def test_the_stream_resampler_equals_the_whole_file_conversion(rates: tuple[int,
 
 
 def test_health_and_models(service: Server) -> None:
-    assert service.get("/healthz").json() == {"status": "ok", "requests": 0, "streams": 0}
+    assert service.get("/healthz").json() == {"status": "ok", "requests": 0, "streams": 0, "cancelled": 0}
     (info,) = service.get("/v1/models").json()["data"]
     assert info["id"] == "model.onnx" and info["sample_rate"] == 16000 and info["streaming"] is True
     assert info["alphabet"][:3] == [" ", "a", "b"] and info["harken_version"]
