@@ -7,6 +7,7 @@ within a bound."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -267,3 +268,85 @@ def test_truncated_and_empty_uploads(target: Server, baseline: tuple[str, float]
         refused = target.post("/v1/transcribe", content=body)
         assert refused.status_code == 400 and "/tmp" not in refused.text, refused.text
     still_serves(target, baseline)
+
+
+def test_a_message_that_breaks_the_json_parser_frees_its_stream(
+    target: Server, baseline: tuple[str, float]
+) -> None:
+    """A deeply nested JSON text message (RecursionError in the parser) as the first message or after
+    audio: the stream closes 1003 and gives its place back, however many times it is sent."""
+    pcm, rate = pcm_of(WAV)
+    nested = "[" * 20000 + "]" * 20000
+
+    async def send(url: str, first: bytes | None) -> int | None:
+        async with connect(url, additional_headers=target.headers) as ws:
+            if first is not None:
+                await ws.send(first)
+            await ws.send(nested)
+            await received(ws, 30)
+        return ws.close_code
+
+    for _ in range(6):  # more than --max_streams 4
+        assert asyncio.run(send(target.stream_url, None)) == 1003
+        assert asyncio.run(send(f"{target.stream_url}?sample_rate={rate}", pcm[:3200])) == 1003
+    still_serves(target, baseline)
+
+
+def test_uploads_at_absurd_rates_and_odd_digits(
+    target: Server, baseline: tuple[str, float], tmp_path: Path
+) -> None:
+    for rate in (1, 1_000_003, 2_147_483_647):
+        odd = tmp_path / f"rate{rate}.wav"
+        odd.write_bytes(WAV.read_bytes()[:44])
+        header = bytearray(odd.read_bytes())
+        header[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+        header[28:32] = (2 * rate % 2**32).to_bytes(4, "little")
+        odd.write_bytes(bytes(header) + b"\x00\x01" * 16000)
+        response = target.post("/v1/transcribe", content=odd.read_bytes())
+        assert response.status_code == 400 and "4000-192000 Hz" in response.json()["error"]["message"]
+    for query in ("beam_width=%C2%B2", "candidate_transcripts=%C2%B9"):  # superscript digits
+        response = target.post(f"/v1/transcribe?{query}", content=WAV.read_bytes())
+        assert response.status_code == 400 and "whole number" in response.json()["error"]["message"]
+    still_serves(target, baseline)
+
+
+def test_a_client_that_never_reads_its_answers_is_dropped(
+    target: Server, baseline: tuple[str, float]
+) -> None:
+    """As many connections as one address may hold, each with 2,000 pipelined requests whose answers it
+    never reads: each is dropped after --idle_timeout without progress, and the address is served again."""
+    request = b"GET /static/app.js HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    sockets = []
+    try:
+        for _ in range(30):  # --max_connections_per_client 30
+            connection = socket.create_connection(("127.0.0.1", target.port), timeout=20)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                connection.send(request)  # as much as the socket takes: the server reads the rest later
+            sockets.append(connection)
+
+        def served() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(target.url + "/healthz", timeout=5).status_code == 200
+            return False
+
+        wait_until(served, 60, "the address to be served again")
+    finally:
+        for connection in sockets:
+            connection.close()
+    still_serves(target, baseline)
+
+
+def test_keys_in_any_spelling_stay_out_of_the_log(target: Server) -> None:
+    pcm, rate = pcm_of(WAV)
+
+    async def stream(query: str) -> None:
+        async with connect(f"{target.stream_url}?sample_rate={rate}&{query}") as ws:
+            await ws.send('{"eof": 1}')
+            await received(ws, 30)
+
+    for query in (f"api%5Fkey={KEY}", f"%61pi_key={KEY}", f"API_KEY={KEY}"):
+        with contextlib.suppress(InvalidStatus):
+            asyncio.run(stream(query))
+    assert KEY not in target.log.read_text()

@@ -392,7 +392,7 @@ def _header_seconds(path: Path) -> tuple[float, float] | None:
             if not 0 < length < OPEN_LENGTH or second == 0:
                 return None
             return length / second, min(length, max(0, size - offset)) / second
-    except (OSError, KeyError, tarfile.TarError, struct.error):
+    except (OSError, KeyError, tarfile.TarError, struct.error, OverflowError, ValueError, ZeroDivisionError):
         return None
 
 

@@ -346,9 +346,9 @@ MODEL_SUFFIXES = (".onnx", ".tflite", ".pt")  # the files harken.inference.Model
 
 
 def _model_source(args: argparse.Namespace, config: Config) -> Path:
-    """The model ``transcribe`` and ``serve`` load: --model, else the checkpoint directory. ValueError, one line naming
-    the flag, when neither is given (and the default directory does not exist) or what is named cannot be
-    a model."""
+    """The model ``transcribe`` and ``serve`` load: --model, else the checkpoint directory. ValueError,
+    one line naming the flag, when neither is given (and the default directory does not exist) or what is
+    named cannot be a model."""
     model: Path | None = args.model
     expected = "expected a checkpoint directory, .onnx, .tflite or .pt"
     if model is not None:

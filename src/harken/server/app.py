@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import shutil
+import struct
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -57,9 +58,10 @@ from harken.server.service import (
     release_memory,
     service_of,
 )
-from harken.server.streaming import StreamSession, stream_options
+from harken.server.streaming import RATES, StreamSession, stream_options
 
 STATIC = Path(__file__).parent / "static"
+MAX_CHANNELS = 32  # channels an upload may have (they are mixed down, each read in full)
 MAX_MESSAGE = 4 * 1024 * 1024  # largest WebSocket message, bytes (2 minutes of 16 kHz audio)
 TEXT_TYPES = {
     "txt": "text/plain; charset=utf-8",
@@ -108,7 +110,7 @@ async def save_upload(
     if length.isdigit() and int(length) > config.max_upload_mb * 1e6:
         raise ServiceError(413, f"upload larger than {config.max_upload_mb:g} MB (--max_upload_mb)")
     limited = Request(request.scope, _limited(request.receive, config))
-    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
     if form_only and not multipart:
         raise ServiceError(400, "expected a multipart/form-data upload with the audio in the field 'file'")
     handle = tempfile.NamedTemporaryFile(dir=service.uploads, prefix="upload-", delete=False)  # noqa: SIM115
@@ -165,6 +167,14 @@ def _decode_file(
         info = audio.info(path)
     except audio.AudioError as error:
         raise ServiceError(400, plain_path(str(error), path)) from None
+    except (ValueError, OverflowError, struct.error) as error:  # a header no reader expected
+        raise ServiceError(400, f"the upload's header cannot be read ({type(error).__name__})") from None
+    if not RATES[0] <= info.sample_rate <= RATES[-1] or not 1 <= info.channels <= MAX_CHANNELS:
+        # resampling cost grows with the rate, and decoding with the channels: refused like a stream's
+        raise ServiceError(
+            400, f"{info.sample_rate} Hz, {info.channels} channels: expected 4000-192000 Hz and "
+            f"1-{MAX_CHANNELS} channels",
+        )  # fmt: skip
     if info.duration > config.max_audio_seconds:
         limit = f"longer than {config.max_audio_seconds:g} s (--max_audio_seconds)"
         raise ServiceError(413, f"{info.duration:.0f} s of audio: {limit}")
@@ -516,14 +526,22 @@ def create_app(model: Model, config: ServerConfig, model_name: str) -> Starlette
 
 
 class _Redact(logging.Filter):
-    """Keeps ``?api_key=...`` out of the access log."""
+    """Keeps ``?api_key=...`` out of the access log: any query value after a name that decodes to
+    ``api_key``, and the key itself wherever it appears (as it is, or percent-encoded)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.secrets = sorted({key, quote(key, safe=""), quote_plus(key)} - {""}, key=len, reverse=True)
+
+    def _clean(self, text: str) -> str:
+        text = re.sub(r"((?:api|%61pi|%41pi)(?:_|%5f)key=)[^&\s\"]*", r"\1***", text, flags=re.I)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                re.sub(r"(api_key=)[^&\s\"]*", r"\1***", arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+            record.args = tuple(self._clean(arg) if isinstance(arg, str) else arg for arg in record.args)
         return True
 
 
@@ -565,7 +583,7 @@ def run(model: Model, config: ServerConfig, model_name: str) -> None:
     app = create_app(model, config, model_name)
     service: Service = app.state.service
     protocol = protocol_class(
-        config.max_connections, config.max_connections_per_client, config.header_timeout
+        config.max_connections, config.max_connections_per_client, config.header_timeout, config.idle_timeout
     )
     uv_config = uvicorn.Config(
         app,
@@ -578,7 +596,7 @@ def run(model: Model, config: ServerConfig, model_name: str) -> None:
         server_header=False,
     )
     for name in ("uvicorn.access", "uvicorn.error"):
-        logging.getLogger(name).addFilter(_Redact())
+        logging.getLogger(name).addFilter(_Redact(config.api_key))
     auth = "API key required" if config.api_key else "no API key"
     print(
         f"harken serve: {model_name} ({model.sample_rate} Hz) on http://{_host(config.host)}:{config.port}/ "

@@ -9,6 +9,8 @@ a request head and wait lock every client out, /healthz included, with a plain-t
   or ``--max_connections`` in all, closes the longest-waiting idle connection (of that address, or of
   anyone's) instead of being refused. Only when every connection is busy with a request is the new one
   answered 429 (its address is full) or 503 (the service is full), as JSON;
+- a client that takes nothing of what is sent to it (pipelined requests whose answers it never reads)
+  is dropped after ``--idle_timeout``;
 - requests and streams are then admitted by the service's own counters (workers + --max_queued requests,
   --max_streams streams), which count only what was admitted.
 
@@ -37,6 +39,7 @@ class Registry:
     total: int
     per_client: int
     header_timeout: float
+    write_timeout: float  # a client that takes nothing of a response for this long is dropped
     open: OrderedDict[Any, str] = field(default_factory=OrderedDict)  # connection -> client address
     by_client: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -95,6 +98,7 @@ class GuardedProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.head_timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
         self.head_of: object = None  # the request cycle the timer waits to be replaced
         self.refused = False
         client = self.client[0] if self.client else "?"
@@ -108,6 +112,10 @@ class GuardedProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        timer = getattr(self, "write_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self.write_timer = None
         self.registry.discard(self)
         super().connection_lost(exc)
 
@@ -139,6 +147,25 @@ class GuardedProtocol(H11Protocol):
         self.registry.discard(self)  # a stream from here on: --max_streams and its own timeouts bound it
         super().handle_websocket_upgrade(event)
 
+    def pause_writing(self) -> None:
+        """The client has stopped taking what the service sends (its buffers are full): give it
+        ``write_timeout`` seconds to take some, else drop the connection (pipelined requests whose answers
+        are never read would hold it, and their place, for ever)."""
+        super().pause_writing()
+        if getattr(self, "write_timer", None) is None:
+            self.write_timer = self.loop.call_later(self.registry.write_timeout, self._write_timeout)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        timer = getattr(self, "write_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self.write_timer = None
+
+    def _write_timeout(self) -> None:
+        self.write_timer = None
+        self.transport.abort()  # nothing more can be said to a client that reads nothing
+
     def send_400_response(self, msg: str) -> None:
         self.refuse(400, f"malformed HTTP request: {msg}")
 
@@ -158,7 +185,9 @@ class GuardedProtocol(H11Protocol):
             self.refuse(408, f"no complete request within {seconds} s (--header_timeout); closing")
 
 
-def protocol_class(total: int, per_client: int, header_timeout: float) -> type[GuardedProtocol]:
+def protocol_class(
+    total: int, per_client: int, header_timeout: float, write_timeout: float
+) -> type[GuardedProtocol]:
     """The protocol class for uvicorn's ``http`` setting, with its own registry."""
-    registry = Registry(total, per_client, header_timeout)
+    registry = Registry(total, per_client, header_timeout, write_timeout)
     return type("HarkenProtocol", (GuardedProtocol,), {"registry": registry})

@@ -77,7 +77,7 @@ def _integer(fields: Mapping[str, str], name: str, most: int, flag: str) -> int 
     text = fields.get(name, "").strip()
     if not text:
         return None
-    if not text.isdigit() or int(text[:12]) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text[:12]) < 1:  # "²".isdigit() is true
         raise ServiceError(400, f"{name} {text[:20]!r}: expected a whole number, 1 or more")
     if len(text) > 9 or int(text) > most:
         raise ServiceError(400, f"{name} {text[:20]}: at most {most} (harken serve --{flag})")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from harken.server.service import Service
 
 MAX_BUFFERED = 4 * 1024 * 1024  # bytes of audio a connection may have waiting for its decoder
+STEP_SECONDS = 2.0  # most audio one decoding step takes from the buffer
 RATES = range(4000, 192001)
 CLOSE_CODES = {"eof": 1000, "shutdown": 1001, "protocol": 1003, "failed": 1011}  # else 1008
 
@@ -44,9 +45,8 @@ def stream_options(query: Mapping[str, str]) -> tuple[dict[str, str], int | None
 
 
 def _rate(value: Any) -> int:
-    if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, str) and value.isdigit())
-    ):
+    digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10
+    if isinstance(value, bool) or not (isinstance(value, int) or digits):
         raise ValueError(f"sample_rate {value!r}: expected a whole number of Hz")
     if int(value) not in RATES:
         raise ValueError(f"sample_rate {value}: expected 4000-192000 Hz")
@@ -172,6 +172,16 @@ class StreamSession:
             self.room.clear()
 
     async def _read(self) -> None:
+        """Read messages until the stream ends; whatever goes wrong in reading (a message that breaks the
+        JSON parser's recursion, say) ends the stream as a protocol error, never leaves it open."""
+        try:
+            await self._read_messages()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.stop("protocol", f"unreadable message ({type(error).__name__})")
+
+    async def _read_messages(self) -> None:
         if self.rate is None:
             await self._first_message()
         self.ready.set()
@@ -201,14 +211,19 @@ class StreamSession:
             while True:
                 await self.arrived.wait()
                 self.arrived.clear()
-                chunk, self.buffer = bytes(self.buffer), bytearray()
-                self.room.set()
+                step = self._step_bytes(utterances)
+                chunk, self.buffer = bytes(self.buffer[:step]), self.buffer[step:]
+                if self.buffer:
+                    self.arrived.set()  # more is waiting: the next step takes it
+                if len(self.buffer) < MAX_BUFFERED:
+                    self.room.set()
                 if chunk and self.ended != "closed":
                     events = await loop.run_in_executor(pool, utterances.feed, chunk)
                     await self._send(events, utterances.seconds)
-                    if utterances.seconds > limit:
+                    if utterances.seconds >= limit:
                         self.stop("too_long", f"more than {limit:g} s of audio (--max_audio_seconds)")
-                if self.ended and not self.buffer:
+                        self.buffer = bytearray()
+                if self.ended == "closed" or (self.ended and not self.buffer):
                     break
             if self.ended == "closed":
                 return
@@ -217,6 +232,14 @@ class StreamSession:
             self.ended, self.message = "failed", f"decoding failed ({type(error).__name__})"
             finals = []
         await self._close(finals if utterances.seconds or self.ended == "eof" else [])
+
+    def _step_bytes(self, utterances: Utterances) -> int:
+        """How much buffered audio one decoding step takes: at most STEP_SECONDS (so a step's time and
+        memory are bounded whatever the client sends at once, and a client that leaves is noticed between
+        steps), and never past --max_audio_seconds."""
+        rate = self.rate or self.service.model.sample_rate
+        left = max(0.0, self.service.config.max_audio_seconds - utterances.seconds)
+        return 2 * max(1, int(rate * min(STEP_SECONDS, left)))
 
     async def _send(self, events: list[Event], seconds: float) -> None:
         for event in events:
