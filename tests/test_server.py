@@ -42,7 +42,8 @@ WAV = DATA / "LDC93S1.wav"
 STEREO = DATA / "LDC93S1_pcms16le_2_44100.wav"
 # The fast server's limits, small enough to reach in a test.
 LIMITS = ["--workers", "1", "--max_queued", "1", "--max_streams", "2", "--max_upload_mb", "16",
-          "--max_audio_seconds", "900", "--idle_timeout", "2"]  # fmt: skip
+          "--max_audio_seconds", "900", "--idle_timeout", "2", "--max_requests_per_client", "2",
+          "--max_streams_per_client", "2"]  # fmt: skip
 LONG_WAIT = 240.0  # seconds a test waits for a request that takes seconds here (every wait is bounded)
 
 

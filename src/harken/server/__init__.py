@@ -57,6 +57,15 @@ class ServerConfig:
     max_hot_words: int = option(
         100, "most hot words a request may give (each at most 64 characters, boost within ±100)"
     )
+    max_requests_per_client: int = option(
+        0,
+        "HTTP requests one client address may hold at once, uploading, waiting or decoding (0: half of "
+        "--workers + --max_queued); more are answered 429. Behind a reverse proxy every client is the "
+        "proxy: raise it",
+    )
+    max_streams_per_client: int = option(
+        0, "WebSocket streams one client address may hold open (0: half of --max_streams); more get 429"
+    )
     header_timeout: float = option(
         10.0, "seconds a connection may take to send a request's headers before it is closed (408)"
     )
@@ -78,7 +87,8 @@ class ServerConfig:
         require(0 <= self.port <= 65535, "port", self.port, "0-65535")
         for name in ("max_upload_mb", "max_audio_seconds", "idle_timeout", "total_timeout", "header_timeout"):
             require(getattr(self, name) > 0, name, getattr(self, name), "positive")
-        for name in ("workers", "max_queued", "shutdown_timeout", "max_hot_words"):
+        for name in ("workers", "max_queued", "shutdown_timeout", "max_hot_words", "max_requests_per_client",
+                     "max_streams_per_client"):  # fmt: skip
             require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
         for name in ("threads", "max_streams", "max_beam_width", "max_candidates", "max_connections",
                      "max_connections_per_client"):  # fmt: skip
@@ -95,6 +105,11 @@ class ServerConfig:
             api_key=self.api_key or os.environ.get("HARKEN_API_KEY", ""),
             workers=self.workers or os.cpu_count() or 1,
         )
+
+    def per_client(self) -> tuple[int, int]:
+        """(requests, streams) one client address may hold at once (``resolved`` first for the workers)."""
+        requests = self.max_requests_per_client or max(1, (self.workers + self.max_queued) // 2)
+        return requests, self.max_streams_per_client or max(1, self.max_streams // 2)
 
 
 def serve(model: Model, config: ServerConfig, model_name: str) -> None:

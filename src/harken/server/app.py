@@ -199,7 +199,7 @@ async def transcribe_upload(
     strict = bool(query_fields)
     query = dict(request.query_params.items()) if strict else {}
     _options(query, service, strict)  # a bad option is refused before the upload is read
-    with service.place():
+    with service.place(client_of(request)):
         path, fields = await save_upload(request, service, form_only)
         try:
             fields.update(query)
@@ -352,6 +352,11 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         why = "shutting down" if service.draining else f"{len(service.sessions)} streams open (--max_streams)"
         await deny(websocket, 503, f"busy: {why}; retry later")
         return
+    client = client_of(websocket)
+    if service.streams_of(client) >= service.config.per_client()[1]:
+        why = f"{service.streams_of(client)} streams of this address open (--max_streams_per_client)"
+        await deny(websocket, 429, f"busy: {why}; retry later")
+        return
     try:
         fields, rate = stream_options(websocket.query_params)
         decode_options(fields, service.config)
@@ -361,12 +366,17 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     except ValueError as error:
         await deny(websocket, 400, str(error))
         return
-    session = StreamSession(websocket, service, rate, fields)
+    session = StreamSession(websocket, service, rate, fields, client)
     service.sessions.add(session)
     try:
         await session.run()
     finally:
         service.sessions.discard(session)
+
+
+def client_of(connection: HTTPConnection) -> str:
+    """The client's address (as the connection shows it: behind a proxy, the proxy's)."""
+    return connection.client.host if connection.client else "?"
 
 
 async def deny(websocket: WebSocket, status: int, message: str) -> None:

@@ -151,6 +151,7 @@ class Service:
     streams: ThreadPoolExecutor = field(init=False)
     requests: int = 0  # HTTP requests holding a place: uploading, waiting or decoding
     cancelled: int = 0  # decodes stopped because their client went away or the service stopped
+    by_client: dict[str, int] = field(default_factory=dict)  # requests holding a place, per address
     sessions: set[StreamSession] = field(default_factory=set)
     draining: bool = False
     stopping: threading.Event = field(default_factory=threading.Event)  # decodes in flight give up
@@ -183,19 +184,31 @@ class Service:
         return Endpointing(self.config.endpoint_ms, self.config.endpoint_aggressiveness)
 
     @contextlib.contextmanager
-    def place(self) -> Iterator[None]:
-        """A place among the requests the service takes at once (workers + max_queued), or 503."""
+    def place(self, client: str) -> Iterator[None]:
+        """A place among the requests the service takes at once (workers + max_queued), or 503; and among
+        those of one client address (--max_requests_per_client), or 429, so that a few slow clients
+        cannot hold every place."""
         if self.draining:
             raise ServiceError(503, "the service is shutting down", {"Retry-After": "5"})
         if self.requests >= self.config.workers + self.config.max_queued:
             raise ServiceError(
                 503, f"busy: {self.requests} requests in flight; retry later", {"Retry-After": "1"}
             )
+        if self.by_client.get(client, 0) >= self.config.per_client()[0]:
+            why = f"{self.by_client[client]} requests of this address in flight (--max_requests_per_client)"
+            raise ServiceError(429, f"busy: {why}; retry later", {"Retry-After": "1"})
         self.requests += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
         try:
             yield
         finally:
             self.requests -= 1
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
+
+    def streams_of(self, client: str) -> int:
+        return sum(1 for session in self.sessions if session.client == client)
 
     def close(self) -> None:
         self.stopping.set()

@@ -62,8 +62,10 @@ class StreamSession:
         service: Service,
         rate: int | None,
         fields: dict[str, str],
+        client: str = "?",
     ) -> None:
         self.ws = websocket
+        self.client = client  # the address, for --max_streams_per_client
         self.service = service
         self.rate = rate
         self.fields = fields  # decoding options from the URL, then from the first message
