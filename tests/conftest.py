@@ -22,6 +22,16 @@ ARMSPEECH = Path(
 LDC93S1_TEXT = "she had your dark suit in greasy wash water all year"
 
 
+SLOW_TIMEOUT = 1200  # seconds: the slow tests train for hundreds of epochs (1-2 minutes each here, far
+# longer on a loaded machine); the fast ones keep pyproject's 300
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
+
 def wait_until(condition: Callable[[], bool], seconds: float, what: str, every: float = 0.02) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds`` (no wait in a test is
     unbounded: a machine many times slower than this one fails with a reason, never hangs)."""
