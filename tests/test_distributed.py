@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
+from test_train import HAS_PROC, descendants, running
 
 from harken import checkpoint, cli, data, distributed, evaluate, precision
 from harken import train as train_module
@@ -26,7 +29,7 @@ from harken.config import Config
 from harken.distributed import World
 from harken.train import TrainingError, train
 
-from conftest import DATA, LDC93S1_TEXT, ldc_config
+from conftest import DATA, LDC93S1_TEXT, ldc_config, wait_until
 
 QUIET = {"log": lambda _: None}
 # What may differ between two computations of the same training in another order (one batch of 4 or two
@@ -91,14 +94,21 @@ def _config(csv: str, directory: Path) -> Config:
     return cli.config_from_args(cli.build_parser().parse_args(_args(csv, directory)))
 
 
-def _torchrun(processes: int, csv: str, directory: Path) -> str:
-    """``torchrun --standalone --nproc_per_node N -m harken train ...``; returns its output."""
-    command = [
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HARKEN_DEBUG": "1"}
+
+
+def _torchrun_command(processes: int, csv: str, directory: Path, *more: str) -> list[str]:
+    """``torchrun --standalone --nproc_per_node N -m harken train ...`` (``more`` flags override)."""
+    return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-        "-m", "harken", *_args(csv, directory),
+        "-m", "harken", *_args(csv, directory), *more,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HARKEN_DEBUG": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _torchrun(processes: int, csv: str, directory: Path, *more: str) -> str:
+    """Run ``_torchrun_command``; returns its output."""
+    command = _torchrun_command(processes, csv, directory, *more)
+    done = subprocess.run(command, capture_output=True, text=True, env=TORCHRUN_ENV, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -159,6 +169,44 @@ def test_resume_across_world_sizes_mid_epoch(runs: tuple[str, Path, Path, str], 
     output = _torchrun(2, csv, one_then_two)
     assert "Resuming from" in output and "epoch 2, batch 2, step 3" in output
     _assert_same(one / "train-4.pt", one_then_two / "train-4.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not HAS_PROC, reason="finds the processes in /proc")
+def test_sigterm_to_torchrun_stops_every_process_after_one_save(tmp_path: Path) -> None:
+    """SIGTERM to the torchrun agent (what docker, Kubernetes or SLURM send it): it forwards the signal
+    to each training process's process group (their DataLoader workers included); the processes agree
+    on a step boundary, rank 0 saves there once, every process exits 143 and no process is left. torchrun
+    itself then exits 1 (it re-raises the signal as an exception). The same command resumes and finishes."""
+    csv, directory = _corpus(tmp_path), tmp_path / "run"
+    more = ["--epochs", "20", "--num_workers", "1"]
+    agent = subprocess.Popen(
+        _torchrun_command(2, csv, directory, *more),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: checkpoint.listing(directory, checkpoint.TRAIN) or agent.poll() is not None,
+            180, "a checkpoint",
+        )  # fmt: skip
+        processes = descendants(agent.pid)  # 2 training processes, a loader worker each
+        agent.send_signal(signal.SIGTERM)
+        out, err = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.communicate(timeout=30)
+    assert agent.returncode == 1 and "got signal: 15" in err, out + err
+    assert err.count("harken: terminated (SIGTERM): progress saved") == 2, err  # both ranks, not killed
+    assert len(processes) >= 4 and not [pid for pid in processes if running(pid)]
+    saved = re.findall(r"Interrupted: progress saved to (\S+train-(\d+)\.pt)", out)
+    assert len(saved) == 1, out  # rank 0 alone
+    path, step = Path(saved[0][0]), int(saved[0][1])
+    assert path == checkpoint.listing(directory, checkpoint.TRAIN)[-1] and 0 < step < 40
+    assert checkpoint.read(path)["progress"]["step"] == step
+    output = _torchrun(2, csv, directory, *more)
+    assert f"Resuming from {path}: " in output and "Epoch 20/20" in output
 
 
 def test_batch_order_shards_every_global_batch() -> None:

@@ -1,7 +1,9 @@
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from harken import checkpoint
 from harken import train as train_module
 from harken.train import TrainingError, train
 
-from conftest import DATA, LDC93S1_TEXT, ldc_config
+from conftest import DATA, LDC93S1_TEXT, ldc_config, wait_until
 
 QUIET = {"log": lambda _: None}
 
@@ -65,6 +67,80 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(
     assert result.progress.step == 6
     for name, value in _weights(straight).items():
         torch.testing.assert_close(_weights(interrupted)[name], value, rtol=0, atol=0)
+
+
+def test_sigterm_mid_step_saves_at_the_step_boundary_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM inside an optimizer step lets the step finish, then stops as Ctrl-C does (Terminated);
+    the previous SIGTERM handler is back afterwards."""
+    files = _three_samples(tmp_path)
+    straight, terminated = tmp_path / "straight", tmp_path / "terminated"
+    train(ldc_config(straight, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    real_step, calls = train_module._step, []
+
+    def step_with_sigterm(run, batch):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, second batch: the handler runs here, inside the step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(run, batch)
+
+    monkeypatch.setattr(train_module, "_step", step_with_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    logs: list[str] = []
+    with pytest.raises(train_module.Terminated) as raised:
+        train(ldc_config(terminated, epochs=2, n_hidden=24, dropout=0.2, files=files), log=logs.append)
+    assert raised.value.exit_code == 143 and "SIGTERM" in raised.value.reason
+    assert isinstance(raised.value, KeyboardInterrupt) and signal.getsignal(signal.SIGTERM) is before
+    assert "Interrupted: progress saved to" in logs[-1] and "train-5.pt; run the same command" in logs[-1]
+    monkeypatch.setattr(train_module, "_step", real_step)
+    result = train(ldc_config(terminated, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
+    assert result.progress.step == 6
+    for name, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(terminated)[name], value, rtol=0, atol=0)
+
+
+def test_sigterms_during_a_checkpoint_write_do_not_cut_it_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two SIGTERMs while the first checkpoint is being written: it is written whole, once, then
+    training stops with it as the interruption's checkpoint."""
+    real_save, writes = torch.save, []
+
+    def save_with_sigterms(payload, handle):  # type: ignore[no-untyped-def]
+        writes.append(handle)
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_save(payload, handle)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(torch, "save", save_with_sigterms)
+    config = _with(ldc_config(tmp_path, epochs=3, n_hidden=16), checkpoint={"checkpoint_secs": 0})
+    logs: list[str] = []
+    with pytest.raises(train_module.Terminated):
+        train(config, log=logs.append)
+    assert len(writes) == 1 and checkpoint.listing(tmp_path, checkpoint.TRAIN) == [tmp_path / "train-1.pt"]
+    assert checkpoint.read(tmp_path / "train-1.pt")["progress"]["step"] == 1
+    assert logs[-1].startswith(f"Interrupted: progress saved to {tmp_path / 'train-1.pt'}")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_off_the_main_thread_sigterm_is_left_alone(tmp_path: Path) -> None:
+    """Signal handlers belong to the main thread: training in another thread installs none."""
+    before, failures, during = signal.getsignal(signal.SIGTERM), [], []
+
+    def work() -> None:
+        try:
+            train(
+                ldc_config(tmp_path, epochs=1, n_hidden=16),
+                log=lambda _: during.append(signal.getsignal(signal.SIGTERM)),
+            )
+        except BaseException as error:  # noqa: BLE001 - reported below, in the test's thread
+            failures.append(error)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive() and not failures and during and all(h is before for h in during)
 
 
 def test_finished_run_is_not_retrained_and_more_epochs_continue(tmp_path: Path) -> None:
@@ -164,6 +240,90 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
         for path in paths:
             checkpoint.read(path)  # raises if damaged
     assert _newest_step(directory) > 6  # every run resumed and went on
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and the ones they started, ... (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it ended meanwhile
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        new = children.get(todo.pop(), [])
+        found += new
+        todo += new
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+HAS_PROC = Path("/proc/self/stat").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not HAS_PROC, reason="finds the DataLoader workers in /proc")
+def test_sigterm_saves_stops_the_workers_and_resumes(tmp_path: Path) -> None:
+    """`harken train` with two DataLoader workers, SIGTERMed once it has saved: exit code 143 and a
+    message, the checkpoint at the interrupted step, no worker left, and the same command resumes."""
+    directory = tmp_path / "ckpt"
+    command = [
+        sys.executable, "-m", "harken", "train", "--train_files", _three_samples(tmp_path),
+        "--n_hidden", "64", "--epochs", "20", "--checkpoint_secs", "0", "--max_to_keep", "3",
+        "--checkpoint_dir", str(directory), "--noshow_progressbar", "--num_workers", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _newest_step(directory) > 0 or process.poll() is not None, 120, "a checkpoint")
+        workers = descendants(process.pid)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    assert process.returncode == 143, out + err
+    assert "harken: terminated (SIGTERM): progress saved" in err, err
+    assert len(workers) >= 2 and not [pid for pid in workers if running(pid)]
+    saved = re.search(r"Interrupted: progress saved to (\S+train-(\d+)\.pt)", out)
+    assert saved is not None, out
+    assert Path(saved[1]) == checkpoint.listing(directory, checkpoint.TRAIN)[-1]
+    assert 0 < int(saved[2]) < 60 and checkpoint.read(Path(saved[1]))["progress"]["step"] == int(saved[2])
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Resuming from {saved[1]}: " in again.stdout and "Epoch 20/20" in again.stdout
+
+
+@pytest.mark.skipif(not HAS_PROC or not hasattr(signal, "sigwaitinfo"), reason="Linux: /proc, sigwaitinfo")
+def test_loader_workers_outlast_a_sigterm_from_another_process(tmp_path: Path) -> None:
+    """A DataLoader worker goes on loading after a SIGTERM sent by another process (torchrun's agent
+    signals the whole process group of a training process), and stops at once on one from its own
+    training process (the loader's last resort)."""
+    from harken import data
+
+    config = ldc_config(tmp_path, epochs=1, n_hidden=16, files=_three_samples(tmp_path))
+    run = train_module.build(config, **QUIET)
+    split = data.load_split("train", config.data, run.alphabet, config.features, **QUIET)
+    before = set(descendants(os.getpid()))
+    batches = iter(train_module._feed(run, split, 1).loader)
+    next(batches)
+    (worker,) = set(descendants(os.getpid())) - before
+    kill = f"import os, signal; os.kill({worker}, signal.SIGTERM)"
+    subprocess.run([sys.executable, "-c", kill], check=True, timeout=60)
+    assert len(list(batches)) == 2 and running(worker)  # the rest of the epoch, loaded by it
+    os.kill(worker, signal.SIGTERM)
+    wait_until(lambda: not running(worker), 30, "the worker to end")
 
 
 def _with(config, **sections):  # type: ignore[no-untyped-def]

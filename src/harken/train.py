@@ -2,22 +2,29 @@
 
 ``train(config)`` is the whole of ``harken train``. Re-running the same configuration resumes from the
 newest checkpoint at the same epoch and batch, with the optimizer, schedule and RNG state restored, so
-an interrupted run (Ctrl-C, kill -9, a lost machine) continues as if it had not stopped.
+an interrupted run (Ctrl-C, kill -9, a lost machine) continues as if it had not stopped. A SIGTERM (docker
+stop, Kubernetes, SLURM, torchrun's agent) saves and stops as Ctrl-C does (``Terminated``, exit code 143).
 
 Under torchrun the same loop runs in every process (``distributed.World``): --train_batch_size is the
 global batch, of which each process trains its own slice; DDP averages the gradients; the loss of a step
 is the mean over the samples of the whole global batch (of all --gradient_accumulation batches), so N
 processes give the updates one process would with the same batch. Only rank 0 writes files and prints;
-checkpoints count batches in global batches, so a run resumes on any number of processes.
+checkpoints count batches in global batches, so a run resumes on any number of processes. A SIGTERM
+there stops every process at the same step boundary, which they agree on before each step (``Stop``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -40,6 +47,89 @@ OUT_OF_MEMORY = torch.cuda.OutOfMemoryError
 
 class TrainingError(RuntimeError):
     """A problem that stops training; one line for the user."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM during training: handled as Ctrl-C is (progress saved, then stop), exit code 143 (128 +
+    SIGTERM, what a shell reports for a process a SIGTERM ended). ``cli.main`` prints the reason."""
+
+    exit_code = 143
+    reason = "terminated (SIGTERM): progress saved; run the same command to resume"
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing (SIG_IGN would make a signal already pending warn)."""
+
+
+class Stop:
+    """What a SIGTERM does while ``train()`` runs (``terminable`` installs ``handle``).
+
+    In one process the handler raises ``Terminated`` at once, as Ctrl-C raises KeyboardInterrupt, except
+    inside ``held()`` sections (an optimizer step and its book-keeping, a checkpoint write), where it is
+    raised as the section ends: the saved state is always that of a step boundary. With several processes
+    the handler only notes the request: each process would otherwise stop at its own point, leaving the
+    others waiting in a collective for it (with NCCL, until the agent kills them, unsaved). So before every
+    step they ask ``agreed()``, a sum over all processes (every process asks at the same points), and all
+    stop at the same step boundary, rank 0 saving once. Once stopping, further SIGTERMs are ignored (a
+    second one must not cut the save short). A SIGTERM often reaches the DataLoader workers too (torchrun's
+    agent and SLURM signal the whole process group): they outlast it (``_outlast_group_sigterm``), and
+    once one came, a worker's death is no longer reported as an error at any moment (SIGCHLD is quietened,
+    so that the save is not cut short by one).
+    """
+
+    def __init__(self, distributed: bool = False) -> None:
+        self.distributed = distributed
+        self.requested = False  # a SIGTERM arrived
+        self.stopping = False  # an interruption is being handled: later SIGTERMs are ignored
+        self.holding = 0  # depth of held() sections
+        self.child_handler: Any = None  # SIGCHLD's handler before handle() quietened it
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            return
+        if not self.requested and hasattr(signal, "SIGCHLD"):
+            self.child_handler = signal.signal(signal.SIGCHLD, _ignore_signal)
+        self.requested = True
+        if not self.distributed and not self.holding:
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping = True
+        raise Terminated
+
+    def agreed(self, world: World) -> bool:
+        """Whether to stop here: whether a SIGTERM came to this process (to any, with several)."""
+        if not world.distributed:
+            return self.requested
+        return distributed.all_sum(world, [float(self.requested)])[0] > 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A section a SIGTERM does not cut: one that came during it stops training as it ends."""
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
+        if self.requested and not (self.holding or self.stopping or self.distributed):
+            self.stop()
+
+
+@contextlib.contextmanager
+def terminable(stop: Stop) -> Iterator[None]:
+    """``stop.handle`` handles SIGTERM inside; the previous handlers are restored after. Only the main
+    thread can set signal handlers: elsewhere (training in a thread) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop.handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if stop.requested and hasattr(signal, "SIGCHLD"):
+            child = stop.child_handler
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL if child is None else child)
 
 
 @dataclass
@@ -75,6 +165,8 @@ class Run:
     pieces: int = 1  # --auto_batch_size: every batch is trained in this many pieces
     window_rng: tuple[int, int, torch.Tensor] | None = None  # (epoch, batch, RNG state) of a step under way
     last_save: float = field(default_factory=time.monotonic)
+    saved: tuple[tuple[int, int, int], Path] | None = None  # (epoch, batch, step) of the last save, its path
+    stop: Stop = field(default_factory=Stop)
 
     @property
     def trained(self) -> nn.Module:
@@ -108,13 +200,21 @@ def _payload(run: Run) -> dict[str, Any]:
 
 
 def save(run: Run, kind: str = checkpoint.TRAIN) -> Path:
-    """Write a checkpoint (rank 0 only; every process gets the path it has)."""
+    """Write a checkpoint (rank 0 only; every process gets the path it has). A SIGTERM does not cut it
+    short (the write is atomic anyway: an interrupted one leaves the previous checkpoints as they were)."""
     path = run.config.save_dir / f"{kind}-{run.progress.step}.pt"
-    if run.world.is_main:
-        keep = run.config.checkpoint.max_to_keep if kind == checkpoint.TRAIN else 1
-        path = checkpoint.save(run.config.save_dir, kind, run.progress.step, _payload(run), keep)
-    run.last_save = time.monotonic()
+    with run.stop.held():
+        if run.world.is_main:
+            keep = run.config.checkpoint.max_to_keep if kind == checkpoint.TRAIN else 1
+            path = checkpoint.save(run.config.save_dir, kind, run.progress.step, _payload(run), keep)
+        run.last_save = time.monotonic()
+        if kind == checkpoint.TRAIN:
+            run.saved = (_position(run.progress), path)
     return path
+
+
+def _position(progress: Progress) -> tuple[int, int, int]:
+    return progress.epoch, progress.batch, progress.step
 
 
 def _set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
@@ -219,7 +319,31 @@ def _feed(run: Run, split: Split, workers: int, shuffle: bool = False) -> Feed:
     if split.dataset.augmenter is not None:
         order.epochs = run.config.train.epochs  # keys carry (epoch, clock): the dataset augments
     pin = run.device.type == "cuda"
-    return Feed(split, order, data.loader(split.dataset, order, workers, pin=pin, persistent=True))
+    loader = data.loader(split.dataset, order, workers, pin=pin, persistent=True)
+    if workers > 0 and loader.worker_init_fn is None:
+        loader.worker_init_fn = _outlast_group_sigterm
+    return Feed(split, order, loader)
+
+
+def _outlast_group_sigterm(worker_id: int) -> None:
+    """In a DataLoader worker (its worker_init_fn): a SIGTERM sent to the whole process group or job
+    (torchrun's agent stops each training process with killpg; SLURM signals every process of a job)
+    leaves it running, as Ctrl-C does, so that the training process can still load the batches it needs
+    before it stops (and then stops it); one sent by the training process itself (the loader's last
+    resort), or once that process is gone, ends it at once. SIGTERM is blocked and taken by a thread that
+    learns the sender (sigwaitinfo); where that does not exist (macOS), nothing changes."""
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by every later thread
+
+    def watch() -> None:
+        while True:
+            sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
+            if sender == parent or os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="harken-sigterm", daemon=True).start()
 
 
 def _windows(run: Run, feed: Feed) -> Iterator[list[data.Batch]]:
@@ -246,24 +370,33 @@ def train_epoch(run: Run, feed: Feed, summaries: Summaries) -> None:
     )
     with bar:
         for window in _windows(run, feed):
+            if run.stop.agreed(run.world):
+                run.stop.stop()
             for batch in window:
                 for _, reason in batch.failed:
                     run.log(f"warning: skipping {reason}")
-            _seed_window(run)
-            run.window_rng = (progress.epoch, progress.batch, torch.get_rng_state())
-            loss, skipped = _step(run, window)
-            if skipped:
-                names = ", ".join(str(feed.split.samples[i].path) for i in skipped[:3])
-                run.log(f"warning: non-finite loss, samples left out of the update ({names} ...)")
-            if loss is not None:
-                progress.epoch_loss_sum += loss
-                progress.epoch_loss_batches += 1
-                progress.step += 1
-                summaries.scalar("train/batch_loss", loss, progress.step)
-            progress.batch += len(window)
+            with run.stop.held():
+                _train_window(run, feed, window, summaries)
             bar.advance(len(window), loss=progress.epoch_loss_sum / max(1, progress.epoch_loss_batches))
             if time.monotonic() - run.last_save >= cfg.checkpoint.checkpoint_secs:
                 save(run)
+
+
+def _train_window(run: Run, feed: Feed, window: list[data.Batch], summaries: Summaries) -> None:
+    """One optimizer step over ``window`` and its book-keeping."""
+    progress = run.progress
+    _seed_window(run)
+    run.window_rng = (progress.epoch, progress.batch, torch.get_rng_state())
+    loss, skipped = _step(run, window)
+    if skipped:
+        names = ", ".join(str(feed.split.samples[i].path) for i in skipped[:3])
+        run.log(f"warning: non-finite loss, samples left out of the update ({names} ...)")
+    if loss is not None:
+        progress.epoch_loss_sum += loss
+        progress.epoch_loss_batches += 1
+        progress.step += 1
+        summaries.scalar("train/batch_loss", loss, progress.step)
+    progress.batch += len(window)
 
 
 def _seed_window(run: Run) -> None:
@@ -478,8 +611,10 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
     torchrun, this process joins the others (distributed.join) and trains its share.
     """
     world = distributed.join(config.train.device)
+    stop = Stop(world.distributed)
     try:
-        result = _train(config, world, distributed.rank_log(world, log))
+        with terminable(stop):
+            result = _train(config, world, distributed.rank_log(world, log), stop)
     except BaseException:
         distributed.leave(world, wait=False)
         raise
@@ -487,7 +622,7 @@ def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
     return result
 
 
-def _train(config: Config, world: World, log: Callable[[str], None]) -> TrainResult:
+def _train(config: Config, world: World, log: Callable[[str], None], stop: Stop) -> TrainResult:
     cfg = config.data
     if not cfg.train_files:
         if not cfg.test_files:
@@ -496,6 +631,7 @@ def _train(config: Config, world: World, log: Callable[[str], None]) -> TrainRes
         return TrainResult(Progress(), config.load_dir, reports, world.is_main)
     _check_directories(config, world)
     run = build(config, log, world)
+    run.stop = stop
     rejected = config.save_dir if world.is_main else None
     seed = config.train.random_seed
     train_split = load_split("train", cfg, run.alphabet, config.features, log, rejected, seed=seed)
@@ -572,8 +708,9 @@ def _epochs(run: Run, train_feed: Feed, dev_feed: Feed | None, summaries: Summar
             train_epoch(run, train_feed, summaries)
             train_loss = progress.epoch_loss_sum / max(1, progress.epoch_loss_batches)
             dev = validate(run, dev_feed) if dev_feed is not None else None
-            stop = end_epoch(run, train_loss, dev, summaries)
-            path = save(run)
+            with run.stop.held():
+                stop = end_epoch(run, train_loss, dev, summaries)
+                path = save(run)
             dev_text = (
                 f", dev loss {dev.loss:.4f} WER {dev.wer:.3f} CER {dev.cer:.3f}" if dev is not None else ""
             )
@@ -583,8 +720,12 @@ def _epochs(run: Run, train_feed: Feed, dev_feed: Feed | None, summaries: Summar
             )
             if stop:
                 break
+        if run.stop.agreed(run.world):  # several processes: a SIGTERM during the last validation
+            run.stop.stop()
     except KeyboardInterrupt:
+        run.stop.stopping = True  # a SIGTERM now would cut the save short
         if run.window_rng is not None and run.window_rng[:2] == (progress.epoch, progress.batch):
             torch.set_rng_state(run.window_rng[2])  # the interrupted step's dropout draws, undone
-        run.log(f"Interrupted: progress saved to {save(run)}; run the same command to resume")
+        saved = run.saved[1] if run.saved and run.saved[0] == _position(progress) else save(run)
+        run.log(f"Interrupted: progress saved to {saved}; run the same command to resume")
         raise
