@@ -180,10 +180,15 @@ def test_a_trickled_request_head_is_cut_off(target: Server, baseline: tuple[str,
 
 
 def test_malformed_requests_get_json(target: Server, baseline: tuple[str, float]) -> None:
-    with socket.create_connection(("127.0.0.1", target.port), timeout=20) as connection:
-        connection.sendall(b"GARBAGE\x00\x01 / HTTP/9.9\r\n\r\n")
-        head, _, body = connection.recv(65536).partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"]["code"] == 400
+    upgrade = (
+        "GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 99\r\n\r\n"
+    )
+    for request in (b"GARBAGE\x00\x01 / HTTP/9.9\r\n\r\n", upgrade.encode()):
+        with socket.create_connection(("127.0.0.1", target.port), timeout=20) as connection:
+            connection.sendall(request)
+            head, _, body = connection.recv(65536).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"]["code"] == 400
     still_serves(target, baseline)
 
 

@@ -144,6 +144,10 @@ class GuardedProtocol(H11Protocol):
 
     def handle_websocket_upgrade(self, event: Any) -> None:
         self._stop_head_timer()
+        version = dict(self.headers).get(b"sec-websocket-version", b"")
+        if version != b"13":  # the WebSocket library would answer this in plain text
+            self.refuse(400, f"unsupported WebSocket version {version[:8].decode('latin-1')!r}: expected 13")
+            return
         self.registry.discard(self)  # a stream from here on: --max_streams and its own timeouts bound it
         super().handle_websocket_upgrade(event)
 
