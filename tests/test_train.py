@@ -515,15 +515,21 @@ def test_russian_sample_overfits_in_utf8_byte_mode(tmp_path: Path) -> None:
         data=replace(config.data, bytes_output_mode=True),
         train=replace(config.train, learning_rate=0.001),
     )
-    train(config, log=lambda _: None)
-    model = Model(tmp_path)
-    assert model.alphabet.n_classes == 256
     pcm = audio.to_pcm16(audio.read(DATA / "ru.wav", 16000))
     text = (DATA / "ru.csv").read_text(encoding="utf-8").splitlines()[1].split(",")[2]
     assert text == "бедняга ребят на его месте должен был быть я"
-    assert model.stt(pcm) == text  # beam search (width 500), no scorer
-    model.set_beam_width(1)
-    assert model.stt(pcm) == text  # greedy
+    heard: list[tuple[str, str]] = []
+    # resumed until exact, within bounds: with OMP_NUM_THREADS=1 one letter was still missing at 1000
+    for epochs in (1000, 1400, 1800):
+        train(replace(config, train=replace(config.train, epochs=epochs)), log=lambda _: None)
+        model = Model(tmp_path)
+        beam = model.stt(pcm)  # beam search (width 500), no scorer
+        model.set_beam_width(1)
+        heard.append((beam, model.stt(pcm)))  # and greedy
+        if heard[-1] == (text, text):
+            break
+    assert model.alphabet.n_classes == 256
+    assert heard[-1] == (text, text), heard
     from harken.language_model import LmConfig, build
 
     lm_text = tmp_path / "lm.txt"
