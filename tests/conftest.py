@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,53 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str, every: 
         if time.monotonic() > deadline:
             pytest.fail(f"waited {seconds:g} s for {what}")
         time.sleep(every)
+
+
+HAS_PROC = Path("/proc/self/stat").is_file()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and the ones they started, ... (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it ended meanwhile
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        new = children.get(todo.pop(), [])
+        found += new
+        todo += new
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def terminate_when(
+    process: subprocess.Popen[str], ready: Callable[[], bool], seconds: float, grace: float
+) -> tuple[list[int], str, str]:
+    """Once ``ready()`` (within ``seconds``, or when the process has ended), SIGTERM ``process`` and wait
+    up to ``grace`` seconds for it: the processes it had started then, and its output. It is killed if it
+    outlives that (the test fails on its exit code)."""
+    try:
+        wait_until(lambda: ready() or process.poll() is not None, seconds, "the process to be ready")
+        started = descendants(process.pid)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=grace)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    return started, out, err
 
 
 def ldc_config(

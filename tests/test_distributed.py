@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
-from test_train import HAS_PROC, descendants, running
 
 from harken import checkpoint, cli, data, distributed, evaluate, precision
 from harken import train as train_module
@@ -29,7 +27,7 @@ from harken.config import Config
 from harken.distributed import World
 from harken.train import TrainingError, train
 
-from conftest import DATA, LDC93S1_TEXT, ldc_config, wait_until
+from conftest import DATA, HAS_PROC, LDC93S1_TEXT, ldc_config, one_thread, running, terminate_when
 
 QUIET = {"log": lambda _: None}
 # What may differ between two computations of the same training in another order (one batch of 4 or two
@@ -47,13 +45,11 @@ FEW, CLOSE, MEAN = 1e-3, 1e-5, 1e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
+def on_one_thread() -> Iterator[None]:
     """These models are tiny: one thread trains them fastest (two spin-wait on a busy machine), and the
     torchrun processes get one each (OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def _corpus(tmp_path: Path) -> str:
@@ -185,18 +181,8 @@ def test_sigterm_to_torchrun_stops_every_process_after_one_save(tmp_path: Path) 
         _torchrun_command(2, csv, directory, *more),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV,
     )  # fmt: skip
-    try:
-        wait_until(
-            lambda: checkpoint.listing(directory, checkpoint.TRAIN) or agent.poll() is not None,
-            180, "a checkpoint",
-        )  # fmt: skip
-        processes = descendants(agent.pid)  # 2 training processes, a loader worker each
-        agent.send_signal(signal.SIGTERM)
-        out, err = agent.communicate(timeout=120)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.communicate(timeout=30)
+    saved = lambda: bool(checkpoint.listing(directory, checkpoint.TRAIN))  # noqa: E731
+    processes, out, err = terminate_when(agent, saved, 180, 120)  # 2 training processes, a worker each
     assert agent.returncode == 1 and "got signal: 15" in err, out + err
     assert err.count("harken: terminated (SIGTERM): progress saved") == 2, err  # both ranks, not killed
     assert len(processes) >= 4 and not [pid for pid in processes if running(pid)]

@@ -8,17 +8,17 @@ import torch
 from harken.config import FeatureConfig, ModelConfig
 from harken.model import DeepSpeech, choose_device, parameter_count
 
+from conftest import one_thread
+
 FEATURES = FeatureConfig()
 N_CLASSES = 29
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
+def on_one_thread() -> Iterator[None]:
     """These models are tiny: one thread avoids OpenMP's overhead, which dominates on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def small_model(bidirectional: bool = False, relu_clip: float = 20.0, seed: int = 0) -> DeepSpeech:

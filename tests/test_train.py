@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,19 @@ import torch
 
 from harken import checkpoint
 from harken import train as train_module
+from harken.interruption import Terminated
 from harken.train import TrainingError, train
 
-from conftest import DATA, LDC93S1_TEXT, ldc_config, wait_until
+from conftest import (
+    DATA,
+    HAS_PROC,
+    LDC93S1_TEXT,
+    descendants,
+    ldc_config,
+    running,
+    terminate_when,
+    wait_until,
+)
 
 QUIET = {"log": lambda _: None}
 
@@ -43,9 +54,15 @@ def test_resume_after_an_epoch_gives_identical_weights(tmp_path: Path) -> None:
         torch.testing.assert_close(_weights(twice)[name], value, rtol=0, atol=0)
 
 
-def test_interrupt_mid_epoch_saves_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _interrupt_the_fifth_step(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    interrupt: Callable[[], None],
+    raises: type[BaseException],
+) -> tuple[list[str], pytest.ExceptionInfo[BaseException]]:
+    """Train 2 epochs of 3 samples, calling ``interrupt`` inside step 5 (epoch 2, second batch), then run
+    the same command again: the resumed weights equal an uninterrupted run's bit for bit. The first run's
+    log and what it raised."""
     files = _three_samples(tmp_path)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train(ldc_config(straight, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
@@ -53,20 +70,30 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(
 
     def step_then_interrupt(run, batch):  # type: ignore[no-untyped-def]
         calls.append(1)
-        if len(calls) == 5:  # epoch 2, second batch
-            raise KeyboardInterrupt
+        if len(calls) == 5:
+            interrupt()
         return real_step(run, batch)
 
     monkeypatch.setattr(train_module, "_step", step_then_interrupt)
     logs: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(raises) as raised:
         train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), log=logs.append)
-    assert "Interrupted: progress saved to" in logs[-1] and "train-4.pt; run the same command" in logs[-1]
     monkeypatch.setattr(train_module, "_step", real_step)
     result = train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
     assert result.progress.step == 6
     for name, value in _weights(straight).items():
         torch.testing.assert_close(_weights(interrupted)[name], value, rtol=0, atol=0)
+    return logs, raised
+
+
+def test_interrupt_mid_epoch_saves_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    logs, _ = _interrupt_the_fifth_step(tmp_path, monkeypatch, ctrl_c, KeyboardInterrupt)
+    assert "Interrupted: progress saved to" in logs[-1] and "train-4.pt; run the same command" in logs[-1]
 
 
 def test_sigterm_mid_step_saves_at_the_step_boundary_and_resumes_exactly(
@@ -74,30 +101,13 @@ def test_sigterm_mid_step_saves_at_the_step_boundary_and_resumes_exactly(
 ) -> None:
     """A SIGTERM inside an optimizer step lets the step finish, then stops as Ctrl-C does (Terminated);
     the previous SIGTERM handler is back afterwards."""
-    files = _three_samples(tmp_path)
-    straight, terminated = tmp_path / "straight", tmp_path / "terminated"
-    train(ldc_config(straight, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
-    real_step, calls = train_module._step, []
-
-    def step_with_sigterm(run, batch):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 5:  # epoch 2, second batch: the handler runs here, inside the step
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(run, batch)
-
-    monkeypatch.setattr(train_module, "_step", step_with_sigterm)
     before = signal.getsignal(signal.SIGTERM)
-    logs: list[str] = []
-    with pytest.raises(train_module.Terminated) as raised:
-        train(ldc_config(terminated, epochs=2, n_hidden=24, dropout=0.2, files=files), log=logs.append)
-    assert raised.value.exit_code == 143 and "SIGTERM" in raised.value.reason
+    logs, raised = _interrupt_the_fifth_step(
+        tmp_path, monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM), Terminated
+    )
+    assert raised.value.exit_code == 143 and "SIGTERM" in raised.value.reason  # type: ignore[attr-defined]
     assert isinstance(raised.value, KeyboardInterrupt) and signal.getsignal(signal.SIGTERM) is before
     assert "Interrupted: progress saved to" in logs[-1] and "train-5.pt; run the same command" in logs[-1]
-    monkeypatch.setattr(train_module, "_step", real_step)
-    result = train(ldc_config(terminated, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
-    assert result.progress.step == 6
-    for name, value in _weights(straight).items():
-        torch.testing.assert_close(_weights(terminated)[name], value, rtol=0, atol=0)
 
 
 def test_sigterms_during_a_checkpoint_write_do_not_cut_it_short(
@@ -116,7 +126,7 @@ def test_sigterms_during_a_checkpoint_write_do_not_cut_it_short(
     monkeypatch.setattr(torch, "save", save_with_sigterms)
     config = _with(ldc_config(tmp_path, epochs=3, n_hidden=16), checkpoint={"checkpoint_secs": 0})
     logs: list[str] = []
-    with pytest.raises(train_module.Terminated):
+    with pytest.raises(Terminated):
         train(config, log=logs.append)
     assert len(writes) == 1 and checkpoint.listing(tmp_path, checkpoint.TRAIN) == [tmp_path / "train-1.pt"]
     assert checkpoint.read(tmp_path / "train-1.pt")["progress"]["step"] == 1
@@ -242,35 +252,6 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tmp_path: Path) -> None:
     assert _newest_step(directory) > 6  # every run resumed and went on
 
 
-def descendants(pid: int) -> list[int]:
-    """The processes ``pid`` started, and the ones they started, ... (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # it ended meanwhile
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        new = children.get(todo.pop(), [])
-        found += new
-        todo += new
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-HAS_PROC = Path("/proc/self/stat").is_file()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not HAS_PROC, reason="finds the DataLoader workers in /proc")
@@ -284,15 +265,7 @@ def test_sigterm_saves_stops_the_workers_and_resumes(tmp_path: Path) -> None:
         "--checkpoint_dir", str(directory), "--noshow_progressbar", "--num_workers", "2",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: _newest_step(directory) > 0 or process.poll() is not None, 120, "a checkpoint")
-        workers = descendants(process.pid)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate(timeout=30)
+    workers, out, err = terminate_when(process, lambda: _newest_step(directory) > 0, 120, 60)
     assert process.returncode == 143, out + err
     assert "harken: terminated (SIGTERM): progress saved" in err, err
     assert len(workers) >= 2 and not [pid for pid in workers if running(pid)]

@@ -15,16 +15,11 @@ there stops every process at the same step boundary, which they agree on before 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -37,6 +32,7 @@ from harken.alphabet import Alphabet
 from harken.config import CheckpointConfig, Config
 from harken.data import Split, load_split
 from harken.distributed import World
+from harken.interruption import Stop, outlast_group_sigterm, terminable
 from harken.model import DeepSpeech, choose_device, parameter_count
 from harken.precision import Precision, choose_precision
 from harken.summary import ProgressBar, Summaries, plot_history
@@ -47,89 +43,6 @@ OUT_OF_MEMORY = torch.cuda.OutOfMemoryError
 
 class TrainingError(RuntimeError):
     """A problem that stops training; one line for the user."""
-
-
-class Terminated(KeyboardInterrupt):
-    """A SIGTERM during training: handled as Ctrl-C is (progress saved, then stop), exit code 143 (128 +
-    SIGTERM, what a shell reports for a process a SIGTERM ended). ``cli.main`` prints the reason."""
-
-    exit_code = 143
-    reason = "terminated (SIGTERM): progress saved; run the same command to resume"
-
-
-def _ignore_signal(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler that does nothing (SIG_IGN would make a signal already pending warn)."""
-
-
-class Stop:
-    """What a SIGTERM does while ``train()`` runs (``terminable`` installs ``handle``).
-
-    In one process the handler raises ``Terminated`` at once, as Ctrl-C raises KeyboardInterrupt, except
-    inside ``held()`` sections (an optimizer step and its book-keeping, a checkpoint write), where it is
-    raised as the section ends: the saved state is always that of a step boundary. With several processes
-    the handler only notes the request: each process would otherwise stop at its own point, leaving the
-    others waiting in a collective for it (with NCCL, until the agent kills them, unsaved). So before every
-    step they ask ``agreed()``, a sum over all processes (every process asks at the same points), and all
-    stop at the same step boundary, rank 0 saving once. Once stopping, further SIGTERMs are ignored (a
-    second one must not cut the save short). A SIGTERM often reaches the DataLoader workers too (torchrun's
-    agent and SLURM signal the whole process group): they outlast it (``_outlast_group_sigterm``), and
-    once one came, a worker's death is no longer reported as an error at any moment (SIGCHLD is quietened,
-    so that the save is not cut short by one).
-    """
-
-    def __init__(self, distributed: bool = False) -> None:
-        self.distributed = distributed
-        self.requested = False  # a SIGTERM arrived
-        self.stopping = False  # an interruption is being handled: later SIGTERMs are ignored
-        self.holding = 0  # depth of held() sections
-        self.child_handler: Any = None  # SIGCHLD's handler before handle() quietened it
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping:
-            return
-        if not self.requested and hasattr(signal, "SIGCHLD"):
-            self.child_handler = signal.signal(signal.SIGCHLD, _ignore_signal)
-        self.requested = True
-        if not self.distributed and not self.holding:
-            self.stop()
-
-    def stop(self) -> None:
-        self.stopping = True
-        raise Terminated
-
-    def agreed(self, world: World) -> bool:
-        """Whether to stop here: whether a SIGTERM came to this process (to any, with several)."""
-        if not world.distributed:
-            return self.requested
-        return distributed.all_sum(world, [float(self.requested)])[0] > 0
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """A section a SIGTERM does not cut: one that came during it stops training as it ends."""
-        self.holding += 1
-        try:
-            yield
-        finally:
-            self.holding -= 1
-        if self.requested and not (self.holding or self.stopping or self.distributed):
-            self.stop()
-
-
-@contextlib.contextmanager
-def terminable(stop: Stop) -> Iterator[None]:
-    """``stop.handle`` handles SIGTERM inside; the previous handlers are restored after. Only the main
-    thread can set signal handlers: elsewhere (training in a thread) this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, stop.handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-        if stop.requested and hasattr(signal, "SIGCHLD"):
-            child = stop.child_handler
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL if child is None else child)
 
 
 @dataclass
@@ -321,29 +234,8 @@ def _feed(run: Run, split: Split, workers: int, shuffle: bool = False) -> Feed:
     pin = run.device.type == "cuda"
     loader = data.loader(split.dataset, order, workers, pin=pin, persistent=True)
     if workers > 0 and loader.worker_init_fn is None:
-        loader.worker_init_fn = _outlast_group_sigterm
+        loader.worker_init_fn = outlast_group_sigterm
     return Feed(split, order, loader)
-
-
-def _outlast_group_sigterm(worker_id: int) -> None:
-    """In a DataLoader worker (its worker_init_fn): a SIGTERM sent to the whole process group or job
-    (torchrun's agent stops each training process with killpg; SLURM signals every process of a job)
-    leaves it running, as Ctrl-C does, so that the training process can still load the batches it needs
-    before it stops (and then stops it); one sent by the training process itself (the loader's last
-    resort), or once that process is gone, ends it at once. SIGTERM is blocked and taken by a thread that
-    learns the sender (sigwaitinfo); where that does not exist (macOS), nothing changes."""
-    if not hasattr(signal, "sigwaitinfo"):
-        return
-    parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by every later thread
-
-    def watch() -> None:
-        while True:
-            sender = signal.sigwaitinfo({signal.SIGTERM}).si_pid
-            if sender == parent or os.getppid() != parent:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="harken-sigterm", daemon=True).start()
 
 
 def _windows(run: Run, feed: Feed) -> Iterator[list[data.Batch]]:
