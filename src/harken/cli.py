@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -553,11 +554,18 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """The library's warnings as one line each, like the errors."""
+    print(f"harken: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return HANDLERS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return HANDLERS[args.command](args)
     except KeyboardInterrupt as interrupt:  # Ctrl-C (130), or SIGTERM where a command turns it into one
         print(f"harken: {getattr(interrupt, 'reason', 'interrupted')}", file=sys.stderr)
         return int(getattr(interrupt, "exit_code", 130))

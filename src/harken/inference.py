@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,10 +115,25 @@ class OnnxBackend:
             )
         self.n_hidden = int(self.session.get_inputs()[1].shape[2])
         self.directions = 1  # harken export refuses bidirectional models
+        if "quantization" not in self.metadata and _dynamic_int8(path):
+            warnings.warn(
+                f"{path}: int8 from an earlier harken export (one activation scale per call, inexact on CPUs "
+                "without AVX-512 VNNI); export it again with harken export --quantize int8",
+                stacklevel=3,
+            )
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         log_probs, hn, cn = self.session.run(None, {"windows": windows, "h0": state[0], "c0": state[1]})
         return log_probs, (hn, cn)
+
+
+def _dynamic_int8(path: Path) -> bool:
+    """Whether ``path`` holds onnxruntime's dynamic int8 quantization (what harken export wrote before
+    its int8 graph had per-row activation scales; those files still run)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("DynamicQuantizeLSTM", "DynamicQuantizeLinear") for node in graph.node)
 
 
 class TorchBackend:
