@@ -5,15 +5,17 @@
 Same audio (espeak-ng Armenian, about --seconds long), one run each: LiteRT with its builtin kernels in
 16-frame steps (what DeepSpeech's client ran), harken on torch, and harken's ONNX export (float and int8)
 whole-file (by default long audio runs as 4 stretches side by side through the LSTM; "one pass" is
-batch_segments=1, exactly a stream's computation) and in 320 ms streaming steps. Prints RTF (processing
-time / audio time), ratios to LiteRT, and each transcript's CER against LiteRT's and against the text
-spoken (all decoded greedily: the comparison is of the acoustic model). Needs
-.cache/armspeech/model.tflite (`make test` fetches it).
+batch_segments=1, exactly a stream's computation) and in 320 ms streaming steps, and beside them the int8
+file harken export wrote before its per-row int8 graph (onnxruntime's quantize_dynamic of the float
+graph). Prints RTF (processing time / audio time), ratios to LiteRT, and each transcript's CER against
+LiteRT's and against the text spoken (all decoded greedily: the comparison is of the acoustic model).
+Needs .cache/armspeech/model.tflite (`make test` fetches it).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -57,6 +59,19 @@ def exported() -> tuple[Path, Path]:
         for result in export.export(loaded, options, wav, enforce_int8=False):
             print(result.parity)
     return WORK / "onnx" / "model.onnx", WORK / "onnx" / "model.int8.onnx"
+
+
+def previous_export(float_path: Path) -> Path:
+    """What harken export --quantize int8 wrote before: onnxruntime's dynamic quantization of the graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = WORK / "onnx-previous" / "model.int8.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        logging.disable(logging.WARNING)  # its advice about pre-processing, on the root logger
+        quantize_dynamic(str(float_path), str(target), weight_type=QuantType.QInt8)
+        logging.disable(logging.NOTSET)
+    return target
 
 
 def litert(samples: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
@@ -103,7 +118,9 @@ def main() -> None:
             ("harken ONNX float, whole file", float_path, None, 4),
             ("harken ONNX int8, whole file, one pass", int8_path, None, 1),
             ("harken ONNX int8, whole file", int8_path, None, 4),
-            ("harken ONNX int8, 320 ms stream steps", int8_path, 5120, 1)]  # fmt: skip
+            ("harken ONNX int8, 320 ms stream steps", int8_path, 5120, 1),
+            ("previous int8 export, one pass", previous_export(float_path), None, 1),
+            ("previous int8 export, 320 ms steps", previous_export(float_path), 5120, 1)]  # fmt: skip
     for name, path, step, segments in runs:
         model = Model(path, threads=args.threads, batch_segments=segments)
         model.set_beam_width(1)  # greedy, as the reference: LiteRT's figure has no decoder in it

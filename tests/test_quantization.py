@@ -44,8 +44,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _reference(model: DeepSpeech, windows: np.ndarray, n_mfcc: int) -> np.ndarray:
     """The scheme in numpy, one frame at a time: windows [time, n_input] -> log_probs [time, n_classes]."""
 
-    def rows(x: np.ndarray, signed: bool) -> np.ndarray:
-        levels = 127 if signed else 255
+    def rows(x: np.ndarray, signed: bool, levels: int = 0) -> np.ndarray:
+        levels = levels or (127 if signed else 255)
         scale = np.maximum(np.abs(x).max(-1, keepdims=True), 1e-30) / levels
         return np.round(x / scale) * scale
 
@@ -68,7 +68,8 @@ def _reference(model: DeepSpeech, windows: np.ndarray, n_mfcc: int) -> np.ndarra
     h = c = np.zeros(model.n_hidden, np.float32)
     outputs = []
     for frame in x:
-        gates = rows(frame, False) @ (w_ih.values * w_ih.scale) + rows(h, True) @ (w_hh.values * w_hh.scale)
+        recurrent = rows(h, True, 63) @ (w_hh.values * w_hh.scale)  # the state: 7 bits
+        gates = rows(frame, False) @ (w_ih.values * w_ih.scale) + recurrent
         i, f, g, o = np.split(gates + p["bias_ih_l0"] + p["bias_hh_l0"], 4)
         c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
         h = _sigmoid(o) * np.tanh(c)

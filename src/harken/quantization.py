@@ -8,12 +8,14 @@ audio was cut into calls. This module writes the graph by hand, in standard ONNX
 
 - **Weights** are int8 with symmetric scales. A tensor that already lies on an int8 grid (the dequantized
   weights of an imported hybrid model) keeps exactly that grid; any other gets one scale per output column.
-- **Activations** get one scale per row: max |row| / 127 for signed inputs (the MFCC windows, the LSTM
-  state, the LSTM's output), max row / 255 for the clipped-ReLU outputs, which are never negative. Each
-  product is an integer ``MatMulInteger`` rescaled in float. Both operands are stored as uint8 with zero
-  point 128 (signed rows and the int8 weights offset by 128): onnxruntime's uint8 × int8 kernels on AVX2
-  and AVX-512 without VNNI add pairs of products in int16 and saturate beyond 7-bit inputs (measured:
-  wrong by up to 2e5 on full-range rows), where uint8 × uint8 is exact on every CPU.
+- **Activations** get one scale per row: max |row| / 127 for signed inputs (the MFCC windows, the LSTM's
+  output), max row / 255 for the clipped-ReLU outputs, which are never negative, and max |h| / 63 for the
+  LSTM state at each step. Each product is an integer ``MatMulInteger`` rescaled in float. onnxruntime's
+  uint8 × int8 kernels on AVX2 (and AVX-512 without VNNI) add pairs of products in int16 and saturate
+  when a stored row value exceeds 127 (measured: wrong by up to 2e5 on full-range rows): the 8-bit rows
+  multiply uint8 weights (int8 offset by 128), exact on every CPU; the state h, whose product with the
+  recurrent weights is most of the model's time, keeps under 128 (7 bits) to use the uint8 × int8 kernel,
+  a third faster on AVX2 and the only one VNNI speeds up, for 0.3-0.6 points of frame agreement.
 - **The energy coefficient** (MFCC c0) of every window stays float in layer 1: digital silence makes it
   about 250 where the other coefficients stay under 15, and one scale over the row would round them away
   (the largest loss LiteRT's kernels have; 19 columns of float cost nothing).
@@ -52,6 +54,25 @@ class IntWeight:
     @property
     def on_grid(self) -> bool:
         return self.scale.ndim == 0
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a product's input rows are quantized: ``levels`` steps of the row's scale (a side, when signed),
+    stored as uint8 offset by ``offset`` (the zero point; 0 for rows that are never negative)."""
+
+    levels: float
+    offset: int
+
+    @property
+    def wide(self) -> bool:
+        """Whether a stored row can exceed 127: then only uint8 × uint8 products are exact everywhere."""
+        return self.levels + self.offset > 127
+
+
+UNSIGNED = Rows(255.0, 0)  # clipped-ReLU outputs: 8 bits
+SIGNED = Rows(127.0, 128)  # the MFCC windows, the LSTM's output: 8 bits
+NARROW = Rows(63.0, 64)  # the LSTM state h at each step: 7 bits, for the fastest exact kernel (see above)
 
 
 def _grid_scale(weight: np.ndarray) -> float | None:
@@ -109,38 +130,37 @@ class _Graph:
         self.nodes.append(helper.make_node(kind, list(inputs), names, **attributes))
         return names[0] if outputs == 1 else names
 
-    def quantize_rows(self, x: str, signed: bool) -> tuple[str, str]:
-        """x float [..., k] -> (uint8 [..., k], peak [..., 1]): one scale per row, peak / levels, with zero
-        point 128 when ``signed`` (symmetric, 127 levels a side), else 0 (rows never negative: 255)."""
+    def quantize_rows(self, x: str, rows: Rows) -> tuple[str, str]:
+        """x float [..., k] -> (uint8 [..., k], peak [..., 1]): each row rounded to ``rows.levels`` steps of
+        its own scale, peak / levels (a side, when signed), and offset by ``rows.offset``."""
         from onnx import TensorProto
 
-        peak = self.op("ReduceMax", self.op("Abs", x) if signed else x, axes=[-1], keepdims=1)
+        peak = self.op("ReduceMax", self.op("Abs", x) if rows.offset else x, axes=[-1], keepdims=1)
         peak = self.op("Max", peak, self.const("tiny", 1e-30))  # an all-zero row quantizes to zeros
-        scale = self.op("Div", peak, self.const("levels", _levels(signed)))
+        scale = self.op("Div", peak, self.const("levels", rows.levels))
         steps = self.op("Round", self.op("Div", x, scale))
-        if signed:
-            steps = self.op("Add", steps, self.const("offset", 128.0))
+        if rows.offset:
+            steps = self.op("Add", steps, self.const("offset", rows.offset))
         return self.op("Cast", steps, to=TensorProto.UINT8), peak
 
-    def int8_matmul(self, x: str, weight: IntWeight, signed: bool, bias: np.ndarray | None) -> str:
+    def int8_matmul(self, x: str, weight: IntWeight, rows: Rows, bias: np.ndarray | None) -> str:
         """x float [..., in] -> x @ weight + bias, float [..., out], with x quantized per row."""
         from onnx import TensorProto
 
-        rows, peak = self.quantize_rows(x, signed)
-        stored = (weight.values.astype(np.int16) + 128).astype(np.uint8)  # uint8 × uint8: see the docstring
-        offset = self.const("zero_point", 128, np.uint8)
-        operands = [rows, self.const("weight", stored, np.uint8), offset if signed else "", offset]
+        quantized, peak = self.quantize_rows(x, rows)
+        offset = self.const("zero_point", rows.offset, np.uint8) if rows.offset else ""
+        if rows.wide:  # uint8 × uint8: the weights offset by 128 too
+            stored = self.const("weight", (weight.values.astype(np.int16) + 128).astype(np.uint8), np.uint8)
+            operands = [quantized, stored, offset, self.const("zero_point", 128, np.uint8)]
+        else:  # uint8 under 128 × int8: no pair of products overflows int16
+            operands = [quantized, self.const("weight", weight.values, np.int8), offset]
         product = self.op("Cast", self.op("MatMulInteger", *operands), to=TensorProto.FLOAT)
         # peak / (levels / weight scale) = row scale × weight scale [..., 1 or out]. Not a Mul of the two:
         # onnxruntime would fuse MatMulInteger -> Cast -> Mul(Mul(a, b)) into MatMulIntegerToFloat, which
         # takes a as one scale for the whole tensor (measured: 66 % frame agreement instead of 98.6 %).
-        scales = self.op("Div", peak, self.const("steps", _levels(signed) / weight.scale))
+        scales = self.op("Div", peak, self.const("steps", rows.levels / weight.scale))
         out = self.op("Mul", product, scales)
         return out if bias is None else self.op("Add", out, self.const("bias", bias))
-
-
-def _levels(signed: bool) -> float:
-    return 127.0 if signed else 255.0
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -151,8 +171,8 @@ def _clipped(graph: _Graph, x: str, clip: float) -> str:
     return graph.op("Min", graph.op("Relu", x), graph.const("clip", clip))
 
 
-def _dense(graph: _Graph, x: str, linear: torch.nn.Linear, signed: bool) -> str:
-    return graph.int8_matmul(x, int8_weight(_numpy(linear.weight)), signed, _numpy(linear.bias))
+def _dense(graph: _Graph, x: str, linear: torch.nn.Linear, rows: Rows) -> str:
+    return graph.int8_matmul(x, int8_weight(_numpy(linear.weight)), rows, _numpy(linear.bias))
 
 
 def _layer_1(graph: _Graph, windows: str, model: DeepSpeech, n_mfcc: int) -> str:
@@ -161,7 +181,7 @@ def _layer_1(graph: _Graph, windows: str, model: DeepSpeech, n_mfcc: int) -> str
     weight, bias = _numpy(model.layer_1.linear.weight), _numpy(model.layer_1.linear.bias)  # [out, in]
     energy = np.arange(weight.shape[1]) % n_mfcc == 0  # c0 of each of the window's frames
     rest = graph.op("Mul", windows, graph.const("mask", (~energy).astype(np.float32)))
-    quantized = graph.int8_matmul(rest, int8_weight(weight), True, bias)  # c0's rows meet zeros
+    quantized = graph.int8_matmul(rest, int8_weight(weight), SIGNED, bias)  # c0's rows meet zeros
     columns = graph.op("Gather", windows, graph.const("energy", np.flatnonzero(energy), np.int64), axis=2)
     exact = graph.op("MatMul", columns, graph.const("energy_weight", weight[:, energy].T.copy()))
     return graph.op("Add", quantized, exact)
@@ -173,29 +193,41 @@ def _gates_reordered(array: np.ndarray) -> np.ndarray:
     return np.concatenate([i, f, o, g])
 
 
-def _lstm_body(graph: _Graph, gates_in: str, hidden: int, recurrent: IntWeight) -> Any:
-    """The loop body: (t, condition, h [batch, hidden], c [batch, hidden]) -> (condition, h', c', h')."""
+def _recurrent_product(body: _Graph, h: str, weight: IntWeight, zero: str) -> str:
+    """h [batch, hidden] -> h @ weight [batch, 4 * hidden], h quantized per row to 7 bits (``NARROW``) by
+    one QuantizeLinear along the batch (``zero``: the uint8 zero point 64 for each row, [batch])."""
+    from onnx import TensorProto
+
+    peak = body.op("ReduceMax", body.op("Abs", h), axes=[-1], keepdims=1)  # [batch, 1]
+    peak = body.op("Max", peak, body.const("tiny", 1e-30))
+    scale = body.op("Div", peak, body.const("levels", NARROW.levels))
+    scale = body.op("Squeeze", scale, body.const("axis", [1], np.int64))  # [batch]
+    rows = body.op("QuantizeLinear", h, scale, zero, axis=0)  # uint8 [batch, hidden]
+    offset = body.const("zero_point", NARROW.offset, np.uint8)
+    operands = [rows, body.const("weight", weight.values, np.int8), offset]
+    product = body.op("Cast", body.op("MatMulInteger", *operands), to=TensorProto.FLOAT)
+    return body.op("Mul", product, body.op("Div", peak, body.const("steps", NARROW.levels / weight.scale)))
+
+
+def _lstm_body(hidden: int, recurrent: IntWeight, zero: str) -> Any:
+    """The scan body: (h [batch, hidden], c [batch, hidden], x part [batch, 4 * hidden]) -> (h', c', h')."""
     from onnx import TensorProto, helper
 
     body = _Graph("step/")
-    t, go, h, c = "step/t", "step/go", "step/h", "step/c"
-    x_part = body.op("Gather", gates_in, t, axis=1)  # [batch, 4 * hidden]
-    gates = body.op("Add", x_part, body.int8_matmul(h, recurrent, True, None))  # i, f, o, g
+    h, c, x_part = "step/h", "step/c", "step/x"
+    gates = body.op("Add", x_part, _recurrent_product(body, h, recurrent, zero))  # i, f, o, g
     sizes = body.const("sizes", [3 * hidden, hidden], np.int64)
     three, four = body.op("Split", gates, sizes, outputs=2, axis=1)  # [batch, 3 * hidden], [batch, hidden]
     i, f, o = body.op("Split", body.op("Sigmoid", three), outputs=3, axis=1)
     c_next = body.op("Add", body.op("Mul", f, c), body.op("Mul", i, body.op("Tanh", four)))
     h_next = body.op("Mul", o, body.op("Tanh", c_next))
-    outputs = [go, h_next, c_next, body.op("Identity", h_next)]  # the last: the scan output, h at every step
-    state: list[str | int | None] = [None, hidden]
+    outputs = [h_next, c_next, body.op("Identity", h_next)]  # the last: the scan output, h at every step
+    value = helper.make_tensor_value_info
     return helper.make_graph(
         body.nodes, "lstm_step",
-        [helper.make_tensor_value_info(t, TensorProto.INT64, []),
-         helper.make_tensor_value_info(go, TensorProto.BOOL, []),
-         helper.make_tensor_value_info(h, TensorProto.FLOAT, state),
-         helper.make_tensor_value_info(c, TensorProto.FLOAT, state)],
-        [helper.make_tensor_value_info(outputs[0], TensorProto.BOOL, []),
-         *(helper.make_tensor_value_info(name, TensorProto.FLOAT, state) for name in outputs[1:])],
+        [value(h, TensorProto.FLOAT, [None, hidden]), value(c, TensorProto.FLOAT, [None, hidden]),
+         value(x_part, TensorProto.FLOAT, [None, 4 * hidden])],
+        [value(name, TensorProto.FLOAT, [None, hidden]) for name in outputs],
         initializer=body.constants,
     )  # fmt: skip
 
@@ -206,13 +238,14 @@ def _lstm(graph: _Graph, x: str, h0: str, c0: str, lstm: torch.nn.LSTM) -> tuple
     hidden, weights = lstm.hidden_size, {name: _numpy(p) for name, p in lstm.named_parameters()}
     w_ih = int8_weight(_gates_reordered(weights["weight_ih_l0"]))  # [4 * hidden, hidden] before transposing
     bias = _gates_reordered(weights["bias_ih_l0"] + weights["bias_hh_l0"])
-    gates_in = graph.int8_matmul(x, w_ih, False, bias)  # [batch, time, 4 * hidden]: all frames at once
+    gates_in = graph.int8_matmul(x, w_ih, UNSIGNED, bias)  # [batch, time, 4 * hidden]: all frames at once
     first = graph.const("axis0", [0], np.int64)
     h, c = graph.op("Squeeze", h0, first), graph.op("Squeeze", c0, first)  # [batch, hidden]
-    steps = graph.op("Gather", graph.op("Shape", gates_in), graph.const("time_axis", 1, np.int64), axis=0)
-    body = _lstm_body(graph, gates_in, hidden, int8_weight(_gates_reordered(weights["weight_hh_l0"])))
-    hn, cn, each = graph.op("Loop", steps, "", h, c, outputs=3, body=body)  # each: [time, batch, hidden]
-    outputs = graph.op("Transpose", each, perm=[1, 0, 2])
+    batch = graph.op("Slice", graph.op("Shape", h), first, graph.const("one", [1], np.int64))  # [1]
+    zero = graph.op("Expand", graph.const("narrow_zero", NARROW.offset, np.uint8), batch)  # [batch]
+    body = _lstm_body(hidden, int8_weight(_gates_reordered(weights["weight_hh_l0"])), zero)
+    hn, cn, outputs = graph.op("Scan", h, c, gates_in, outputs=3, body=body, num_scan_inputs=1,
+                               scan_input_axes=[1], scan_output_axes=[1])  # fmt: skip
     return outputs, graph.op("Unsqueeze", hn, first), graph.op("Unsqueeze", cn, first)
 
 
@@ -226,11 +259,11 @@ def int8_model(model: DeepSpeech, n_mfcc: int) -> Any:
     graph, clip = _Graph(""), model.layer_1.clip
     with torch.no_grad():
         x = _clipped(graph, _layer_1(graph, "windows", model, n_mfcc), clip)
-        x = _clipped(graph, _dense(graph, x, model.layer_2.linear, False), clip)
-        x = _clipped(graph, _dense(graph, x, model.layer_3.linear, False), clip)
+        x = _clipped(graph, _dense(graph, x, model.layer_2.linear, UNSIGNED), clip)
+        x = _clipped(graph, _dense(graph, x, model.layer_3.linear, UNSIGNED), clip)
         x, hn, cn = _lstm(graph, x, "h0", "c0", model.lstm)
-        x = _clipped(graph, _dense(graph, x, model.layer_5.linear, True), clip)
-        logits = _dense(graph, x, model.layer_6, False)
+        x = _clipped(graph, _dense(graph, x, model.layer_5.linear, SIGNED), clip)
+        logits = _dense(graph, x, model.layer_6, UNSIGNED)
     graph.nodes.append(helper.make_node("LogSoftmax", [logits], ["log_probs"], axis=-1))
     graph.nodes += [
         helper.make_node("Identity", [source], [name]) for source, name in ((hn, "hn"), (cn, "cn"))
