@@ -284,7 +284,9 @@ class ExportConfig:
 
     export_dir: str = option("", "directory to write model.onnx (and model.int8.onnx) into")
     quantize: str = option(
-        "none", "also write an int8 model (dynamic quantization)", choices=("none", "int8")
+        "none",
+        "also write an int8 model (int8 weights, activations quantized per frame)",
+        choices=("none", "int8"),
     )
     export_author_id: str = option("author", "author of the model (a short id)")
     export_model_name: str = option("model", "name of the model")

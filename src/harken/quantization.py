@@ -19,8 +19,8 @@ audio was cut into calls. This module writes the graph by hand, in standard ONNX
 - **The energy coefficient** (MFCC c0) of every window stays float in layer 1: digital silence makes it
   about 250 where the other coefficients stay under 15, and one scale over the row would round them away
   (the largest loss LiteRT's kernels have; 19 columns of float cost nothing).
-- **The LSTM** is a ``Loop``: the input projection of all frames is one integer product, then each step
-  quantizes h, multiplies it by the int8 recurrent weights and applies the gates in float.
+- **The LSTM** is a ``Scan`` over the frames: the input projection of all frames is one integer product,
+  then each step quantizes h, multiplies it by the int8 recurrent weights and applies the gates in float.
 
 Every frame's arithmetic depends on nothing but that frame and the state, so streaming in any step size,
 whole files and side-by-side stretches give the same numbers. The graph has the float export's interface:
@@ -104,12 +104,12 @@ def int8_weight(weight: np.ndarray) -> IntWeight:
 
 
 class _Graph:
-    """Nodes and constants of one ONNX graph (the model, or the LSTM's loop body), named in order."""
+    """Nodes and constants of one ONNX graph (the model, or the LSTM's step), named in order."""
 
-    def __init__(self, prefix: str, constants: list[Any] | None = None) -> None:
+    def __init__(self, prefix: str) -> None:
         self.prefix, self._count = prefix, 0
         self.nodes: list[Any] = []
-        self.constants: list[Any] = [] if constants is None else constants  # a loop body shares the model's
+        self.constants: list[Any] = []
 
     def name(self, hint: str) -> str:
         self._count += 1
