@@ -102,12 +102,19 @@ def test_int8_export_keeps_the_trained_model(ldc_model: Path, tmp_path: Path) ->
 
 
 def _broken(kind: str) -> Callable[[np.ndarray], quantization.IntWeight]:
-    real = quantization.int8_weight
+    real, calls = quantization.int8_weight, [0]
 
     def weight(array: np.ndarray) -> quantization.IntWeight:
         good = real(array)
+        calls[0] += 1
         if kind == "scale":
             return quantization.IntWeight(good.values, good.scale * 2)  # a scale off by a factor of two
+        if kind == "column":  # the output layer (the 7th weight) loses the letter b, which LDC93S1 lacks
+            if calls[0] % 7:  # every export asks for 7 weights
+                return good
+            values = good.values.copy()
+            values[:, 1] = 0
+            return quantization.IntWeight(values, good.scale)
         values = good.values.reshape(-1).copy()
         np.random.default_rng(0).shuffle(values)  # the right numbers in the wrong places
         return quantization.IntWeight(values.reshape(good.values.shape), good.scale)
@@ -115,23 +122,36 @@ def _broken(kind: str) -> Callable[[np.ndarray], quantization.IntWeight]:
     return weight
 
 
-@pytest.mark.parametrize("kind", ["scale", "scrambled"])
+@pytest.mark.parametrize("kind", ["scale", "scrambled", "column"])
 def test_a_broken_int8_model_is_refused_and_not_kept(
     ldc_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    monkeypatch.setattr(quantization, "int8_weight", _broken(kind))
     options = ExportConfig(export_dir=str(tmp_path), quantize="int8")
+    loaded = checkpoint.load_model(ldc_model)
+    export.export(loaded, options, DATA / "LDC93S1.wav")  # a good pair first
+    monkeypatch.setattr(quantization, "int8_weight", _broken(kind))
     with pytest.raises(export.ExportError) as refused:
-        export.export(checkpoint.load_model(ldc_model), options, DATA / "LDC93S1.wav")
+        export.export(loaded, options, DATA / "LDC93S1.wav")
     message = str(refused.value)
-    assert "\n" not in message and "model.int8.onnx" in message, message
-    assert re.search(r"picks the float model's class on \d+\.\d% of its|are \d\.\d+ \(mean \|Δp\|", message)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # the float file is kept
+    assert "\n" not in message and message.startswith(str(tmp_path / "model.int8.onnx: ")), message
+    figures = (r"picks the float model's class on \d+\.\d% of its|are \d\.\d+ \(mean \|Δp\||"
+               r"log-probability of 'b' by \d+\.\d+ on the median frame")  # fmt: skip
+    assert re.search(figures, message), message
+    assert message.endswith("(the earlier model.int8.onnx there is removed)")  # not beside the new float file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     # A benchmark may ask for the figure without the refusal.
-    results = export.export(
-        checkpoint.load_model(ldc_model), options, DATA / "LDC93S1.wav", enforce_int8=False
-    )
+    results = export.export(loaded, options, DATA / "LDC93S1.wav", enforce_int8=False)
     assert results[1].parity.startswith("int8 check FAILED, not enforced (")
+
+
+def test_check_audio_that_cannot_serve_is_one_line(tiny: Path, tmp_path: Path) -> None:
+    loaded, out = checkpoint.load_model(tiny), tmp_path / "out"
+    short = tmp_path / "short.wav"
+    audio.write(short, np.zeros(100, np.float32), 16000)
+    for path, expected in ((tmp_path, "a folder, not an audio file"), (short, "shorter than one 32 ms")):
+        with pytest.raises(export.ExportError, match=expected):
+            export.export(loaded, ExportConfig(export_dir=str(out)), path)
+    assert not out.exists()  # nothing made before the audio is known to be usable
 
 
 def test_an_int8_file_from_the_previous_export_still_runs(ldc_model: Path, tmp_path: Path) -> None:
@@ -150,7 +170,7 @@ def test_an_int8_file_from_the_previous_export_still_runs(ldc_model: Path, tmp_p
         del info["quantization"]
         entry.value = json.dumps(info)
     onnx.save(proto, str(old))
-    with pytest.warns(UserWarning, match="int8 from an earlier harken export .* export it again"):
+    with pytest.warns(UserWarning, match="int8 from onnxruntime's dynamic quantization.* export it again"):
         model = Model(old)
     pcm = audio.to_pcm16(audio.read(DATA / "LDC93S1.wav", 16000))
     assert model.stt(pcm).strip()  # it runs (how well depends on the CPU: see the warning)

@@ -137,6 +137,13 @@ def test_input_forms_and_errors(tiny: tuple[Path, Path], tmp_path: Path) -> None
         stream.feed_audio_content(b"\x00\x01\x02")
     with pytest.raises(InferenceError, match="mono"):
         stream.feed_audio_content(np.zeros((2, 100), np.int16))
+    noisy = PCM.astype(np.float32) / 32768
+    noisy[500] = np.nan  # a NaN would spoil an int8 stream's state for good
+    with pytest.raises(InferenceError, match="not numbers"):
+        stream.feed_audio_content(noisy)
+    empty = np.zeros((1, 0, 494), np.float32)  # zero frames: the int8 graph's Scan cannot run them
+    log_probs, state = model.backend(empty, (np.ones((1, 1, 32), np.float32),) * 2)
+    assert log_probs.shape == (1, 0, 29) and state[0].sum() == 32
     stream.finish_stream()
     with pytest.raises(InferenceError, match="finished"):
         stream.feed_audio_content(PCM[:320])

@@ -43,6 +43,8 @@ CONFIDENT = 0.9  # the int8 check compares frames where the float model gives on
 MIN_AGREEMENT = 0.97  # of those frames' argmax, int8 against float
 MAX_SHIFT = 0.01  # mean total-variation distance (half the summed |Δp|) over those frames
 MIN_CONFIDENT = 20  # fewer confident frames (an untrained model): the distance over all frames decides
+MAX_CLASS_SHIFT = 0.5  # the median |Δ log-prob| of every class over the frames: a class the audio never
+# gives (a letter the check sentence lacks) still has its log-prob computed on every frame
 
 
 class ExportError(RuntimeError):
@@ -125,14 +127,22 @@ def _export_int8(loaded: LoadedModel, path: Path, options: ExportConfig) -> None
     onnx.save(proto, str(path))
 
 
-def check_audio(sample_rate: int, path: Path | None = None) -> np.ndarray:
+def check_audio(sample_rate: int, path: Path | None = None, window_ms: int = 32) -> np.ndarray:
     """Real speech for the parity check: the given file, else a sentence spoken by espeak-ng."""
-    if path is not None:
-        return audio.read(path, sample_rate)
-    from harken.importers.synthetic import Synthesizer
+    if path is None:
+        from harken.importers.synthetic import Synthesizer
 
-    pcm, rate = Synthesizer().speak("please turn the kitchen light on and set the timer to five", "en-us+m3")
-    return audio.resample(audio.from_pcm16(pcm), rate, sample_rate)
+        speech = "please turn the kitchen light on and set the timer to five"
+        pcm, rate = Synthesizer().speak(speech, "en-us+m3")
+        return audio.resample(audio.from_pcm16(pcm), rate, sample_rate)
+    if path.is_dir():
+        raise ExportError(f"--check_audio {path}: a folder, not an audio file")
+    samples = audio.read(path, sample_rate)
+    if len(samples) < sample_rate * window_ms // 1000:
+        raise ExportError(f"--check_audio {path}: shorter than one {window_ms} ms feature window")
+    if not np.isfinite(samples).all():
+        raise ExportError(f"--check_audio {path}: holds samples that are not numbers (NaN or infinite)")
+    return samples
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,8 @@ class Agreement:
     confident: int  # frames where the float model gives one class at least CONFIDENT
     agreement: float  # share of the confident frames whose argmax is the float model's
     shift: float  # mean total-variation distance over the confident frames (all frames if too few)
+    class_shift: float = 0.0  # the largest per-class median |Δ log-prob| over all frames
+    worst_class: str = ""  # ... that class
 
     def failure(self) -> str | None:
         """What is wrong, in one line, or None."""
@@ -153,18 +165,27 @@ class Agreement:
                     f"confident frames (at least {MIN_AGREEMENT:.0%})")  # fmt: skip
         if self.shift > MAX_SHIFT:
             shift = f"{self.shift:.3f} (mean |Δp|; limit {MAX_SHIFT})"
+            if self.confident < MIN_CONFIDENT:
+                return (f"int8 frame posteriors are {shift} from the float model's over all frames: only "
+                        f"{self.confident} frames are confident (use --check_audio with speech in the "
+                        "model's language)")  # fmt: skip
             return f"int8 frame posteriors are {shift} from the float model's"
+        if self.class_shift > MAX_CLASS_SHIFT:
+            return (f"int8 moves the log-probability of {self.worst_class} by {self.class_shift:.2f} on the "
+                    f"median frame (limit {MAX_CLASS_SHIFT})")  # fmt: skip
         return None
 
     def __str__(self) -> str:
+        classes = f"; each class's log-prob within {self.class_shift:.2f} on the median frame"
         if self.confident < MIN_CONFIDENT:
-            return f"mean |Δp| {self.shift:.4f} over all {self.frames} frames (few confident ones)"
-        return (f"argmax agreement {self.agreement:.1%} and mean |Δp| {self.shift:.4f} over the "
-                f"{self.confident} of {self.frames} frames where the float model is confident")  # fmt: skip
+            return f"mean |Δp| {self.shift:.4f} over all {self.frames} frames (few confident ones){classes}"
+        frames = f"over the {self.confident} of {self.frames} frames where the float model is confident"
+        return f"argmax agreement {self.agreement:.1%} and mean |Δp| {self.shift:.4f} {frames}{classes}"
 
 
-def agreement(reference: np.ndarray, ours: np.ndarray) -> Agreement:
-    """reference, ours: log_probs [time, n_classes] of the float and the int8 model."""
+def agreement(reference: np.ndarray, ours: np.ndarray, labels: list[str] | None = None) -> Agreement:
+    """reference, ours: log_probs [time, n_classes] of the float and the int8 model; ``labels``: the
+    classes' names (the alphabet, then the blank)."""
     expected, got = np.exp(reference.astype(np.float64)), np.exp(ours.astype(np.float64))
     distance = 0.5 * np.abs(expected - got).sum(axis=-1)  # [time], in [0, 1]
     confident = expected.max(axis=-1) >= CONFIDENT  # [time]
@@ -173,17 +194,28 @@ def agreement(reference: np.ndarray, ours: np.ndarray) -> Agreement:
     same = ours.argmax(-1) == reference.argmax(-1)  # [time]
     rate = float(same[confident].mean()) if count else 1.0
     shift = float(distance[chosen].mean()) if np.isfinite(ours).all() else float("nan")
-    return Agreement(len(reference), count, rate, shift)
+    per_class = np.median(np.abs(ours.astype(np.float64) - reference), axis=0)  # [n_classes]
+    worst = int(per_class.argmax())
+    name = repr(labels[worst]) if labels and worst < len(labels) else f"class {worst}"
+    return Agreement(len(reference), count, rate, shift, float(per_class[worst]), name)
 
 
 def parity(
-    loaded: LoadedModel, path: Path, samples: np.ndarray, quantized: bool, enforce: bool = True
+    loaded: LoadedModel,
+    path: Path,
+    samples: np.ndarray,
+    quantized: bool,
+    enforce: bool = True,
+    name: Path | None = None,
 ) -> str:
     """Compare the ONNX file with the torch model on ``samples``; raise ExportError when they differ.
 
     Float: max |Δ log-prob| must be under 1e-3. int8: on the frames where the float model is confident,
-    the argmax must agree on 97 % and the posteriors move by at most 0.01 on average (see ``Agreement``).
+    the argmax must agree on 97 % and the posteriors move by at most 0.01 on average, and no class's
+    log-prob may move by more than 0.5 on the median frame (see ``Agreement``). Errors name ``name``
+    (the file being written) rather than ``path`` (where it is checked).
     """
+    name = name or path
     import onnxruntime
 
     cfg = loaded.config.features
@@ -194,10 +226,11 @@ def parity(
     zeros = np.zeros((1, 1, loaded.model.n_hidden), np.float32)
     ours = session.run(["log_probs"], {"windows": windows.numpy(), "h0": zeros, "c0": zeros})[0]
     if quantized:
-        found = agreement(reference[0].numpy(), ours[0])
+        labels = [*loaded.alphabet.symbols, "the blank"]
+        found = agreement(reference[0].numpy(), ours[0], labels)
         problem = found.failure()
         if enforce and problem is not None:
-            raise ExportError(f"{path}: {problem}")
+            raise ExportError(f"{name}: {problem}")
         check = "int8 check" if problem is None else f"int8 check FAILED, not enforced ({problem})"
         return f"{check}: {found}"
     frames = reference.shape[1]
@@ -205,7 +238,7 @@ def parity(
     got = decoder.greedy(torch.from_numpy(ours[0]), frames, loaded.alphabet).text
     delta = float(np.abs(ours - reference.numpy()).max())
     if not np.isfinite(delta) or delta > 1e-3:
-        raise ExportError(f"{path}: ONNX log-probs differ from torch's by {delta:.2e} (limit 1e-3)")
+        raise ExportError(f"{name}: ONNX log-probs differ from torch's by {delta:.2e} (limit 1e-3)")
     same = "identical" if expected == got else "different"
     return f"float parity: max |Δ log-prob| {delta:.1e} over {frames} frames; transcripts {same}"
 
@@ -217,23 +250,29 @@ def export(
     ``enforce_int8=False`` (benchmarks, which measure accuracy themselves) reports the int8 check's figure
     without refusing the file."""
     directory = Path(options.export_dir)
+    cfg = loaded.config.features
+    samples = check_audio(cfg.audio_sample_rate, check_path, cfg.feature_win_len)
     directory.mkdir(parents=True, exist_ok=True)
-    samples = check_audio(loaded.config.features.audio_sample_rate, check_path)
-    float_path = directory / "model.onnx"
+    float_path, int8_path = directory / "model.onnx", directory / "model.int8.onnx"
     temporary = directory / ".model.onnx.tmp"
     try:
         _export_float(loaded, temporary, options)
-        message = parity(loaded, temporary, samples, quantized=False)
+        message = parity(loaded, temporary, samples, quantized=False, name=float_path)
         temporary.replace(float_path)
     finally:
         temporary.unlink(missing_ok=True)
     results = [ExportResult(float_path, message)]
     if options.quantize == "int8":
-        int8_path = directory / "model.int8.onnx"
         temporary = directory / ".model.int8.onnx.tmp"
         try:
             _export_int8(loaded, temporary, options)
-            message = parity(loaded, temporary, samples, quantized=True, enforce=enforce_int8)
+            message = parity(loaded, temporary, samples, True, enforce_int8, name=int8_path)
+        except ExportError as error:
+            if int8_path.exists():  # from an earlier export: it does not belong beside the new model.onnx
+                int8_path.unlink()
+                raise ExportError(f"{error} (the earlier {int8_path.name} there is removed)") from None
+            raise
+        else:
             temporary.replace(int8_path)
         finally:
             temporary.unlink(missing_ok=True)

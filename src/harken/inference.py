@@ -101,7 +101,8 @@ class OnnxBackend:
             )
         except Exception as error:  # onnxruntime raises its own exception types
             raise InferenceError(f"{path}: not a loadable ONNX model ({type(error).__name__})") from None
-        info = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        info = meta.get(METADATA_KEY)
         if info is None:
             raise InferenceError(
                 f"{path}: an ONNX file without harken metadata (export it with harken export)"
@@ -114,26 +115,22 @@ class OnnxBackend:
                 f"this harken reads format {FORMAT_VERSION} (upgrade harken)"
             )
         self.n_hidden = int(self.session.get_inputs()[1].shape[2])
+        classes = self.session.get_outputs()[0].shape[2]
+        self.n_classes = classes if isinstance(classes, int) else 0  # only for an empty call's shape
         self.directions = 1  # harken export refuses bidirectional models
-        if "quantization" not in self.metadata and _dynamic_int8(path):
+        if meta.get("onnx.infer") == "onnxruntime.quant":  # quantize_dynamic: what harken export used before
             warnings.warn(
-                f"{path}: int8 from an earlier harken export (one activation scale per call, inexact on CPUs "
-                "without AVX-512 VNNI); export it again with harken export --quantize int8",
+                f"{path}: int8 from onnxruntime's dynamic quantization, as an earlier harken export wrote it "
+                "(one activation scale per call, inexact on CPUs without AVX-512 VNNI); export it again "
+                "with harken export --quantize int8",
                 stacklevel=3,
             )
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        if windows.shape[1] == 0:  # the int8 graph's Scan does not take zero frames
+            return np.zeros((windows.shape[0], 0, self.n_classes), np.float32), state
         log_probs, hn, cn = self.session.run(None, {"windows": windows, "h0": state[0], "c0": state[1]})
         return log_probs, (hn, cn)
-
-
-def _dynamic_int8(path: Path) -> bool:
-    """Whether ``path`` holds onnxruntime's dynamic int8 quantization (what harken export wrote before
-    its int8 graph had per-row activation scales; those files still run)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type in ("DynamicQuantizeLSTM", "DynamicQuantizeLinear") for node in graph.node)
 
 
 class TorchBackend:
@@ -311,6 +308,8 @@ def _floats(pcm16: bytes | np.ndarray) -> np.ndarray:
     if array.dtype == np.int16:
         return audio.from_pcm16(array)
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InferenceError("the audio holds samples that are not numbers (NaN or infinite)")
         return array.astype(np.float32)
     raise InferenceError(f"expected int16 or float samples, got {array.dtype}")
 
