@@ -77,11 +77,6 @@ def run(session: onnxruntime.InferenceSession, windows: np.ndarray, step: int | 
     return np.concatenate(pieces)
 
 
-def cer(references: list[str], hypotheses: list[str]) -> float:
-    counts = [metrics.char_errors(r, h) for r, h in zip(references, hypotheses, strict=True)]
-    return sum(c.edits for c in counts) / max(1, sum(c.length for c in counts))
-
-
 Outputs = dict[str, list[np.ndarray]]  # runtime -> log_probs [time, n_classes] of each clip
 
 
@@ -98,7 +93,7 @@ def report(outputs: Outputs, spoken: list[str], text: Callable[[np.ndarray], str
         same = np.concatenate(
             [a.argmax(-1) == b.argmax(-1) for a, b in zip(log_probs, reference, strict=True)]
         )
-        print(f"{name:16s} {cer(spoken, ours):11.3f} {cer(litert, ours):9.3f} "
+        print(f"{name:16s} {metrics.cer(spoken, ours):11.3f} {metrics.cer(litert, ours):9.3f} "
               f"{same.mean():14.1%} {same[sure].mean():8.1%}")  # fmt: skip
 
 

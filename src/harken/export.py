@@ -32,7 +32,7 @@ from torch import nn
 from harken import __version__, audio, decoder, features, quantization
 from harken import config as config_module
 from harken.checkpoint import LoadedModel
-from harken.config import ExportConfig
+from harken.config import ExportConfig, FeatureConfig
 from harken.model import DeepSpeech
 
 INPUTS = ("windows", "h0", "c0")
@@ -127,8 +127,9 @@ def _export_int8(loaded: LoadedModel, path: Path, options: ExportConfig) -> None
     onnx.save(proto, str(path))
 
 
-def check_audio(sample_rate: int, path: Path | None = None, window_ms: int = 32) -> np.ndarray:
+def check_audio(cfg: FeatureConfig, path: Path | None = None) -> np.ndarray:
     """Real speech for the parity check: the given file, else a sentence spoken by espeak-ng."""
+    sample_rate = cfg.audio_sample_rate
     if path is None:
         from harken.importers.synthetic import Synthesizer
 
@@ -138,8 +139,8 @@ def check_audio(sample_rate: int, path: Path | None = None, window_ms: int = 32)
     if path.is_dir():
         raise ExportError(f"--check_audio {path}: a folder, not an audio file")
     samples = audio.read(path, sample_rate)
-    if len(samples) < sample_rate * window_ms // 1000:
-        raise ExportError(f"--check_audio {path}: shorter than one {window_ms} ms feature window")
+    if features.n_frames(len(samples), cfg) == 0:
+        raise ExportError(f"--check_audio {path}: shorter than one {cfg.feature_win_len} ms feature window")
     if not np.isfinite(samples).all():
         raise ExportError(f"--check_audio {path}: holds samples that are not numbers (NaN or infinite)")
     return samples
@@ -250,8 +251,7 @@ def export(
     ``enforce_int8=False`` (benchmarks, which measure accuracy themselves) reports the int8 check's figure
     without refusing the file."""
     directory = Path(options.export_dir)
-    cfg = loaded.config.features
-    samples = check_audio(cfg.audio_sample_rate, check_path, cfg.feature_win_len)
+    samples = check_audio(loaded.config.features, check_path)
     directory.mkdir(parents=True, exist_ok=True)
     float_path, int8_path = directory / "model.onnx", directory / "model.int8.onnx"
     temporary = directory / ".model.onnx.tmp"
