@@ -149,6 +149,38 @@ def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphab
         )
 
 
+LAYERS = ("layer_1", "layer_2", "layer_3", "lstm", "layer_5", "layer_6")
+
+
+def load_layers(
+    model: torch.nn.Module, path: Path, payload: dict[str, Any], drop: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Load all but the last ``drop`` layers of the checkpoint into ``model`` (fine-tuning with
+    --drop_source_layers; the others keep their fresh initialisation). Returns (kept, dropped) layer
+    names; a kept tensor that is missing or of another shape is a CheckpointError naming it."""
+    kept, dropped = LAYERS[: len(LAYERS) - drop], LAYERS[len(LAYERS) - drop :]
+    source: dict[str, torch.Tensor] = payload["model"]
+    for name, tensor in model.state_dict().items():
+        if name.split(".")[0] in kept:
+            theirs = source.get(name)
+            if theirs is None or theirs.shape != tensor.shape:
+                found = "missing" if theirs is None else f"of shape {tuple(theirs.shape)}"
+                raise CheckpointError(
+                    f"{path}: {name} is {found}, this run's is {tuple(tensor.shape)} "
+                    f"(keep the source's geometry, or drop more layers than --drop_source_layers {drop})"
+                )
+    model.load_state_dict({k: v for k, v in source.items() if k.split(".")[0] in kept}, strict=False)
+    return kept, dropped
+
+
+def restore_rng(payload: dict[str, Any], cuda: bool) -> None:
+    """Put back the random number generators ``make_payload`` saved (CUDA's too when ``cuda``)."""
+    if "rng" in payload:
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        if cuda and "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
+
+
 def _describe_difference(theirs: Alphabet, ours: Alphabet) -> str:
     if len(theirs) != len(ours):
         return f"has {len(theirs)} symbols, this run's has {len(ours)}"

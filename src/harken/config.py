@@ -343,6 +343,11 @@ class Config:
     def save_dir(self) -> Path:
         return Path(self.checkpoint.save_checkpoint_dir or self.checkpoint.checkpoint_dir)
 
+    @property
+    def summary_dir(self) -> Path:
+        """Where TensorBoard summaries go: --summary_dir, else the save directory's summaries/."""
+        return Path(self.train.summary_dir) if self.train.summary_dir else self.save_dir / "summaries"
+
 
 def to_dict(config: Any) -> dict[str, Any]:
     """A dataclass as plain nested dicts (stored in checkpoints)."""

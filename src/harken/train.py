@@ -175,25 +175,10 @@ def resume(run: Run) -> None:
     run.log(f"Starting from {path} (saving to {cfg.save_dir})")
 
 
-LAYERS = ("layer_1", "layer_2", "layer_3", "lstm", "layer_5", "layer_6")
-
-
 def _transfer(run: Run, path: Path, payload: dict[str, Any], drop: int) -> None:
     """Fine-tuning with --drop_source_layers: the source's first layers, freshly initialised last ones
     (the output layer among them, so the alphabet may differ); the optimizer starts afresh."""
-    kept, dropped = LAYERS[: len(LAYERS) - drop], LAYERS[len(LAYERS) - drop :]
-    source: dict[str, torch.Tensor] = payload["model"]
-    own = run.model.state_dict()
-    for name, tensor in own.items():
-        if name.split(".")[0] in kept:
-            theirs = source.get(name)
-            if theirs is None or theirs.shape != tensor.shape:
-                found = "missing" if theirs is None else f"of shape {tuple(theirs.shape)}"
-                raise checkpoint.CheckpointError(
-                    f"{path}: {name} is {found}, this run's is {tuple(tensor.shape)} "
-                    f"(keep the source's geometry, or drop more layers than --drop_source_layers {drop})"
-                )
-    run.model.load_state_dict({k: v for k, v in source.items() if k.split(".")[0] in kept}, strict=False)
+    kept, dropped = checkpoint.load_layers(run.model, path, payload, drop)
     old = checkpoint.stored_alphabet(payload)
     note = "" if old == run.alphabet else f"; alphabet {len(old)} -> {len(run.alphabet)} symbols"
     run.log(f"Kept {', '.join(kept) or 'no layer'} of {path}; re-initialised {', '.join(dropped)}{note}")
@@ -212,10 +197,7 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
     if run.progress.learning_rate <= 0:  # an imported model carries no training progress
         run.progress.learning_rate = run.config.train.learning_rate
     _set_learning_rate(run.optimizer, run.progress.learning_rate)
-    if "rng" in payload:
-        torch.set_rng_state(payload["rng"]["torch"].cpu())
-        if "cuda" in payload["rng"] and torch.cuda.is_available() and not run.world.distributed:
-            torch.cuda.set_rng_state_all([s.cpu() for s in payload["rng"]["cuda"]])
+    checkpoint.restore_rng(payload, cuda=not run.world.distributed)
     run.log(
         f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
         f"step {run.progress.step}"
@@ -550,10 +532,7 @@ def _train(config: Config, world: World, log: Callable[[str], None], stop: Stop)
         )
     train_feed = _feed(run, train_split, workers, cfg.shuffle_batches)
     dev_feed = _feed(run, dev_split, workers) if dev_split is not None else None
-    summary_dir = (
-        Path(config.train.summary_dir) if config.train.summary_dir else config.save_dir / "summaries"
-    )
-    with Summaries(summary_dir, log, enabled=world.is_main) as summaries:
+    with Summaries(config.summary_dir, log, enabled=world.is_main) as summaries:
         _epochs(run, train_feed, dev_feed, summaries)
     if world.is_main:
         plot_history(run.progress.history, config.save_dir / "loss.png")
@@ -565,11 +544,8 @@ def _check_directories(config: Config, world: World) -> None:
     """--load_checkpoint_dir alone would save into the default checkpoint_dir, mixing runs: refuse that.
     Also refuse what several processes cannot do."""
     ckpt = config.checkpoint
-    if (
-        ckpt.load_checkpoint_dir
-        and not ckpt.save_checkpoint_dir
-        and ckpt.checkpoint_dir == DEFAULT_CHECKPOINTS
-    ):
+    saves_to_default = not ckpt.save_checkpoint_dir and ckpt.checkpoint_dir == DEFAULT_CHECKPOINTS
+    if ckpt.load_checkpoint_dir and saves_to_default:
         raise TrainingError(
             "--load_checkpoint_dir needs --save_checkpoint_dir (or --checkpoint_dir): where this run saves"
         )
