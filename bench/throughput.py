@@ -75,7 +75,7 @@ def train_throughput(
             torch.cuda.synchronize()
         start = time.perf_counter()
         with precision.autocast():
-            losses, _, _ = batch_losses(model, b, cfg.n_context)
+            losses, _, _ = batch_losses(model, b, cfg)
         optimizer.zero_grad()
         precision.backward(losses.float().mean())
         precision.step(optimizer, model, 1.0, 0.0)

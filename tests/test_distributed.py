@@ -351,7 +351,7 @@ def test_a_step_follows_the_mean_loss_of_its_samples(tmp_path: Path) -> None:
         grads = [p.grad.clone() for p in run.model.parameters() if p.grad is not None]
         run.model.zero_grad()
         whole = data.collate([split.dataset[i] for batch in window for i in batch.indices])
-        losses, _, _ = evaluate.batch_losses(run.model, whole, config.features.n_context)
+        losses, _, _ = evaluate.batch_losses(run.model, whole, config.features)
         losses.mean().backward()
         assert skipped == [] and loss == pytest.approx(float(losses.mean().detach()), rel=1e-6)
         for grad, parameter in zip(grads, run.model.parameters(), strict=True):

@@ -180,7 +180,7 @@ def test_run_over_ldc93s1_with_an_untrained_model() -> None:
     model.train()  # run() switches to eval mode
     counted: list[int] = []
     report = evaluate.run(
-        model, loader, split.samples, alphabet, features.n_context, torch.device("cpu"), "ldc", counted.append
+        model, loader, split.samples, alphabet, features, torch.device("cpu"), "ldc", counted.append
     )
     assert not model.training
     assert report.name == "ldc"
@@ -198,7 +198,7 @@ def test_run_over_ldc93s1_with_an_untrained_model() -> None:
     # The loss is the CTC loss of the model's output: a freshly computed one agrees.
     batch = next(iter(data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), 0)))
     with torch.no_grad():
-        losses, log_probs, lengths = evaluate.batch_losses(model, batch, features.n_context)
+        losses, log_probs, lengths = evaluate.batch_losses(model, batch, features)
     assert float(losses[0]) == pytest.approx(sample.loss, rel=1e-5)
     assert log_probs.shape == (1, (46797 - 512) // 320 + 1, alphabet.n_classes)
     assert re.match(r"Test on ldc - WER: \d\.\d{6}", evaluate.format_report(report, 1))
@@ -216,7 +216,7 @@ def test_run_reports_unreadable_files(tmp_path: Path) -> None:
     model = DeepSpeech(features, ModelConfig(n_hidden=16), alphabet.n_classes)
     counted: list[int] = []
     report = evaluate.run(
-        model, loader, samples, alphabet, features.n_context, torch.device("cpu"), "x", counted.append
+        model, loader, samples, alphabet, features, torch.device("cpu"), "x", counted.append
     )
     assert counted == [1, 1]
     assert len(report.samples) == 1 and report.samples[0].src == TEXT

@@ -98,3 +98,102 @@ def test_context_windows_layout() -> None:
     assert windows[0, 3].tolist() == [6, 7, 8, 9, 10, 11, 0, 0, 0]
     full = features.context_windows(torch.randn(2, 50, 26), CONFIG.n_context)
     assert full.shape == (2, 50, CONFIG.n_input) and CONFIG.n_input == 494
+
+
+# --------------------------------------------------------------------------------------------------------
+# feature_norm mean: the running mean harken's own models subtract
+
+
+MEAN = FeatureConfig(feature_norm="mean")
+
+
+def _speech() -> torch.Tensor:
+    return torch.from_numpy(audio.read(DATA / "LDC93S1.wav", 16000))
+
+
+def test_a_gain_changes_nothing_after_normalisation() -> None:
+    """A gain only moves c0; the running mean takes it out (to the grid's rounding), at -30 dB too."""
+    speech = _speech()
+    loud = features.normalize(features.mfcc(speech, MEAN).unsqueeze(0), MEAN)
+    quiet = features.normalize(features.mfcc(speech * 10 ** (-30 / 20), MEAN).unsqueeze(0), MEAN)
+    raw = features.mfcc(speech, MEAN)[:, 0] - features.mfcc(speech * 10 ** (-30 / 20), MEAN)[:, 0]
+    assert float(raw.abs().min()) > 30  # without it c0 moves by sqrt(80) ln(31.6) = 30.9
+    assert float((loud - quiet).abs().max()) < 1e-3
+
+
+def test_a_fixed_microphone_response_is_taken_out() -> None:
+    """A filter is a constant per cepstral coefficient: after the first frames, nearly all of it goes."""
+    speech = _speech().numpy()
+    from scipy import signal
+
+    tilted = signal.lfilter([1.0, -0.9], [1.0], speech).astype(np.float32)  # a bright microphone
+    a = features.normalize(features.mfcc(torch.from_numpy(speech), MEAN).unsqueeze(0), MEAN)[0, 50:]
+    b = features.normalize(features.mfcc(torch.from_numpy(tilted), MEAN).unsqueeze(0), MEAN)[0, 50:]
+    raw_a = features.mfcc(torch.from_numpy(speech), MEAN)[50:]
+    raw_b = features.mfcc(torch.from_numpy(tilted), MEAN)[50:]
+    assert float((a - b)[:, 1:].abs().mean()) < 0.3 * float((raw_a - raw_b)[:, 1:].abs().mean())
+
+
+def test_a_stream_normalises_exactly_as_the_whole_file() -> None:
+    """Pieces of any size through RunningMean, the window full and not: bit-identical to normalize."""
+    frames = features.mfcc(_speech(), MEAN)  # [time, n_mfcc]
+    for window in (300, 40, 1):
+        config = FeatureConfig(feature_norm="mean", feature_norm_window=window)
+        whole = features.normalize(frames.unsqueeze(0), config)[0]
+        running = features.RunningMean(config)
+        rng = np.random.default_rng(window)
+        pieces, start = [], 0
+        while start < len(frames):
+            size = int(rng.integers(0, 25))
+            pieces.append(running(frames[start : start + size]))
+            start += size
+        assert torch.equal(torch.cat(pieces), whole), window
+
+
+def test_digital_silence_is_one_constant_frame_and_counts_for_nothing() -> None:
+    speech = _speech()
+    step = MEAN.step_samples
+    padded = torch.cat([torch.zeros(50 * step), speech])  # a second of zeros first, frame-aligned
+    alone = features.normalize(features.mfcc(speech, MEAN).unsqueeze(0), MEAN)[0]
+    after = features.normalize(features.mfcc(padded, MEAN).unsqueeze(0), MEAN)[0]
+    silent = after[:48]
+    assert torch.all(silent[:, 0] == features.SILENT_C0) and not silent[:, 1:].any()
+    # the speech's frames come out nearly as without the silence before them: only the few frames that
+    # overlap the zeros differ, and weigh less in the mean with every frame (counted, the 48 silent
+    # frames would move every mean by tens)
+    assert float((after[52:] - alone[2:]).abs().max()) < 1.5
+    assert float((after[150:] - alone[100:]).abs().max()) < 0.3
+
+
+def test_model_input_is_the_same_for_a_row_alone_and_in_a_padded_batch() -> None:
+    speech = _speech()
+    short = speech[: len(speech) // 2]
+    frames = [features.mfcc(x, MEAN) for x in (speech, short)]
+    batch = torch.zeros(2, len(frames[0]), MEAN.n_mfcc)
+    for row, f in enumerate(frames):
+        batch[row, : len(f)] = f
+    lengths = torch.tensor([len(f) for f in frames])
+    together = features.model_input(batch, lengths, MEAN)
+    for row, f in enumerate(frames):
+        alone = features.utterance_windows(speech if row == 0 else short, MEAN)[0]
+        assert torch.equal(together[row, : len(f)], alone)
+    assert not together[1, len(frames[1]) + MEAN.n_context :].any()  # padding past the context: zeros
+
+
+def test_none_is_deepspeechs_front_end_untouched() -> None:
+    none = FeatureConfig(feature_norm="none")
+    frames = features.mfcc(_speech(), none).unsqueeze(0)
+    assert features.normalize(frames, none) is frames
+    assert torch.equal(features.RunningMean(none)(frames[0]), frames[0])
+
+
+def test_stored_configs_without_the_option_meant_none() -> None:
+    from harken import config as config_module
+    from harken.config import Config
+
+    old = config_module.to_dict(Config())
+    del old["features"]["feature_norm"]
+    assert config_module.from_dict(Config, old, stored=True).features.feature_norm == "none"
+    assert config_module.from_dict(Config, old).features.feature_norm == "auto"  # a command line's default
+    with pytest.raises(ValueError, match="--feature_norm_window 0: must be a positive number of frames"):
+        FeatureConfig(feature_norm_window=0)

@@ -109,6 +109,7 @@ def test_imported_model_computes_deepspeechs_graph(fixture: Path) -> None:
     imported = read_checkpoint(fixture)
     assert imported.metadata["lstm"] == scope and imported.metadata["forget_bias"] == forget_bias
     assert imported.config.model.n_hidden == GEN.N_HIDDEN and imported.config.features.n_context == 9
+    assert imported.config.features.feature_norm == "none"
     assert imported.config.features.audio_sample_rate == 16000 and imported.alphabet == Alphabet.default()
     model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
     model.load_state_dict(imported.state_dict)  # every parameter present, every shape right

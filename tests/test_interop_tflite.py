@@ -42,6 +42,7 @@ def imported():  # type: ignore[no-untyped-def]
 def test_geometry_alphabet_and_features_come_from_the_model(imported) -> None:  # type: ignore[no-untyped-def]
     assert imported.config.model.n_hidden == 2048
     assert imported.config.features.audio_sample_rate == 16000 and imported.config.features.n_context == 9
+    assert imported.config.features.feature_norm == "none"  # DeepSpeech's front end
     assert len(imported.alphabet) == 40 and imported.alphabet.symbols[:3] == (" ", "ա", "բ")
     assert imported.metadata["version"] == 6 and imported.metadata["beam_width"] == 500
     model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)

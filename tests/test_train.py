@@ -168,6 +168,38 @@ def test_other_geometry_is_refused(tmp_path: Path) -> None:
         train(ldc_config(tmp_path, epochs=2, n_hidden=20), **QUIET)
 
 
+def _stored_norm(directory: Path) -> str:
+    path = checkpoint.listing(directory, checkpoint.TRAIN)[-1]
+    return checkpoint.stored_config(checkpoint.read(path)).features.feature_norm
+
+
+def test_the_front_end_is_normalised_for_new_models_and_kept_for_older_ones(tmp_path: Path) -> None:
+    """auto: mean for a new model; a checkpoint from before the option (or an imported model) trains on
+    with DeepSpeech's front end; asking for another front end on it is refused unless layers are dropped."""
+    new, old, tuned = tmp_path / "new", tmp_path / "old", tmp_path / "tuned"
+    train(ldc_config(new, epochs=1, n_hidden=16), **QUIET)
+    assert _stored_norm(new) == "mean"
+    train(_with(ldc_config(old, epochs=1, n_hidden=16), features={"feature_norm": "none"}), **QUIET)
+    for path in checkpoint.listing(old, checkpoint.TRAIN) + checkpoint.listing(old, checkpoint.BEST):
+        payload = torch.load(path, weights_only=True)
+        del payload["config"]["features"]["feature_norm"]  # as harken wrote it before the option
+        torch.save(payload, path)
+    train(ldc_config(old, epochs=2, n_hidden=16), **QUIET)  # feature_norm auto, the default
+    assert _stored_norm(old) == "none"
+    with pytest.raises(checkpoint.CheckpointError, match="feature_norm none, this run asks for mean"):
+        train(_with(ldc_config(old, epochs=3, n_hidden=16), features={"feature_norm": "mean"}), **QUIET)
+    fine_tune = _with(
+        ldc_config(tuned, epochs=1, n_hidden=16),
+        checkpoint={"load_checkpoint_dir": str(old), "save_checkpoint_dir": str(tuned)},
+    )
+    train(fine_tune, **QUIET)
+    assert _stored_norm(tuned) == "none"
+    into = {"drop_source_layers": 1, "save_checkpoint_dir": str(tmp_path / "in")}
+    opted_in = _with(fine_tune, checkpoint=into, features={"feature_norm": "mean"})
+    train(opted_in, **QUIET)
+    assert _stored_norm(tmp_path / "in") == "mean"
+
+
 def test_best_dev_kept_apart_plot_and_summaries(tmp_path: Path) -> None:
     config = ldc_config(tmp_path, epochs=3, n_hidden=16)
     config = type(config)(

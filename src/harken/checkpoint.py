@@ -7,6 +7,7 @@ the previous checkpoints intact; a file that still fails to load is skipped for 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def kinds_for(mode: str, training: bool) -> tuple[str, ...]:
 
 
 def stored_config(payload: dict[str, Any]) -> Config:
-    return config_module.from_dict(Config, payload["config"])
+    return config_module.from_dict(Config, payload["config"], stored=True)
 
 
 def stored_alphabet(payload: dict[str, Any]) -> Alphabet:
@@ -124,9 +125,22 @@ GEOMETRY = {
         "n_mfcc",
         "n_mel_channels",
         "n_context",
+        "feature_norm",
+        "feature_norm_window",
     ),
     "model": ("n_hidden", "bidirectional"),
 }
+
+
+def resolve_front_end(config: Config, payload: dict[str, Any] | None, transfer: bool = False) -> Config:
+    """``config`` with ``--feature_norm auto`` made definite: mean for a new model (``payload`` None), the
+    checkpoint's own for one trained further. An explicit choice stays (``check_compatible`` then refuses
+    one that differs from the checkpoint's, unless layers are re-initialised: ``transfer``)."""
+    wanted = config.features.feature_norm
+    if wanted != "auto":
+        return config
+    chosen = "mean" if payload is None else stored_config(payload).features.feature_norm
+    return dataclasses.replace(config, features=dataclasses.replace(config.features, feature_norm=chosen))
 
 
 def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphabet: Alphabet) -> None:
@@ -134,6 +148,12 @@ def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphab
     stored = stored_config(payload)
     for section, names in GEOMETRY.items():
         for name in names:
+            if (
+                section == "features"
+                and name == "feature_norm_window"
+                and stored.features.feature_norm == "none"
+            ):
+                continue
             have = getattr(getattr(stored, section), name)
             want = getattr(getattr(config, section), name)
             if have != want:

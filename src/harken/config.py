@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 def option(
@@ -68,9 +68,25 @@ class FeatureConfig:
     n_mfcc: int = option(26, "number of MFCC coefficients per frame")
     n_mel_channels: int = option(40, "number of mel filterbank channels")
     n_context: int = option(9, "frames of context on each side of the current frame")
+    feature_norm: str = option(
+        "auto",
+        "normalise the MFCC frames: mean (subtract each coefficient's running mean over the frames so far, "
+        "so that recording level and microphone do not matter; streams stay exact), none (DeepSpeech's front "
+        "end, as imported models have), auto (mean for a new model, the checkpoint's own when training one "
+        "further)",
+        choices=("auto", "mean", "none"),
+    )
+    feature_norm_window: int = option(
+        300, "frames the running mean of --feature_norm mean covers at most (300: the last 6 s)"
+    )
+
+    # What a stored configuration (checkpoint, export) written before an option existed meant by it.
+    STORED_BEFORE: ClassVar[dict[str, Any]] = {"feature_norm": "none"}
 
     def __post_init__(self) -> None:
         _require_all(self, {
+            "feature_norm": (lambda v: v in ("auto", "mean", "none"), "auto, mean or none"),
+            "feature_norm_window": (_positive, "a positive number of frames"),
             "audio_sample_rate": (_positive, "a positive number of Hz"),
             "feature_win_len": (_positive, "a positive number of milliseconds"),
             "feature_win_step": (_positive, "a positive number of milliseconds"),
@@ -242,6 +258,17 @@ class TrainConfig:
     reduce_lr_on_plateau: bool = option(False, "reduce the learning rate when the validation loss plateaus")
     plateau_epochs: int = option(10, "epochs without improvement before the learning rate is reduced")
     plateau_reduction: float = option(0.1, "factor the learning rate is multiplied by on a plateau")
+    learning_rate_schedule: str = option(
+        "constant",
+        "constant: --learning_rate throughout (DeepSpeech's; lowered only by --reduce_lr_on_plateau); "
+        "cosine: up from near 0 over --warmup_epochs, then down to --min_learning_rate along a half cosine "
+        "by the last epoch (steadier dev loss, see docs/training.md)",
+        choices=("constant", "cosine"),
+    )
+    warmup_epochs: float = option(1.0, "epochs of linear warm-up of --learning_rate_schedule cosine")
+    min_learning_rate: float = option(
+        1e-5, "the learning rate --learning_rate_schedule cosine ends at (in the last epoch)"
+    )
     summary_dir: str = option("", "TensorBoard summaries go here (empty: <save_checkpoint_dir>/summaries)")
     show_progressbar: bool = option(True, "show progress bars with an ETA")
     device: str = option("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1 ...")
@@ -275,7 +302,11 @@ class TrainConfig:
             "plateau_epochs": (_positive, "1 or more"),
             "plateau_reduction": (lambda r: 0 < r <= 1, "in (0, 1]"),
             "report_count": (_non_negative, "0 or more"),
+            "warmup_epochs": (_non_negative, "0 or more"),
+            "min_learning_rate": (lambda m: 0 <= m <= self.learning_rate, "0 to --learning_rate"),
         })  # fmt: skip
+        if self.learning_rate_schedule == "cosine" and self.reduce_lr_on_plateau:
+            raise ValueError("--reduce_lr_on_plateau works with --learning_rate_schedule constant only")
 
 
 @dataclass(frozen=True)
@@ -354,15 +385,22 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[Any], values: dict[str, Any]) -> Any:
-    """Rebuild a config dataclass from to_dict's output, ignoring keys this version does not know."""
+def from_dict(cls: type[Any], values: dict[str, Any], stored: bool = False) -> Any:
+    """Rebuild a config dataclass from to_dict's output, ignoring keys this version does not know.
+
+    ``stored``: the values come from a checkpoint or an export, where a missing option means what the
+    version that wrote it did (a class's ``STORED_BEFORE``), not today's default."""
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in values:
+            if stored and f.name in getattr(cls, "STORED_BEFORE", {}):
+                kwargs[f.name] = cls.STORED_BEFORE[f.name]
             continue
         value = values[f.name]
         sub = _dataclass_type(cls, f.name)
-        kwargs[f.name] = from_dict(sub, value) if sub is not None and isinstance(value, dict) else value
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, stored)
+        kwargs[f.name] = value
     return cls(**kwargs)
 
 

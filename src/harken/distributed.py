@@ -181,3 +181,11 @@ def average_gradients(world: World, parameters: Iterable[nn.Parameter]) -> None:
             parameter.grad = torch.zeros_like(parameter)
         dist.all_reduce(parameter.grad)
         parameter.grad.div_(world.size)
+
+
+def seed_step(world: World, seed: int, epoch: int, batch: int) -> None:
+    """Seed this process's dropout for the step at (``epoch``, ``batch``) from (seed, epoch, batch, rank):
+    the processes draw different masks and a resumed run (on as many processes) draws the same ones. (A
+    single process keeps one stream, stored in its checkpoints, and needs no seeding.)"""
+    mixed = (seed * 1_000_003 + epoch) * 1_000_003 + batch
+    torch.manual_seed((mixed * 1_009 + world.rank) % 2**63)

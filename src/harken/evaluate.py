@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from harken import checkpoint, data, decoder, features, manifest, metrics
 from harken.alphabet import Alphabet
-from harken.config import Config
+from harken.config import Config, FeatureConfig
 from harken.data import Batch, Split
 from harken.distributed import World, all_gather, from_main, shard
 from harken.manifest import Sample
@@ -70,13 +70,13 @@ class Report:
 
 
 def batch_losses(
-    model: DeepSpeech, batch: Batch, n_context: int
+    model: DeepSpeech, batch: Batch, config: FeatureConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample CTC losses of a batch on the model's device.
 
     Returns losses [batch], log_probs [batch, time, n_classes], lengths [batch].
     """
-    windows = features.context_windows(batch.frames(), n_context)  # [batch, time, n_input]
+    windows = features.model_input(batch.frames(), batch.lengths, config)  # [batch, time, n_input]
     log_probs, lengths, _ = model(windows, batch.lengths)
     losses = F.ctc_loss(
         log_probs.transpose(0, 1),  # [time, batch, n_classes]
@@ -95,7 +95,7 @@ def run(
     batches: Iterable[Batch],
     samples: Sequence[Sample],
     alphabet: Alphabet,
-    n_context: int,
+    feature_config: FeatureConfig,
     device: torch.device,
     name: str = "",
     on_batch: Callable[[int], None] | None = None,
@@ -109,7 +109,7 @@ def run(
             report.failed.extend(reason for _, reason in batch.failed)
             if len(batch):
                 batch = batch.to(device)
-                losses, log_probs, lengths = batch_losses(model, batch, n_context)
+                losses, log_probs, lengths = batch_losses(model, batch, feature_config)
                 if text_decoder is None:
                     decoded = decoder.greedy_batch(log_probs, lengths, alphabet)
                 else:
@@ -126,7 +126,7 @@ def run_shard(
     loader: Iterable[Batch],
     split: Split,
     alphabet: Alphabet,
-    n_context: int,
+    feature_config: FeatureConfig,
     world: World,
     title: str,
     progress: bool = True,
@@ -139,7 +139,7 @@ def run_shard(
     total = sum(len(shard(batch, world.rank, world.size)) for batch in split.batches)
     with ProgressBar(title, total, progress and world.is_main) as bar:
         report = run(
-            model, _recording(loader, indices), split.samples, alphabet, n_context, world.device,
+            model, _recording(loader, indices), split.samples, alphabet, feature_config, world.device,
             name=split.name, on_batch=bar.advance, text_decoder=text_decoder,
         )  # fmt: skip
     return gather(report, indices, split.batches, world)
@@ -262,7 +262,7 @@ def test_checkpoint(
         order = data.BatchOrder(split.batches, 0, 0, rank=world.rank, world=world.size)
         loader = data.loader(split.dataset, order, workers, pin=world.device.type == "cuda")
         report = run_shard(
-            loaded.model, loader, split, loaded.alphabet, loaded.config.features.n_context, world,
+            loaded.model, loader, split, loaded.alphabet, loaded.config.features, world,
             f"Testing {csv.name}", config.train.show_progressbar, text_decoder,
         )  # fmt: skip
         report.name = str(csv)

@@ -12,6 +12,14 @@ hear what they were trained on:
 - log with a floor of 1e-12;
 - DCT-II scaled by sqrt(2 / channels) for every coefficient, the first ``n_mfcc`` kept.
 
+Models harken trains itself (``feature_norm`` "mean") then subtract from every frame each coefficient's
+mean over the frames so far (at most ``feature_norm_window`` of them): a gain only moves c0 and a fixed
+microphone response only moves each coefficient by a constant, so both cancel. The mean is causal, so a
+stream normalises frames as they come (``RunningMean``) exactly as a whole file does (``normalize``): frames
+are rounded to multiples of 2^-16 first, which makes the running sums exact integers in any order. Frames
+of digital silence (every mel energy at the log floor) have no level to remove: they count for nothing in
+the mean and come out as one constant frame.
+
 All functions are pure and run on whatever device their input lives on.
 """
 
@@ -28,6 +36,10 @@ from harken.config import FeatureConfig
 
 LOWER_FREQUENCY_LIMIT = 20.0
 LOG_FLOOR = 1e-12
+GRID = 2.0**16  # normalised frames are computed on multiples of 1 / GRID: exact integer sums
+SILENT_LOG_MEL = -18.0  # a frame's mean log mel energy below this is digital silence (the floor is -27.6,
+# 16-bit quantisation noise about -8)
+SILENT_C0 = -100.0  # a silent frame after normalisation: c0 this, the other coefficients 0 (speech: -60..+40)
 
 
 def _fft_length(window: int) -> int:
@@ -138,6 +150,78 @@ def mfcc(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     return mfcc_from_spectrogram(spectrogram(samples, config), config)
 
 
+def _silent(frames: torch.Tensor, n_mel_channels: int) -> torch.Tensor:
+    """frames [..., n_mfcc] -> bool [...]: digital silence (c0 = sqrt(2 n_mel) * mean log mel energy)."""
+    return frames[..., 0] < math.sqrt(2.0 * n_mel_channels) * SILENT_LOG_MEL
+
+
+def _subtract_mean(
+    frames: torch.Tensor, past: torch.Tensor, past_live: torch.Tensor, config: FeatureConfig
+) -> torch.Tensor:
+    """Causal mean subtraction of ``frames`` [batch, time, n_mfcc] (float) given the ``past`` frames before
+    them [batch, n_past, n_mfcc] (int64 on the grid, silent ones zeroed) and ``past_live`` [batch, n_past]
+    (int64: 1 where not silent) -> float32 [batch, time, n_mfcc]."""
+    live = (~_silent(frames, config.n_mel_channels)).to(torch.int64)  # [batch, time]
+    grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)  # [batch, time, n_mfcc]
+    values = torch.cat([past, grid * live.unsqueeze(-1)], dim=1)  # [batch, n_past + time, n_mfcc]
+    counts = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
+    sums = F.pad(values.cumsum(1), (0, 0, 1, 0))  # [batch, n_past + time + 1, n_mfcc], exact
+    seen = F.pad(counts.cumsum(1), (1, 0))  # [batch, n_past + time + 1]
+    end = torch.arange(past.shape[1] + 1, values.shape[1] + 1, device=frames.device)  # [time]
+    start = torch.clamp(end - config.feature_norm_window, min=0)
+    total = sums[:, end] - sums[:, start]  # [batch, time, n_mfcc]
+    number = torch.clamp(seen[:, end] - seen[:, start], min=1)  # [batch, time]
+    centred = (grid.to(torch.float64) - total.to(torch.float64) / number.unsqueeze(-1)) / GRID
+    silent = torch.zeros_like(centred)
+    silent[..., 0] = SILENT_C0
+    return torch.where(live.unsqueeze(-1).bool(), centred, silent).to(torch.float32)
+
+
+def normalize(frames: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """The model's view of MFCC frames [batch, time, n_mfcc] -> [batch, time, n_mfcc]: as they are with
+    ``feature_norm`` none, each row's causal running mean subtracted with mean (and auto, which is mean for
+    a new model). A row's frames never depend on later ones, so padding after a row's end changes none of
+    its frames."""
+    if config.feature_norm == "none":
+        return frames
+    batch, _, width = frames.shape
+    empty = frames.new_zeros((batch, 0, width), dtype=torch.int64)
+    return _subtract_mean(frames, empty, empty[..., 0], config)
+
+
+class RunningMean:
+    """``normalize`` for a stream: frames fed in pieces come out exactly as the whole file's would."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        self.config = config
+        self._past = torch.zeros((1, 0, config.n_mfcc), dtype=torch.int64)  # [1, n_past, n_mfcc]
+        self._past_live = torch.zeros((1, 0), dtype=torch.int64)  # [1, n_past]
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [time, n_mfcc] -> [time, n_mfcc]"""
+        if self.config.feature_norm == "none" or frames.shape[0] == 0:
+            return frames
+        result = _subtract_mean(frames.unsqueeze(0), self._past, self._past_live, self.config)[0]
+        live = (~_silent(frames, self.config.n_mel_channels)).to(torch.int64)  # [time]
+        grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64) * live.unsqueeze(-1)
+        past = torch.cat([self._past, grid.unsqueeze(0)], dim=1)  # [1, n_past + time, n_mfcc]
+        past_live = torch.cat([self._past_live, live.unsqueeze(0)], dim=1)  # [1, n_past + time]
+        drop = max(0, past.shape[1] - (self.config.feature_norm_window - 1))  # a mean reaches back that far
+        self._past, self._past_live = past[:, drop:], past_live[:, drop:]
+        return result
+
+
+def model_input(frames: torch.Tensor, lengths: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """A padded batch of MFCC frames [batch, time, n_mfcc] with ``lengths`` [batch] -> the model's context
+    windows [batch, time, n_input]: normalised, the padding after each row's end zero again (as a stream's
+    last windows see zeros after the audio)."""
+    normal = normalize(frames, config)  # [batch, time, n_mfcc]
+    if normal is not frames:
+        valid = torch.arange(frames.shape[1], device=frames.device) < lengths.to(frames.device)[:, None]
+        normal = normal * valid.unsqueeze(-1)
+    return context_windows(normal, config.n_context)
+
+
 def context_windows(features: torch.Tensor, n_context: int) -> torch.Tensor:
     """Each frame with ``n_context`` frames either side (zero-padded at the edges), flattened window-major.
 
@@ -155,4 +239,4 @@ def context_windows(features: torch.Tensor, n_context: int) -> torch.Tensor:
 
 def utterance_windows(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     """One utterance's model input: samples [n_samples] -> context windows [1, time, n_input]."""
-    return context_windows(mfcc(samples, config).unsqueeze(0), config.n_context)
+    return context_windows(normalize(mfcc(samples, config).unsqueeze(0), config), config.n_context)

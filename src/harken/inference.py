@@ -169,7 +169,9 @@ class Model:
             if not path.is_file():
                 raise InferenceError(f"{path}: no such file")
             onnx_backend = OnnxBackend(path, threads)
-            self.config: Config = config_module.from_dict(Config, onnx_backend.metadata["config"])
+            self.config: Config = config_module.from_dict(
+                Config, onnx_backend.metadata["config"], stored=True
+            )
             self.alphabet = Alphabet.from_serialized(onnx_backend.metadata["alphabet"])
             self.backend = onnx_backend
         else:
@@ -263,7 +265,8 @@ class Model:
             stream.feed_audio_content(samples)
             return stream.finish_stream_with_metadata(num_results)
         mfcc = features.mfcc(torch.from_numpy(samples), cfg)  # [time, n_mfcc]
-        windows = features.context_windows(mfcc.unsqueeze(0), cfg.n_context).numpy()  # [1, time, n_input]
+        normal = features.normalize(mfcc.unsqueeze(0), cfg)  # [1, time, n_mfcc]
+        windows = features.context_windows(normal, cfg.n_context).numpy()  # [1, time, n_input]
         cuts = quiet_cuts(mfcc[:, 0].numpy(), pieces)
         return stream.finish_with(side_by_side(self.backend, windows, cuts, WARMUP_FRAMES), num_results)
 
@@ -322,7 +325,8 @@ class Stream:
         cfg = model.config.features
         self._cfg = cfg
         self._samples = np.zeros(0, np.float32)  # not yet turned into frames; starts at a frame boundary
-        self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then real frames
+        self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then model frames
+        self._normalize = features.RunningMean(cfg)  # model frames: normalised as they come
         zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
         self._state: State = (zeros, zeros.copy())
         self._search = model.decoder().stream()
@@ -337,7 +341,8 @@ class Stream:
         if count == 0:
             return
         used = (count - 1) * self._cfg.step_samples + self._cfg.window_samples
-        mfcc = features.mfcc(torch.from_numpy(self._samples[:used]), self._cfg).numpy()  # [count, n_mfcc]
+        raw = features.mfcc(torch.from_numpy(self._samples[:used]), self._cfg)  # [count, n_mfcc]
+        mfcc = self._normalize(raw).numpy()
         self._samples = self._samples[count * self._cfg.step_samples :]
         self._frames = np.concatenate([self._frames, mfcc])
         self._run(final=False)

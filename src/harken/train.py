@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harken import checkpoint, data, distributed, evaluate, features
+from harken import checkpoint, data, distributed, evaluate, features, schedule
 from harken.alphabet import Alphabet
 from harken.config import CheckpointConfig, Config
 from harken.data import Split, load_split
@@ -130,11 +130,6 @@ def _position(progress: Progress) -> tuple[int, int, int]:
     return progress.epoch, progress.batch, progress.step
 
 
-def _set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = value
-
-
 def _newest(run: Run, directory: Path, kinds: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
     """The newest loadable checkpoint of ``kinds``, read by rank 0 and handed to every process (so that
     the other machines of a multi-node run need not see rank 0's disk)."""
@@ -152,11 +147,13 @@ def resume(run: Run) -> None:
     cfg = run.config
     found = _newest(run, cfg.save_dir, (checkpoint.TRAIN, checkpoint.BEST))
     if found is not None:
+        run.config = checkpoint.resolve_front_end(cfg, found[1])
         _continue(run, *found)
         return
     mode = cfg.checkpoint.load_train
     kinds = checkpoint.kinds_for(mode, training=True)
     found = _newest(run, cfg.load_dir, kinds) if kinds else None
+    run.config = cfg = checkpoint.resolve_front_end(cfg, found[1] if found else None)
     if found is None:
         if mode in ("last", "best"):
             raise TrainingError(f"{cfg.load_dir}: no {mode} checkpoint to start from (--load_train {mode})")
@@ -171,7 +168,7 @@ def resume(run: Run) -> None:
             run.optimizer.load_state_dict(payload["optimizer"])
     else:
         _transfer(run, path, payload, drop)
-    _set_learning_rate(run.optimizer, run.progress.learning_rate)
+    schedule.apply(run.optimizer, run.progress.learning_rate)
     run.log(f"Starting from {path} (saving to {cfg.save_dir})")
 
 
@@ -196,7 +193,7 @@ def _continue(run: Run, path: Path, payload: dict[str, Any]) -> None:
     run.progress = Progress(**{k: v for k, v in payload["progress"].items() if k in known})
     if run.progress.learning_rate <= 0:  # an imported model carries no training progress
         run.progress.learning_rate = run.config.train.learning_rate
-    _set_learning_rate(run.optimizer, run.progress.learning_rate)
+    schedule.apply(run.optimizer, run.progress.learning_rate)
     checkpoint.restore_rng(payload, cuda=not run.world.distributed)
     run.log(
         f"Resuming from {path}: epoch {run.progress.epoch + 1}, batch {run.progress.batch}, "
@@ -258,8 +255,13 @@ def train_epoch(run: Run, feed: Feed, summaries: Summaries) -> None:
 
 def _train_window(run: Run, feed: Feed, window: list[data.Batch], summaries: Summaries) -> None:
     """One optimizer step over ``window`` and its book-keeping."""
-    progress = run.progress
-    _seed_window(run)
+    progress, cfg = run.progress, run.config.train
+    if cfg.learning_rate_schedule != "constant":
+        batches = len(feed.split.batches)
+        progress.learning_rate = schedule.learning_rate(cfg, progress.epoch, progress.batch, batches)
+        schedule.apply(run.optimizer, progress.learning_rate)
+    if run.world.distributed:
+        distributed.seed_step(run.world, cfg.random_seed, progress.epoch, progress.batch)
     run.window_rng = (progress.epoch, progress.batch, torch.get_rng_state())
     loss, skipped = _step(run, window)
     if skipped:
@@ -271,16 +273,6 @@ def _train_window(run: Run, feed: Feed, window: list[data.Batch], summaries: Sum
         progress.step += 1
         summaries.scalar("train/batch_loss", loss, progress.step)
     progress.batch += len(window)
-
-
-def _seed_window(run: Run) -> None:
-    """With several processes, each seeds its dropout from (seed, epoch, batch, rank) before every step:
-    the processes draw different masks and a resumed run (on as many processes) draws the same ones. A
-    single process keeps one stream, stored in its checkpoints."""
-    if run.world.distributed:
-        progress = run.progress
-        seed = (run.config.train.random_seed * 1_000_003 + progress.epoch) * 1_000_003 + progress.batch
-        torch.manual_seed((seed * 1_009 + run.world.rank) % 2**63)
 
 
 def _step(run: Run, window: list[data.Batch]) -> tuple[float | None, list[int]]:
@@ -374,7 +366,7 @@ def _losses(run: Run, batch: data.Batch) -> torch.Tensor:
     """Per-sample CTC losses [batch]: the forward pass in the training precision (through DDP with
     several processes), the loss in float32."""
     frames = batch.frames()  # [batch, time, n_mfcc] (computed here with --device_features)
-    windows = features.context_windows(frames, run.config.features.n_context)
+    windows = features.model_input(frames, batch.lengths, run.config.features)  # [batch, time, n_input]
     with run.precision.autocast():
         log_probs, lengths, _ = run.trained(windows, batch.lengths)
     return F.ctc_loss(
@@ -401,7 +393,7 @@ def validate(run: Run, feed: Feed) -> evaluate.Report:
     title, show = f"Validating {feed.split.name}", run.config.train.show_progressbar
     try:
         report = evaluate.run_shard(
-            run.model, feed.loader, feed.split, run.alphabet, run.config.features.n_context, run.world,
+            run.model, feed.loader, feed.split, run.alphabet, run.config.features, run.world,
             title, show,
         )  # fmt: skip
     except OUT_OF_MEMORY:
@@ -459,7 +451,7 @@ def _reload_best(run: Run) -> None:
     if found is not None:
         run.model.load_state_dict(found[1]["model"])
         run.optimizer.load_state_dict(found[1]["optimizer"])
-    _set_learning_rate(run.optimizer, run.progress.learning_rate)
+    schedule.apply(run.optimizer, run.progress.learning_rate)
 
 
 def build(config: Config, log: Callable[[str], None], world: World | None = None) -> Run:

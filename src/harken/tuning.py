@@ -52,9 +52,7 @@ def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str]
             if not len(batch):
                 continue
             batch = batch.to(device)
-            _, log_probs, lengths = evaluate.batch_losses(
-                loaded.model, batch, loaded.config.features.n_context
-            )
+            _, log_probs, lengths = evaluate.batch_losses(loaded.model, batch, loaded.config.features)
             cpu = log_probs.float().cpu().numpy()
             for row, index in enumerate(batch.indices):
                 frames.append(np.ascontiguousarray(cpu[row, : int(lengths[row])]))

@@ -386,7 +386,7 @@ def _features(n_input: int, flags: dict[str, float], path: Path) -> FeatureConfi
         )
     settings = {name: int(flags[name]) for name in FEATURE_FLAGS if name in flags}
     try:
-        return FeatureConfig(n_mfcc=n_mfcc, n_context=(frames - 1) // 2, **settings)
+        return FeatureConfig(n_mfcc=n_mfcc, n_context=(frames - 1) // 2, feature_norm="none", **settings)
     except ValueError as error:
         raise InteropError(f"{path.parent / 'flags.txt'}: {error}") from None
 

@@ -192,6 +192,7 @@ def read_tflite(path: str | Path) -> ImportedModel:
         feature_win_step=metadata["feature_win_step"],
         n_mfcc=n_mfcc,
         n_context=(window - 1) // 2,
+        feature_norm="none",  # DeepSpeech's front end
     )
     if layers[0][0].shape[1] != features.n_input:
         raise InteropError(
