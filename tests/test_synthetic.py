@@ -56,6 +56,15 @@ def test_different_voices_sound_different(synth: Synthesizer) -> None:
     assert np.abs(male - again).mean() < np.abs(male - female).mean() / 3
 
 
+def test_the_same_utterance_is_the_same_samples_whatever_came_before(synth: Synthesizer) -> None:
+    first, _ = synth.speak("pick up the small red ball", "en-us+f2", 160, 40)
+    for voice in ("en+m1", "en-us+klatt3", "en-gb-x-rp+f3"):
+        synth.speak("close the window now", voice, 190, 60)  # espeak-ng would carry state from these
+    other = Synthesizer()  # instances share the library
+    again, _ = other.speak("pick up the small red ball", "en-us+f2", 160, 40)
+    assert np.array_equal(first, again)
+
+
 def test_voices_lists_english(synth: Synthesizer) -> None:
     assert {"en", "en-us", "en-gb-x-rp"} <= set(synth.voices())
     assert {"m1", "f2", "klatt3"} <= set(synth.variants())
@@ -108,6 +117,30 @@ def test_prepare_writes_a_consistent_corpus(tmp_path: Path) -> None:
     held_out = {row["transcript"] for row in splits["dev"] + splits["test"]}
     assert held_out and not held_out & {row["transcript"] for row in splits["train"]}  # unseen sentences
     assert not list((tmp_path / "wav").glob(".*"))  # no temporary files left behind
+
+
+def test_training_utterances_are_recorded_in_varied_conditions(tmp_path: Path) -> None:
+    """Silence or noise around the speech, levels from -35 to -1 dBFS; dev and test stay speech alone;
+    ``conditions=None`` (``--clean``) makes the training split speech alone too."""
+    config = _tiny(n_sentences=8)
+    prepare(tmp_path / "varied", config, progress=False)
+    prepare(tmp_path / "clean", _tiny(n_sentences=8, conditions=None), progress=False)
+    peaks, longer = [], 0
+    for split in ("train", "dev", "test"):
+        varied = _rows(tmp_path / "varied" / f"{split}.csv")
+        clean = _rows(tmp_path / "clean" / f"{split}.csv")
+        assert [r["transcript"] for r in varied] == [r["transcript"] for r in clean]
+        for a, b in zip(varied, clean, strict=True):
+            x, _ = soundfile.read(tmp_path / "varied" / a["wav_filename"], dtype="float32")
+            y, _ = soundfile.read(tmp_path / "clean" / b["wav_filename"], dtype="float32")
+            if split == "train":
+                peaks.append(20 * np.log10(np.abs(x).max()))
+                longer += len(x) > len(y)
+            else:
+                assert np.array_equal(x, y)
+    assert len(peaks) >= 10 and min(peaks) >= -35.5 and max(peaks) <= -0.9
+    assert max(peaks) - min(peaks) > 10  # levels vary
+    assert longer >= len(peaks) * 0.8  # silence or noise before and after nearly every one
 
 
 def test_no_held_out_voice_in_train(tmp_path: Path) -> None:
@@ -183,6 +216,9 @@ def test_registry() -> None:
 def test_missing_library_is_a_runtime_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import espeakng_loader
 
+    from harken.importers import synthetic
+
     monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "libnothing.so"))
+    monkeypatch.setattr(synthetic, "_LOADED", [])  # as in a process that has not loaded it yet
     with pytest.raises(RuntimeError, match="cannot load espeak-ng"):
         Synthesizer()

@@ -54,6 +54,12 @@ def _synthetic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev_fraction", type=float, default=defaults.dev_fraction)
     parser.add_argument("--sample_rate", type=int, default=defaults.sample_rate)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="training speech alone, as espeak-ng says it (default: with silence around it, background "
+        "noise, levels from -35 to -1 dBFS and a share of telephone lines, as real recordings have)",
+    )
     parser.add_argument("--noprogress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -66,6 +72,7 @@ def _synthetic_run(args: argparse.Namespace) -> list[Path]:
         sample_rate=args.sample_rate,
         seed=args.seed,
         text_file=args.text_file,
+        conditions=None if args.clean else synthetic.SyntheticConfig().conditions,
     )
     return synthetic.prepare(args.target, config, progress=args.progress)
 

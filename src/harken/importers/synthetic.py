@@ -17,12 +17,14 @@ language voice plus a variant, e.g. ``"en-us+f2"``: the language voice sets the 
 renamed into place, so an interrupted run never leaves a truncated file behind. Wav names carry a short hash
 of what they say and how, so changing the configuration never reuses stale audio.
 
-espeak-ng is not bit-reproducible (its noise sources keep state between utterances), so the *plan* (texts,
-voices, rates, pitches) is deterministic given the seed but the samples are not.
+espeak-ng keeps state between utterances, so ``Synthesizer`` loads the library afresh for each one: the
+same text, voice, rate and pitch give the same samples every time, and so the same seed gives the same
+corpus.
 """
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import hashlib
 import random
@@ -37,7 +39,8 @@ from typing import Any
 import numpy as np
 import soundfile
 
-from harken import audio, manifest
+from harken import audio, conditions, manifest
+from harken.conditions import Condition, Conditions
 from harken.storage import atomic_write
 
 __all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
@@ -50,6 +53,7 @@ _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
 _EE_OK = 0
+_SEED = 1  # espeak-ng's random numbers (the noise in voiced and fricative sounds)
 _RATE_RANGE = (80, 450)  # espeakRATE_MINIMUM, espeakRATE_MAXIMUM (words per minute)
 _PITCH_RANGE = (0, 100)
 
@@ -97,6 +101,43 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_Synth.restype = ci
     lib.espeak_Synchronize.argtypes = []
     lib.espeak_Synchronize.restype = ci
+    lib.espeak_Terminate.argtypes = []
+    lib.espeak_Terminate.restype = ci
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = None
+
+
+_LOADED: list[tuple[ctypes.CDLL, int]] = []  # the one loaded library (all Synthesizers share it)
+
+
+def _load() -> tuple[ctypes.CDLL, int]:
+    """The library, loaded and initialised, its random numbers seeded; and its sample rate."""
+    try:
+        import espeakng_loader
+
+        library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+        lib = ctypes.CDLL(library)
+    except (ImportError, OSError, RuntimeError) as error:
+        raise RuntimeError(f"cannot load espeak-ng from espeakng-loader: {error}") from None
+    _declare(lib)
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), _INITIALIZE_DONT_EXIT)
+    if rate <= 0:
+        raise RuntimeError(f"espeak-ng failed to initialise with data at {data} (status {rate})")
+    lib.espeak_ng_SetRandSeed(_SEED)
+    return lib, rate
+
+
+def _library(fresh: bool = False) -> tuple[ctypes.CDLL, int]:
+    """The loaded library and its sample rate; ``fresh``: unloaded and loaded again first. espeak-ng keeps
+    state between utterances (pitch flutter, filter memories) that no call resets, so an utterance depends
+    on the ones before it unless the library starts from scratch."""
+    if _LOADED and fresh:
+        lib = _LOADED.pop()[0]
+        lib.espeak_Terminate()
+        _ctypes.dlclose(lib._handle)
+    if not _LOADED:
+        _LOADED.append(_load())
+    return _LOADED[0]
 
 
 class Synthesizer:
@@ -107,23 +148,15 @@ class Synthesizer:
     """
 
     def __init__(self) -> None:
-        try:
-            import espeakng_loader
-
-            library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
-            lib = ctypes.CDLL(library)
-        except (ImportError, OSError, RuntimeError) as error:
-            raise RuntimeError(f"cannot load espeak-ng from espeakng-loader: {error}") from None
-        _declare(lib)
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), _INITIALIZE_DONT_EXIT)
-        if rate <= 0:
-            raise RuntimeError(f"espeak-ng failed to initialise with data at {data} (status {rate})")
-        self._lib = lib
-        self.sample_rate: int = rate
+        self.sample_rate: int = _library()[1]
         self._chunks: list[np.ndarray] = []
         self._callback = _SynthCallback(self._collect)  # kept referenced: the library holds a raw pointer
         self._voices: dict[str, str] | None = None
         self._variants: list[str] | None = None
+
+    @property
+    def _lib(self) -> ctypes.CDLL:
+        return _library()[0]
 
     def _collect(self, wav: Any, count: int, _events: Any) -> int:
         if wav and count > 0:
@@ -201,7 +234,7 @@ class Synthesizer:
             raise ValueError(f"rate {rate} is outside {_RATE_RANGE[0]}-{_RATE_RANGE[1]} words per minute")
         if not _PITCH_RANGE[0] <= pitch <= _PITCH_RANGE[1]:
             raise ValueError(f"pitch {pitch} is outside {_PITCH_RANGE[0]}-{_PITCH_RANGE[1]}")
-        lib = self._lib
+        lib = _library(fresh=True)[0]
         self._select(voice)
         lib.espeak_SetParameter(_PARAM_RATE, int(rate), 0)
         lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
@@ -335,6 +368,10 @@ class SyntheticConfig:
     sample_rate: int = 16000
     seed: int = 1234
     text_file: Path | None = None  # one sentence per line; None: the built-in grammar
+    # How the training utterances are "recorded" (silence around them, noise, level, telephone lines), so
+    # that the corpus stands in for real recordings; None: speech alone. Dev and test stay speech alone:
+    # bench/robustness.py puts them through chosen conditions.
+    conditions: Conditions | None = Conditions()
 
     def __post_init__(self) -> None:
         if self.n_sentences < 1:
@@ -362,6 +399,7 @@ class _Utterance:
     voice: str
     rate: int
     pitch: int
+    condition: Condition | None = None
 
 
 def _texts(config: SyntheticConfig) -> list[str]:
@@ -373,6 +411,7 @@ def _texts(config: SyntheticConfig) -> list[str]:
 def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
     """Who says what, how fast and how high: deterministic given the texts and the config."""
     rng = random.Random(f"harken-synthetic-plan:{config.seed}")
+    recording = np.random.default_rng([config.seed, 0x5EC0])  # draws the training conditions, in order
     width = max(4, len(str(3 * len(texts))))
     counts = dict.fromkeys(_SPLITS, 0)
     plan: list[_Utterance] = []
@@ -380,9 +419,15 @@ def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
     def add(split: str, text: str, voice: str) -> None:
         rate, pitch = rng.randint(*_RATES), rng.randint(*_PITCHES)
         counts[split] += 1
-        digest = hashlib.sha1(f"{text}|{voice}|{rate}|{pitch}|{config.sample_rate}".encode()).hexdigest()
+        condition = None
+        if split == "train" and config.conditions is not None:
+            condition = conditions.draw(config.conditions, recording)
+        how = f"{text}|{voice}|{rate}|{pitch}|{config.sample_rate}"
+        if condition is not None:
+            how += f"|{condition.describe()}"
+        digest = hashlib.sha1(how.encode()).hexdigest()
         uid = f"{_PREFIX[split]}_{counts[split]:0{width}d}_{digest[:8]}"
-        plan.append(_Utterance(split, uid, text, voice, rate, pitch))
+        plan.append(_Utterance(split, uid, text, voice, rate, pitch, condition))
 
     # Dev and test sentences are never heard in training, and are spoken by held-out voices only.
     order = list(range(len(texts)))
@@ -406,9 +451,15 @@ def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
     return plan
 
 
-def _write_wav(path: Path, samples: np.ndarray, native_rate: int, sample_rate: int) -> None:
-    """Resample int16 samples to ``sample_rate`` and write 16-bit PCM, atomically."""
+def _write_wav(
+    path: Path, samples: np.ndarray, native_rate: int, sample_rate: int, condition: Condition | None
+) -> None:
+    """Resample int16 samples to ``sample_rate``, "record" them in ``condition`` (its noise seeded by the
+    file's name) and write 16-bit PCM, atomically."""
     converted = audio.resample(audio.from_pcm16(samples), native_rate, sample_rate)
+    if condition is not None:
+        rng = np.random.default_rng(int(hashlib.sha1(path.stem.encode()).hexdigest()[:12], 16))
+        converted = conditions.apply(converted, sample_rate, condition, rng)
     with atomic_write(path, "wb") as handle:
         soundfile.write(handle, audio.to_pcm16(converted), sample_rate, subtype="PCM_16", format="WAV")
 
@@ -450,7 +501,7 @@ def prepare(target: Path, config: SyntheticConfig = SyntheticConfig(), progress:
                 samples, native_rate = synthesizer.speak(
                     utterance.text, utterance.voice, utterance.rate, utterance.pitch
                 )
-                _write_wav(path, samples, native_rate, config.sample_rate)
+                _write_wav(path, samples, native_rate, config.sample_rate, utterance.condition)
                 made += 1
             frames += soundfile.info(str(path)).frames
             rows[utterance.split].append(manifest.Sample(path, path.stat().st_size, utterance.text))

@@ -1,0 +1,148 @@
+"""How models hold up on recording conditions they were not tested on: level, telephone, noise, silence.
+
+    .venv/bin/python bench/robustness.py --test_files runs/demo/corpus/test.csv \
+        demo=runs/demo/checkpoints [old=path/to/another/checkpoint_dir ...]
+
+Each model (a checkpoint directory, ``.pt``, ``.onnx`` or ``.tflite``) transcribes the test set as it is
+and put through conditions made by ``harken.conditions`` (never part of any training corpus as such: the
+synthetic corpus draws its own): peak -3 dBFS and -30 dBFS, a telephone line (300-3400 Hz, 8 kHz mu-law),
+pink noise at 20 dB SNR, and 1 s of quiet room tone before and after. Greedy decoding, no scorer.
+
+Then non-speech: 10 s of digital silence, white, pink and brown noise and room tone at several levels:
+how many words each model says (the goal: none). And streams: the test clips with 1 s of room tone after
+them fed in 20 ms pieces; the words the finals add beyond the reference (insertions), which is where a
+phantom last word shows.
+
+One row per model and condition: WER, CER and the change from "as is", in one run (side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import torch
+
+from harken import audio, conditions, manifest, metrics
+from harken.conditions import Condition
+from harken.inference import Model
+
+ROOM_PEAK = -50.0  # dBFS: the peak of the quiet room tone put around speech
+
+
+def _room(n: int, rate: int, rng: np.random.Generator, peak: float = ROOM_PEAK) -> np.ndarray:
+    return conditions.at_peak(conditions.noise("room", n, rate, rng), peak)
+
+
+def speech_conditions(rate: int) -> dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
+    """Name -> what it does to a test clip [n] (float32 in [-1, 1])."""
+
+    def around(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        second = rate
+        level = conditions.rms(wave) / 10 ** (40 / 20)  # room tone 40 dB below the speech
+        tone = conditions.noise("room", len(wave) + 2 * second, rate, rng) * level
+        return np.clip(np.pad(wave, (second, second)) + tone, -1, 1).astype(np.float32)
+
+    return {
+        "as is": lambda w, _: w,
+        "peak -3 dBFS": lambda w, _: conditions.at_peak(w, -3.0),
+        "peak -30 dBFS": lambda w, _: conditions.at_peak(w, -30.0),
+        "telephone 8 kHz": lambda w, _: conditions.telephone(w, rate),
+        "pink noise 20 dB": lambda w, rng: conditions.apply(
+            w, rate, Condition(noise="pink", snr=20.0, peak=-6.0), rng
+        ),  # fmt: skip
+        "1 s room tone around": around,
+    }
+
+
+def _pcm(wave: np.ndarray) -> np.ndarray:
+    return audio.to_pcm16(wave)  # what a 16-bit file of it holds
+
+
+def transcribe(model: Model, waves: list[np.ndarray]) -> list[str]:
+    return [" ".join(model.stt(_pcm(w)).split()) for w in waves]
+
+
+def non_speech(model: Model, rate: int) -> dict[str, int]:
+    """Words said on 10 s of each kind of non-speech."""
+    rng = np.random.default_rng(7)
+    n = 10 * rate
+    clips = {"digital silence": np.zeros(n, np.float32)}
+    for kind in conditions.NOISES:
+        for peak in (-60.0, -30.0):
+            clips[f"{kind} {peak:.0f} dBFS"] = conditions.at_peak(conditions.noise(kind, n, rate, rng), peak)
+    return {name: len(model.stt(_pcm(clip)).split()) for name, clip in clips.items()}
+
+
+def stream_insertions(
+    model: Model, waves: list[np.ndarray], references: list[str], rate: int
+) -> tuple[int, int]:
+    """(inserted words, finals with any) over streams of the clips with 1 s of room tone after them."""
+    rng = np.random.default_rng(11)
+    step = rate // 50  # 20 ms
+    inserted = finals = 0
+    for wave, reference in zip(waves, references, strict=True):
+        level = conditions.rms(wave) / 10 ** (40 / 20)
+        clip = np.concatenate([wave, conditions.noise("room", rate, rate, rng) * level]).astype(np.float32)
+        pcm = _pcm(clip)
+        stream = model.create_stream()
+        for start in range(0, len(pcm), step):
+            stream.feed_audio_content(pcm[start : start + step])
+        text = " ".join(stream.finish_stream().split())
+        count = jiwer.process_words(reference, text).insertions if text else 0
+        inserted += count
+        finals += count > 0
+    return inserted, finals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="+", help="NAME=PATH (a checkpoint directory, .pt, .onnx or .tflite)")
+    parser.add_argument("--test_files", required=True)
+    parser.add_argument("--limit", type=int, default=0, help="the first N test samples only (0: all)")
+    parser.add_argument("--streams", type=int, default=30, help="how many clips to stream (0: none)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    samples = manifest.read_manifests(args.test_files)
+    samples = samples[: args.limit] if args.limit else samples
+    references = [" ".join(s.transcript.split()) for s in samples]
+    results: dict[str, dict[str, tuple[float, float]]] = {}
+    for spec in args.models:
+        name, _, path = spec.partition("=")
+        model = Model(Path(path), threads=1)
+        model.set_beam_width(1)
+        rate = model.sample_rate
+        waves = [audio.read(s.path, rate) for s in samples]
+        norm = model.config.features.feature_norm
+        print(f"\n{name} ({path}; feature_norm {norm}): {len(waves)} clips, greedy decoding")
+        results[name] = {}
+        for label, change in speech_conditions(rate).items():
+            rng = np.random.default_rng(3)
+            started = time.perf_counter()
+            hypotheses = transcribe(model, [change(w, rng) for w in waves])
+            wer, cer = metrics.wer(references, hypotheses), metrics.cer(references, hypotheses)
+            results[name][label] = (wer, cer)
+            base = results[name]["as is"][0]
+            print(f"  {label:22s} WER {wer:7.2%}  CER {cer:6.2%}  ({wer - base:+.2%} vs as is)"
+                  f"  {time.perf_counter() - started:5.1f} s")  # fmt: skip
+        said = non_speech(model, rate)
+        print("  words said on 10 s of: " + ", ".join(f"{k} {v}" for k, v in said.items()))
+        if args.streams:
+            count = min(args.streams, len(waves))
+            inserted, finals = stream_insertions(model, waves[:count], references[:count], rate)
+            print(f"  streams (20 ms pieces, 1 s room tone after): {inserted} inserted words, "
+                  f"{finals} of {count} finals with any")  # fmt: skip
+    if len(results) > 1:
+        print("\nWER side by side: " + " | ".join(results))
+        for label in next(iter(results.values())):
+            print(f"  {label:22s} " + " | ".join(f"{r[label][0]:7.2%}" for r in results.values()))
+
+
+if __name__ == "__main__":
+    main()
