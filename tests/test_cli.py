@@ -89,6 +89,30 @@ def test_flags_build_the_config() -> None:
     assert config.train.epochs == 75  # DeepSpeech's default where nothing was given
 
 
+def test_a_preset_fills_what_was_not_given() -> None:
+    parse = cli.build_parser().parse_args
+    plain = cli.config_from_args(parse(["train"]))
+    assert plain.train.learning_rate_schedule == "constant" and plain.data.augment == ()
+    preset = cli.config_from_args(parse(["train", "--preset", "small_data"]))
+    assert preset.train.learning_rate_schedule == "cosine" and preset.model.dropout_rate == 0.1
+    assert (
+        len(preset.data.augment) == 5 and preset.data.shuffle_batches and preset.train.preset == "small_data"
+    )
+    given = [
+        "train",
+        "--preset",
+        "small_data",
+        "--learning_rate_schedule",
+        "constant",
+        "--augment",
+        "tempo[p=1]",
+    ]
+    mine = cli.config_from_args(parse(given))
+    assert mine.train.learning_rate_schedule == "constant" and mine.data.augment == ("tempo[p=1]",)
+    with pytest.raises(SystemExit):
+        parse(["train", "--preset", "big_data"])
+
+
 def test_bad_bool_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--early_stop", "maybe"])

@@ -91,7 +91,8 @@ def test_draw_is_a_function_of_the_generator_and_covers_the_ranges() -> None:
     assert first[0] == first[1]
     rng = np.random.default_rng(6)
     drawn = [conditions.draw(spread, rng) for _ in range(400)]
-    assert all(0 <= c.lead <= spread.max_lead and 0 <= c.trail <= spread.max_trail for c in drawn)
+    assert all(0 <= c.lead <= spread.max_long_lead and 0 <= c.trail <= spread.max_trail for c in drawn)
+    assert 0.2 < sum(c.lead > spread.max_lead for c in drawn) / 400 < 0.4
     assert all(spread.peak[0] <= c.peak <= spread.peak[1] for c in drawn)
     assert 0.6 < sum(bool(c.noise) for c in drawn) / 400 < 0.8
     assert 0.13 < sum(c.telephone for c in drawn) / 400 < 0.27

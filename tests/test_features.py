@@ -197,3 +197,17 @@ def test_stored_configs_without_the_option_meant_none() -> None:
     assert config_module.from_dict(Config, old).features.feature_norm == "auto"  # a command line's default
     with pytest.raises(ValueError, match="--feature_norm_window 0: must be a positive number of frames"):
         FeatureConfig(feature_norm_window=0)
+
+
+def test_noise_before_the_speech_does_not_move_the_speech() -> None:
+    """A second of room tone 40 dB under the speech first: once the speech is there, the mean is over the
+    loud frames, so the speech's frames come out nearly as without the noise before them."""
+    from harken import conditions
+
+    speech = _speech().numpy()
+    tone = conditions.noise("room", 16000, 16000, np.random.default_rng(0)) * conditions.rms(speech) / 100
+    padded = torch.from_numpy(np.concatenate([tone, speech]).astype(np.float32))
+    alone = features.normalize(features.mfcc(torch.from_numpy(speech), MEAN).unsqueeze(0), MEAN)[0]
+    after = features.normalize(features.mfcc(padded, MEAN).unsqueeze(0), MEAN)[0]
+    shift = 16000 // MEAN.step_samples  # 50 frames
+    assert float((after[shift + 20 :] - alone[20:]).abs().mean()) < 0.05

@@ -131,7 +131,7 @@ def given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The Config the options describe: defaults, overridden by what was given."""
-    return config_module.from_dict(Config, given_options(args))
+    return config_module.from_dict(Config, config_module.apply_preset(given_options(args)))
 
 
 def _prune(text: str) -> tuple[int, ...]:

@@ -107,7 +107,9 @@ class Condition:
 class Conditions:
     """The distribution ``draw`` picks a Condition from (a training corpus's defaults)."""
 
-    max_lead: float = 0.4  # seconds, uniform from 0
+    max_lead: float = 0.3  # seconds, uniform from 0 ...
+    long_lead: float = 0.3  # ... except for this share, whose lead is from max_lead to max_long_lead
+    max_long_lead: float = 1.5
     max_trail: float = 0.4
     noisy: float = 0.7  # share of utterances with background noise (the rest: digital silence around)
     snr: tuple[float, float] = (10.0, 40.0)  # dB, uniform
@@ -118,6 +120,8 @@ class Conditions:
 def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
     """One Condition from the distribution (a function of the generator's state only)."""
     lead = float(rng.uniform(0.0, conditions.max_lead))
+    if rng.random() < conditions.long_lead:
+        lead = float(rng.uniform(conditions.max_lead, conditions.max_long_lead))
     trail = float(rng.uniform(0.0, conditions.max_trail))
     noisy = bool(rng.random() < conditions.noisy)
     kind = str(rng.choice(NOISES))

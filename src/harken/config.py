@@ -241,6 +241,37 @@ class CheckpointConfig:
         })  # fmt: skip
 
 
+# --preset NAME: the option values a preset stands for (options given on the command line win; a given
+# --augment replaces the preset's whole set). docs/training.md says how they were chosen.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "small_data": {
+        "model": {"dropout_rate": 0.1},
+        "data": {
+            "shuffle_batches": True,
+            "augment": (
+                "frequency_mask[p=0.5,n=1:3,size=1:5]",
+                "time_mask[p=0.5,n=1:3,size=2:6]",
+                "tempo[p=0.3,factor=1~0.1]",
+                "reverb[p=0.2,delay=20~10,decay=8:4~2]",
+                "add[p=0.3,domain=features,stddev=0~0.2]",
+            ),
+        },
+        "train": {"learning_rate_schedule": "cosine", "warmup_epochs": 1.0},
+    },
+}
+
+
+def apply_preset(given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """section -> {option: value} given, with the values of the preset it names (train.preset) added
+    where the option was not given."""
+    name = given.get("train", {}).get("preset", "")
+    merged = {section: dict(values) for section, values in given.items()}
+    for section, values in PRESETS.get(name, {}).items():
+        for option_name, value in values.items():
+            merged.setdefault(section, {}).setdefault(option_name, value)
+    return merged
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training run: optimiser, schedule, stopping, reporting."""
@@ -286,6 +317,12 @@ class TrainConfig:
     )
     auto_batch_size: bool = option(
         False, "on a GPU out-of-memory error, train each batch in halves and go on (one process only)"
+    )
+    preset: str = option(
+        "",
+        "small_data: harken's recipe for an hour or less of speech (SpecAugment-style masks, tempo, reverb and "
+        "feature noise, dropout 0.1, --learning_rate_schedule cosine); options given as well win",
+        choices=("", *PRESETS),
     )
 
     def __post_init__(self) -> None:

@@ -13,12 +13,13 @@ hear what they were trained on:
 - DCT-II scaled by sqrt(2 / channels) for every coefficient, the first ``n_mfcc`` kept.
 
 Models harken trains itself (``feature_norm`` "mean") then subtract from every frame each coefficient's
-mean over the frames so far (at most ``feature_norm_window`` of them): a gain only moves c0 and a fixed
-microphone response only moves each coefficient by a constant, so both cancel. The mean is causal, so a
-stream normalises frames as they come (``RunningMean``) exactly as a whole file does (``normalize``): frames
-are rounded to multiples of 2^-16 first, which makes the running sums exact integers in any order. Frames
-of digital silence (every mel energy at the log floor) have no level to remove: they count for nothing in
-the mean and come out as one constant frame.
+mean over the loud frames so far: of the last ``feature_norm_window`` frames, those within 30 dB of the
+loudest (by c0), so that silence or noise before the speech does not drag the mean down once speech is
+there. A gain only moves c0 and a fixed microphone response only moves each coefficient by a constant, so
+both cancel. The mean is causal, so a stream normalises frames as they come (``RunningMean``) exactly as a
+whole file does (``normalize``): frames are rounded to multiples of 2^-16 first, which makes every sum an
+exact integer in any order. Frames of digital silence (every mel energy at the log floor) have no level to
+remove: they count for nothing in the mean and come out as one constant frame.
 
 All functions are pure and run on whatever device their input lives on.
 """
@@ -40,6 +41,8 @@ GRID = 2.0**16  # normalised frames are computed on multiples of 1 / GRID: exact
 SILENT_LOG_MEL = -18.0  # a frame's mean log mel energy below this is digital silence (the floor is -27.6,
 # 16-bit quantisation noise about -8)
 SILENT_C0 = -100.0  # a silent frame after normalisation: c0 this, the other coefficients 0 (speech: -60..+40)
+LOUD_DB = 30.0  # the running mean is over the frames within this many dB of the window's loudest
+NORM_BLOCK = 64  # frames normalised together (bounds the [block, window] masks' memory)
 
 
 def _fft_length(window: int) -> int:
@@ -158,23 +161,41 @@ def _silent(frames: torch.Tensor, n_mel_channels: int) -> torch.Tensor:
 def _subtract_mean(
     frames: torch.Tensor, past: torch.Tensor, past_live: torch.Tensor, config: FeatureConfig
 ) -> torch.Tensor:
-    """Causal mean subtraction of ``frames`` [batch, time, n_mfcc] (float) given the ``past`` frames before
-    them [batch, n_past, n_mfcc] (int64 on the grid, silent ones zeroed) and ``past_live`` [batch, n_past]
-    (int64: 1 where not silent) -> float32 [batch, time, n_mfcc]."""
-    live = (~_silent(frames, config.n_mel_channels)).to(torch.int64)  # [batch, time]
+    """Causal gated mean subtraction of ``frames`` [batch, time, n_mfcc] (float) given the ``past`` frames
+    before them [batch, n_past, n_mfcc] (int64 on the grid) and ``past_live`` [batch, n_past] (bool: not
+    digital silence) -> float32 [batch, time, n_mfcc].
+
+    Frame t's mean is over the frames of the window ending at t that are within LOUD_DB of the window's
+    loudest (by c0): the speech once there is any, whatever the silence or noise before it. Worked out in
+    blocks of frames as [block, window] masks times the frames (a matrix product of integers below 2^53 in
+    float64: exact whatever order the sums take)."""
+    live = ~_silent(frames, config.n_mel_channels)  # [batch, time]
     grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)  # [batch, time, n_mfcc]
-    values = torch.cat([past, grid * live.unsqueeze(-1)], dim=1)  # [batch, n_past + time, n_mfcc]
-    counts = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
-    sums = F.pad(values.cumsum(1), (0, 0, 1, 0))  # [batch, n_past + time + 1, n_mfcc], exact
-    seen = F.pad(counts.cumsum(1), (1, 0))  # [batch, n_past + time + 1]
-    end = torch.arange(past.shape[1] + 1, values.shape[1] + 1, device=frames.device)  # [time]
-    start = torch.clamp(end - config.feature_norm_window, min=0)
-    total = sums[:, end] - sums[:, start]  # [batch, time, n_mfcc]
-    number = torch.clamp(seen[:, end] - seen[:, start], min=1)  # [batch, time]
-    centred = (grid.to(torch.float64) - total.to(torch.float64) / number.unsqueeze(-1)) / GRID
+    values = torch.cat([past, grid], dim=1)  # [batch, n_past + time, n_mfcc]
+    alive = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
+    loudness = torch.where(alive, values[..., 0].to(torch.float64), -math.inf)  # [batch, n_past + time]
+    margin = LOUD_DB * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels) * GRID  # in c0 units
+    width, n_past, time = config.feature_norm_window, past.shape[1], frames.shape[1]
+    means = []
+    for first in range(0, time, NORM_BLOCK):
+        count = min(NORM_BLOCK, time - first)
+        stop = n_past + first + count  # frames [start, stop) reach into this block's windows
+        start = max(0, n_past + first - width + 1)
+        ends = torch.arange(n_past + first, stop, device=frames.device)  # [count]: each window's last frame
+        positions = torch.arange(start, stop, device=frames.device)  # [span]
+        inside = (positions[None, :] <= ends[:, None]) & (positions[None, :] > ends[:, None] - width)
+        level = loudness[:, start:stop].unsqueeze(1).expand(-1, count, -1)  # [batch, count, span]
+        level = torch.where(inside, level, -math.inf)
+        peak = level.max(dim=-1, keepdim=True).values  # [batch, count, 1]
+        gate = (level >= peak - margin) & torch.isfinite(level)  # [batch, count, span]
+        total = torch.bmm(gate.to(torch.float64), values[:, start:stop].to(torch.float64))  # [batch, count, n]
+        number = gate.sum(-1, keepdim=True).clamp(min=1)  # [batch, count, 1]
+        means.append(total / number)
+    mean = torch.cat(means, dim=1) if means else grid.to(torch.float64)  # [batch, time, n_mfcc]
+    centred = (grid.to(torch.float64) - mean) / GRID
     silent = torch.zeros_like(centred)
     silent[..., 0] = SILENT_C0
-    return torch.where(live.unsqueeze(-1).bool(), centred, silent).to(torch.float32)
+    return torch.where(live.unsqueeze(-1), centred, silent).to(torch.float32)
 
 
 def normalize(frames: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
@@ -186,7 +207,7 @@ def normalize(frames: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
         return frames
     batch, _, width = frames.shape
     empty = frames.new_zeros((batch, 0, width), dtype=torch.int64)
-    return _subtract_mean(frames, empty, empty[..., 0], config)
+    return _subtract_mean(frames, empty, empty[..., 0].bool(), config)
 
 
 class RunningMean:
@@ -195,18 +216,18 @@ class RunningMean:
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
         self._past = torch.zeros((1, 0, config.n_mfcc), dtype=torch.int64)  # [1, n_past, n_mfcc]
-        self._past_live = torch.zeros((1, 0), dtype=torch.int64)  # [1, n_past]
+        self._past_live = torch.zeros((1, 0), dtype=torch.bool)  # [1, n_past]
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [time, n_mfcc] -> [time, n_mfcc]"""
         if self.config.feature_norm == "none" or frames.shape[0] == 0:
             return frames
         result = _subtract_mean(frames.unsqueeze(0), self._past, self._past_live, self.config)[0]
-        live = (~_silent(frames, self.config.n_mel_channels)).to(torch.int64)  # [time]
-        grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64) * live.unsqueeze(-1)
+        live = ~_silent(frames, self.config.n_mel_channels)  # [time]
+        grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)  # [time, n_mfcc]
         past = torch.cat([self._past, grid.unsqueeze(0)], dim=1)  # [1, n_past + time, n_mfcc]
         past_live = torch.cat([self._past_live, live.unsqueeze(0)], dim=1)  # [1, n_past + time]
-        drop = max(0, past.shape[1] - (self.config.feature_norm_window - 1))  # a mean reaches back that far
+        drop = max(0, past.shape[1] - (self.config.feature_norm_window - 1))  # a window reaches back that far
         self._past, self._past_live = past[:, drop:], past_live[:, drop:]
         return result
 
