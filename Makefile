@@ -13,9 +13,10 @@ KENLM  := $(BIN)/lmplz
 BOOST_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev \
                   libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
 
-# The demo's model: small enough to train in a few minutes on two CPU cores.
+# The demo's model: small enough to train in a few minutes on two CPU cores, with the recipe for small
+# corpora (docs/training.md).
 DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_batch_size 16 \
-              --learning_rate 0.001 --dropout_rate 0.1 --shuffle_batches --epochs $(or $(DEMO_EPOCHS),30) \
+              --learning_rate 0.001 --preset small_data --epochs $(or $(DEMO_EPOCHS),30) \
               --checkpoint_dir $(DEMO)/checkpoints --show_progressbar $(if $(CI),false,true)
 
 .PHONY: setup setup-dev demo test test-slow lint clean browser

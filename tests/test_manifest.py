@@ -258,6 +258,13 @@ def test_validate_skips_empty_transcripts(alphabet: Alphabet, transcript: str) -
     assert report.details[manifest.EMPTY_TRANSCRIPT] == [str(DATA / "LDC93S1.wav")]
 
 
+def test_validate_keeps_empty_transcripts_as_non_speech_when_asked(alphabet: Alphabet) -> None:
+    samples = [Sample(DATA / "LDC93S1.wav", 0, ""), Sample(DATA / "LDC93S1.wav", 0, "she had")]
+    report = manifest.validate(samples, alphabet, CONFIG, keep_empty=True)
+    assert [s.transcript for s in report.kept] == ["", "she had"] and not report.skipped
+    assert "2 samples (0.00 h) kept, 1 of them non-speech (empty transcript)" in report.summary("train")
+
+
 def test_validate_skips_characters_outside_the_alphabet(alphabet: Alphabet) -> None:
     report = manifest.validate([Sample(DATA / "LDC93S1.wav", 0, "She Had yoUr")], alphabet, CONFIG)
     assert report.kept == []

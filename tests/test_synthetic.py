@@ -129,6 +129,13 @@ def test_training_utterances_are_recorded_in_varied_conditions(tmp_path: Path) -
     for split in ("train", "dev", "test"):
         varied = _rows(tmp_path / "varied" / f"{split}.csv")
         clean = _rows(tmp_path / "clean" / f"{split}.csv")
+        if split == "train":  # and recordings with nobody speaking: 5 % as many, 1-4 s of noise
+            nobody = [r for r in varied if not r["transcript"]]
+            varied = [r for r in varied if r["transcript"]]
+            assert len(nobody) == round(0.05 * len(varied)) >= 1
+            for row in nobody:
+                x, _ = soundfile.read(tmp_path / "varied" / row["wav_filename"], dtype="float32")
+                assert 1.0 <= len(x) / 16000 <= 4.0 and 0 < np.abs(x).max() < 0.3
         assert [r["transcript"] for r in varied] == [r["transcript"] for r in clean]
         for a, b in zip(varied, clean, strict=True):
             x, _ = soundfile.read(tmp_path / "varied" / a["wav_filename"], dtype="float32")
@@ -148,7 +155,7 @@ def test_no_held_out_voice_in_train(tmp_path: Path) -> None:
 
     config = _tiny(n_sentences=30, train_voices=("en+m1", "en-us+f2", "en+m3"))
     plan = _plan(sentences(30, 1), config)
-    assert {u.voice for u in plan if u.split == "train"} <= set(config.train_voices)
+    assert {u.voice for u in plan if u.split == "train" and u.text} <= set(config.train_voices)
     assert {u.voice for u in plan if u.split != "train"} == set(config.test_voices)
     per_sentence = [sum(u.text == t and u.split == "train" for u in plan) for t in sentences(30, 1)]
     assert per_sentence.count(0) == 6  # the held-out fifth of the sentences

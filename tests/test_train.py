@@ -1,3 +1,4 @@
+import math
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,6 +168,33 @@ def test_other_geometry_is_refused(tmp_path: Path) -> None:
     train(ldc_config(tmp_path, epochs=1, n_hidden=16), **QUIET)
     with pytest.raises(checkpoint.CheckpointError, match="n_hidden 16, this run asks for 20"):
         train(ldc_config(tmp_path, epochs=2, n_hidden=20), **QUIET)
+
+
+def test_non_speech_samples_train_the_model_to_say_nothing(tmp_path: Path) -> None:
+    """--empty_transcripts train: recordings of noise with an empty transcript are trained on (CTC on no
+    labels: all blank), in batches with speech and alone."""
+    from harken import audio, conditions, manifest
+
+    rng = np.random.default_rng(0)
+    noise = tmp_path / "noise.wav"
+    audio.write(noise, conditions.at_peak(conditions.noise("pink", 32000, 16000, rng), -30.0), 16000)
+    rows = [*manifest.read_csv(DATA / "LDC93S1.csv"), manifest.Sample(noise, noise.stat().st_size, "")]
+    manifest.write_csv(tmp_path / "mixed.csv", rows)
+    logs: list[str] = []
+    config = ldc_config(tmp_path / "ckpt", epochs=2, n_hidden=16, files=str(tmp_path / "mixed.csv"))
+    with pytest.raises(ValueError, match="train: no usable samples"):  # the default skips it (DeepSpeech)
+        train(_with(config, data={"train_files": str(manifest_of(tmp_path, noise))}), **QUIET)
+    result = train(_with(config, data={"empty_transcripts": "train", "train_batch_size": 1}), log=logs.append)
+    assert any("2 samples" in line and "1 of them non-speech" in line for line in logs)
+    assert all(math.isfinite(row["train_loss"]) for row in result.progress.history)
+
+
+def manifest_of(tmp_path: Path, wav: Path) -> Path:
+    from harken import manifest
+
+    path = tmp_path / "only-noise.csv"
+    manifest.write_csv(path, [manifest.Sample(wav, wav.stat().st_size, "")])
+    return path
 
 
 def _stored_norm(directory: Path) -> str:

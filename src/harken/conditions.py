@@ -112,9 +112,11 @@ class Conditions:
     max_long_lead: float = 1.5
     max_trail: float = 0.4
     noisy: float = 0.7  # share of utterances with background noise (the rest: digital silence around)
-    snr: tuple[float, float] = (10.0, 40.0)  # dB, uniform
+    snr: tuple[float, float] = (15.0, 45.0)  # dB, uniform
     peak: tuple[float, float] = (-35.0, -1.0)  # dBFS, uniform
     telephone: float = 0.2  # share through a telephone line
+    nonspeech: float = 0.05  # recordings with nobody speaking, as a share of the speech recordings
+    nonspeech_seconds: tuple[float, float] = (1.0, 4.0)  # their length, uniform
 
 
 def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
@@ -131,6 +133,18 @@ def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
     return Condition(
         round(lead, 2), round(trail, 2), kind if noisy else "", round(snr, 1), round(peak, 1), phone
     )
+
+
+def nobody(seconds: float, rate: int, condition: Condition, rng: np.random.Generator) -> np.ndarray:
+    """A recording in ``condition`` with nobody speaking: its noise (room tone at -70 dBFS when it has
+    none: a quiet room, not digital silence), as loud as it would be ``snr`` under a speech peak at
+    ``peak``, through the telephone if asked. [seconds * rate]"""
+    n = round(seconds * rate)
+    kind, peak = (condition.noise, condition.peak - condition.snr) if condition.noise else ("room", -70.0)
+    recording = noise(kind, n, rate, rng)
+    if condition.telephone:
+        recording = telephone(recording, rate)
+    return at_peak(recording, peak)
 
 
 def apply(samples: np.ndarray, rate: int, condition: Condition, rng: np.random.Generator) -> np.ndarray:

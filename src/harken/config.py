@@ -185,6 +185,12 @@ class DataConfig:
         "'overlay[p=0.5,source=noise.csv,snr=18:12~6]' --augment 'frequency_mask[p=0.2,n=1:3,size=1:5]'",
     )
     augment_preview: str = option("", "write a few augmented training samples as wav files into this folder")
+    empty_transcripts: str = option(
+        "skip",
+        "skip: leave out samples whose transcript is empty (DeepSpeech's); train: keep them as non-speech "
+        "(silence, noise), on which the model learns to say nothing",
+        choices=("skip", "train"),
+    )
     feature_cache: str = option(
         "", "keep computed features in this folder, so later epochs skip reading audio (not augmented ones)"
     )
@@ -248,6 +254,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"dropout_rate": 0.1},
         "data": {
             "shuffle_batches": True,
+            "empty_transcripts": "train",
             "augment": (
                 "frequency_mask[p=0.5,n=1:3,size=1:5]",
                 "time_mask[p=0.5,n=1:3,size=2:6]",
@@ -320,8 +327,9 @@ class TrainConfig:
     )
     preset: str = option(
         "",
-        "small_data: harken's recipe for an hour or less of speech (SpecAugment-style masks, tempo, reverb and "
-        "feature noise, dropout 0.1, --learning_rate_schedule cosine); options given as well win",
+        "small_data: harken's recipe for an hour or less of speech (SpecAugment-style masks, tempo, reverb "
+        "and feature noise, dropout 0.1, --learning_rate_schedule cosine, --empty_transcripts train); "
+        "options given as well win",
         choices=("", *PRESETS),
     )
 

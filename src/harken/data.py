@@ -167,7 +167,7 @@ def collate(items: Sequence[Item | tuple[int, str]]) -> Batch:
     failed = [item for item in items if not isinstance(item, Item)]
     audio = good[0].audio if good else None
     time = max((item.features.shape[0] for item in good), default=0)
-    width = max((item.labels.shape[0] for item in good), default=0)
+    width = max([1, *(item.labels.shape[0] for item in good)])  # >= 1: a batch of non-speech has no labels
     feats = torch.zeros(len(good), time, *good[0].features.shape[1:]) if good else torch.zeros(0, 0, 0)
     labels = torch.zeros(len(good), width, dtype=torch.int64)
     for row, item in enumerate(good):
@@ -305,7 +305,7 @@ def load_split(
     files = files if files is not None else getattr(config, f"{name}_files")
     limit, reverse = getattr(config, f"limit_{name}"), getattr(config, f"reverse_{name}")
     samples = manifest.read_manifests(files)
-    report = manifest.validate(samples, alphabet, features)
+    report = manifest.validate(samples, alphabet, features, keep_empty=config.empty_transcripts == "train")
     log(report.summary(f"{name} ({files})"))
     if report.rejected and rejected_dir is not None:
         listing = rejected_dir / f"skipped-{name}.csv"

@@ -188,7 +188,9 @@ def _subtract_mean(
         level = torch.where(inside, level, -math.inf)
         peak = level.max(dim=-1, keepdim=True).values  # [batch, count, 1]
         gate = (level >= peak - margin) & torch.isfinite(level)  # [batch, count, span]
-        total = torch.bmm(gate.to(torch.float64), values[:, start:stop].to(torch.float64))  # [batch, count, n]
+        total = torch.bmm(
+            gate.to(torch.float64), values[:, start:stop].to(torch.float64)
+        )  # [batch, count, n]
         number = gate.sum(-1, keepdim=True).clamp(min=1)  # [batch, count, 1]
         means.append(total / number)
     mean = torch.cat(means, dim=1) if means else grid.to(torch.float64)  # [batch, time, n_mfcc]

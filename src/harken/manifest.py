@@ -149,6 +149,9 @@ class ValidationReport:
     def summary(self, name: str, examples: int = 3) -> str:
         """A short human report: kept count and hours, then each skip reason with a few examples."""
         lines = [f"{name}: {len(self.kept)} samples ({self.hours:.2f} h) kept"]
+        silent = sum(1 for s in self.kept if not s.transcript.strip())
+        if silent:
+            lines[0] += f", {silent} of them non-speech (empty transcript)"
         if self.resampled:
             lines[0] += f", {self.resampled} at another sample rate (resampled when read)"
         lines += skip_lines(self.skipped, self.details, examples)
@@ -175,8 +178,11 @@ def skip_lines(skipped: Counter[str], details: Mapping[str, Sequence[str]], exam
     return lines
 
 
-def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfig) -> ValidationReport:
-    """Check each sample's file header and transcript; keep the usable ones (with their duration)."""
+def validate(
+    samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfig, keep_empty: bool = False
+) -> ValidationReport:
+    """Check each sample's file header and transcript; keep the usable ones (with their duration).
+    ``keep_empty``: a sample with an empty transcript is non-speech to train on, not a mistake."""
     report = ValidationReport()
     for sample in samples:
         if not audio.exists(sample.path):
@@ -190,7 +196,7 @@ def validate(samples: Iterable[Sample], alphabet: Alphabet, config: FeatureConfi
         if meta.frames == 0:
             report.skip(EMPTY_AUDIO, sample)
             continue
-        if not sample.transcript.strip():
+        if not sample.transcript.strip() and not keep_empty:
             report.skip(EMPTY_TRANSCRIPT, sample)
             continue
         unknown = alphabet.unknown(sample.transcript)

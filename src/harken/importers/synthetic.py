@@ -448,6 +448,9 @@ def _plan(texts: Sequence[str], config: SyntheticConfig) -> list[_Utterance]:
         for repeat in range(min(config.heldout_repeats, len(held_out))):
             voice = held_out[(position + repeat) % len(held_out)]
             add("dev" if position < n_dev else "test", texts[index], voice)
+    if config.conditions is not None:  # training recordings with nobody speaking (an empty transcript)
+        for _ in range(round(config.conditions.nonspeech * counts["train"])):
+            add("train", "", "")
     return plan
 
 
@@ -462,6 +465,16 @@ def _write_wav(
         converted = conditions.apply(converted, sample_rate, condition, rng)
     with atomic_write(path, "wb") as handle:
         soundfile.write(handle, audio.to_pcm16(converted), sample_rate, subtype="PCM_16", format="WAV")
+
+
+def _write_nobody(path: Path, utterance: _Utterance, config: SyntheticConfig) -> None:
+    """A training recording with nobody speaking, its length drawn by its name, written atomically."""
+    assert utterance.condition is not None and config.conditions is not None
+    rng = np.random.default_rng(int(hashlib.sha1(path.stem.encode()).hexdigest()[:12], 16))
+    seconds = float(rng.uniform(*config.conditions.nonspeech_seconds))
+    samples = conditions.nobody(seconds, config.sample_rate, utterance.condition, rng)
+    with atomic_write(path, "wb") as handle:
+        soundfile.write(handle, audio.to_pcm16(samples), config.sample_rate, subtype="PCM_16", format="WAV")
 
 
 @contextmanager
@@ -498,10 +511,13 @@ def prepare(target: Path, config: SyntheticConfig = SyntheticConfig(), progress:
         for utterance in plan:
             path = wav_dir / f"{utterance.uid}.wav"
             if not (path.is_file() and path.stat().st_size > 0):
-                samples, native_rate = synthesizer.speak(
-                    utterance.text, utterance.voice, utterance.rate, utterance.pitch
-                )
-                _write_wav(path, samples, native_rate, config.sample_rate, utterance.condition)
+                if utterance.text:
+                    samples, native_rate = synthesizer.speak(
+                        utterance.text, utterance.voice, utterance.rate, utterance.pitch
+                    )
+                    _write_wav(path, samples, native_rate, config.sample_rate, utterance.condition)
+                else:
+                    _write_nobody(path, utterance, config)
                 made += 1
             frames += soundfile.info(str(path)).frames
             rows[utterance.split].append(manifest.Sample(path, path.stat().st_size, utterance.text))
