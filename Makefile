@@ -16,7 +16,7 @@ BOOST_PACKAGES := cmake g++ libboost-program-options-dev libboost-system-dev lib
 # The demo's model: small enough to train in a few minutes on two CPU cores, with the recipe for small
 # corpora (docs/training.md).
 DEMO_FLAGS := --n_hidden 256 --train_batch_size 16 --dev_batch_size 16 --test_batch_size 16 \
-              --learning_rate 0.001 --preset small_data --epochs $(or $(DEMO_EPOCHS),30) \
+              --learning_rate 0.001 --preset small_data --epochs $(or $(DEMO_EPOCHS),22) \
               --checkpoint_dir $(DEMO)/checkpoints --show_progressbar $(if $(CI),false,true)
 
 .PHONY: setup setup-dev demo test test-slow lint clean browser
@@ -57,7 +57,7 @@ $(ARMSPEECH): | $(STAMP)
 	test -s $@
 
 demo: setup
-	$(BIN)/harken import synthetic $(DEMO)/corpus $(if $(CI),--noprogress,)
+	$(BIN)/harken import synthetic $(DEMO)/corpus --clean $(if $(CI),--noprogress,)
 	$(BIN)/harken train $(DEMO_FLAGS) --train_files $(DEMO)/corpus/train.csv --dev_files $(DEMO)/corpus/dev.csv
 	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
 	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results.json \

@@ -206,19 +206,19 @@ def test_the_front_end_is_normalised_for_new_models_and_kept_for_older_ones(tmp_
     """auto: mean for a new model; a checkpoint from before the option (or an imported model) trains on
     with DeepSpeech's front end; asking for another front end on it is refused unless layers are dropped."""
     new, old, tuned = tmp_path / "new", tmp_path / "old", tmp_path / "tuned"
-    train(ldc_config(new, epochs=1, n_hidden=16), **QUIET)
+    train(ldc_config(new, epochs=1, n_hidden=16, feature_norm="auto"), **QUIET)
     assert _stored_norm(new) == "mean"
     train(_with(ldc_config(old, epochs=1, n_hidden=16), features={"feature_norm": "none"}), **QUIET)
     for path in checkpoint.listing(old, checkpoint.TRAIN) + checkpoint.listing(old, checkpoint.BEST):
         payload = torch.load(path, weights_only=True)
         del payload["config"]["features"]["feature_norm"]  # as harken wrote it before the option
         torch.save(payload, path)
-    train(ldc_config(old, epochs=2, n_hidden=16), **QUIET)  # feature_norm auto, the default
+    train(ldc_config(old, epochs=2, n_hidden=16, feature_norm="auto"), **QUIET)  # the default
     assert _stored_norm(old) == "none"
     with pytest.raises(checkpoint.CheckpointError, match="feature_norm none, this run asks for mean"):
         train(_with(ldc_config(old, epochs=3, n_hidden=16), features={"feature_norm": "mean"}), **QUIET)
     fine_tune = _with(
-        ldc_config(tuned, epochs=1, n_hidden=16),
+        ldc_config(tuned, epochs=1, n_hidden=16, feature_norm="auto"),
         checkpoint={"load_checkpoint_dir": str(old), "save_checkpoint_dir": str(tuned)},
     )
     train(fine_tune, **QUIET)

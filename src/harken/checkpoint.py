@@ -148,12 +148,11 @@ def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphab
     stored = stored_config(payload)
     for section, names in GEOMETRY.items():
         for name in names:
-            if (
-                section == "features"
-                and name == "feature_norm_window"
-                and stored.features.feature_norm == "none"
-            ):
-                continue
+            if section == "features" and name.startswith("feature_norm"):
+                auto = config.features.feature_norm == "auto"  # takes the checkpoint's
+                unused = name == "feature_norm_window" and stored.features.feature_norm == "none"
+                if auto or unused:
+                    continue
             have = getattr(getattr(stored, section), name)
             want = getattr(getattr(config, section), name)
             if have != want:

@@ -111,11 +111,11 @@ class Conditions:
     long_lead: float = 0.3  # ... except for this share, whose lead is from max_lead to max_long_lead
     max_long_lead: float = 1.5
     max_trail: float = 0.4
-    noisy: float = 0.7  # share of utterances with background noise (the rest: digital silence around)
-    snr: tuple[float, float] = (15.0, 45.0)  # dB, uniform
+    noisy: float = 0.3  # share of utterances with background noise (the rest: digital silence around)
+    snr: tuple[float, float] = (30.0, 50.0)  # dB, uniform
     peak: tuple[float, float] = (-35.0, -1.0)  # dBFS, uniform
-    telephone: float = 0.2  # share through a telephone line
-    nonspeech: float = 0.05  # recordings with nobody speaking, as a share of the speech recordings
+    telephone: float = 0.05  # share through a telephone line
+    nonspeech: float = 0.08  # recordings with nobody speaking, as a share of the speech recordings
     nonspeech_seconds: tuple[float, float] = (1.0, 4.0)  # their length, uniform
 
 
@@ -136,10 +136,12 @@ def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
 
 
 def nobody(seconds: float, rate: int, condition: Condition, rng: np.random.Generator) -> np.ndarray:
-    """A recording in ``condition`` with nobody speaking: its noise (room tone at -70 dBFS when it has
-    none: a quiet room, not digital silence), as loud as it would be ``snr`` under a speech peak at
-    ``peak``, through the telephone if asked. [seconds * rate]"""
+    """A recording in ``condition`` with nobody speaking: its noise, as loud as it would be ``snr`` under
+    a speech peak at ``peak``, through the telephone if asked; when the condition has no noise, digital
+    silence or (as often) a quiet room's tone at -70 dBFS. [seconds * rate]"""
     n = round(seconds * rate)
+    if not condition.noise and rng.random() < 0.5:
+        return np.zeros(n, np.float32)
     kind, peak = (condition.noise, condition.peak - condition.snr) if condition.noise else ("room", -70.0)
     recording = noise(kind, n, rate, rng)
     if condition.telephone:

@@ -139,7 +139,7 @@ class SpeechDataset(Dataset[Item | tuple[int, str]]):
             waveform = audio.read(sample.path, self.config.audio_sample_rate)
         except audio.AudioError as error:
             return index, str(error)
-        if not waveform.any():
+        if not waveform.any() and ids:  # silence is what a non-speech sample (no labels) may be
             return index, f"{sample.path}: silent (every sample is zero)"
         labels = torch.tensor(ids, dtype=torch.int64)
         if self.audio_only:
