@@ -31,21 +31,20 @@ from harken import audio, conditions, manifest, metrics
 from harken.conditions import Condition
 from harken.inference import Model
 
-ROOM_PEAK = -50.0  # dBFS: the peak of the quiet room tone put around speech
+ROOM_DB = 40.0  # the room tone put around speech is this far under the speech's RMS
 
 
-def _room(n: int, rate: int, rng: np.random.Generator, peak: float = ROOM_PEAK) -> np.ndarray:
-    return conditions.at_peak(conditions.noise("room", n, rate, rng), peak)
+def _room_tone(wave: np.ndarray, n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples of room tone ROOM_DB under ``wave``'s RMS."""
+    return conditions.noise("room", n, rate, rng) * (conditions.rms(wave) / 10 ** (ROOM_DB / 20))
 
 
 def speech_conditions(rate: int) -> dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
     """Name -> what it does to a test clip [n] (float32 in [-1, 1])."""
 
     def around(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        second = rate
-        level = conditions.rms(wave) / 10 ** (40 / 20)  # room tone 40 dB below the speech
-        tone = conditions.noise("room", len(wave) + 2 * second, rate, rng) * level
-        return np.clip(np.pad(wave, (second, second)) + tone, -1, 1).astype(np.float32)
+        tone = _room_tone(wave, len(wave) + 2 * rate, rate, rng)
+        return np.clip(np.pad(wave, (rate, rate)) + tone, -1, 1).astype(np.float32)
 
     return {
         "as is": lambda w, _: w,
@@ -86,8 +85,7 @@ def stream_insertions(
     step = rate // 50  # 20 ms
     inserted = finals = 0
     for wave, reference in zip(waves, references, strict=True):
-        level = conditions.rms(wave) / 10 ** (40 / 20)
-        clip = np.concatenate([wave, conditions.noise("room", rate, rate, rng) * level]).astype(np.float32)
+        clip = np.concatenate([wave, _room_tone(wave, rate, rate, rng)]).astype(np.float32)
         pcm = _pcm(clip)
         stream = model.create_stream()
         for start in range(0, len(pcm), step):

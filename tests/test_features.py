@@ -195,8 +195,9 @@ def test_stored_configs_without_the_option_meant_none() -> None:
     del old["features"]["feature_norm"]
     assert config_module.from_dict(Config, old, stored=True).features.feature_norm == "none"
     assert config_module.from_dict(Config, old).features.feature_norm == "auto"  # a command line's default
-    with pytest.raises(ValueError, match="--feature_norm_window 0: must be a positive number of frames"):
-        FeatureConfig(feature_norm_window=0)
+    for window in (0, 30001):
+        with pytest.raises(ValueError, match=f"--feature_norm_window {window}: must be 1 to 30000 frames"):
+            FeatureConfig(feature_norm_window=window)
 
 
 def test_noise_before_the_speech_does_not_move_the_speech() -> None:

@@ -303,6 +303,13 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """[m] -> float32 [length]: cut, or padded with zeros (after a resampling round trip)."""
+    if len(samples) >= length:
+        return np.ascontiguousarray(samples[:length], dtype=np.float32)
+    return np.pad(samples, (0, length - len(samples))).astype(np.float32)
+
+
 def from_pcm16(pcm: bytes | np.ndarray) -> np.ndarray:
     """16-bit little-endian PCM (bytes or an int16 array) as float32 in [-1, 1]."""
     array = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes | bytearray) else np.asarray(pcm)

@@ -132,10 +132,10 @@ GEOMETRY = {
 }
 
 
-def resolve_front_end(config: Config, payload: dict[str, Any] | None, transfer: bool = False) -> Config:
+def resolve_front_end(config: Config, payload: dict[str, Any] | None) -> Config:
     """``config`` with ``--feature_norm auto`` made definite: mean for a new model (``payload`` None), the
     checkpoint's own for one trained further. An explicit choice stays (``check_compatible`` then refuses
-    one that differs from the checkpoint's, unless layers are re-initialised: ``transfer``)."""
+    one that differs from the checkpoint's; re-initialising layers, which skips that check, takes it)."""
     wanted = config.features.feature_norm
     if wanted != "auto":
         return config
@@ -146,13 +146,11 @@ def resolve_front_end(config: Config, payload: dict[str, Any] | None, transfer: 
 def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphabet: Alphabet) -> None:
     """Refuse a checkpoint whose geometry or alphabet differs from the run's, naming what differs."""
     stored = stored_config(payload)
+    config = resolve_front_end(config, payload)
     for section, names in GEOMETRY.items():
         for name in names:
-            if section == "features" and name.startswith("feature_norm"):
-                auto = config.features.feature_norm == "auto"  # takes the checkpoint's
-                unused = name == "feature_norm_window" and stored.features.feature_norm == "none"
-                if auto or unused:
-                    continue
+            if name == "feature_norm_window" and stored.features.feature_norm == "none":
+                continue  # no running mean: its window means nothing
             have = getattr(getattr(stored, section), name)
             want = getattr(getattr(config, section), name)
             if have != want:

@@ -76,13 +76,7 @@ def telephone(samples: np.ndarray, rate: int) -> np.ndarray:
     codes = np.round(companded * 127.0) / 127.0  # 8 bits: 255 levels
     expanded = np.sign(codes) * np.expm1(np.abs(codes) * math.log1p(MU)) / MU
     back = audio.resample(expanded.astype(np.float32), TELEPHONE_RATE, rate)
-    return _fit(back, len(samples))
-
-
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
-    if len(samples) >= length:
-        return np.ascontiguousarray(samples[:length], dtype=np.float32)
-    return np.pad(samples, (0, length - len(samples))).astype(np.float32)
+    return audio.fit_length(back, len(samples))
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ def _default_dir(kind: str) -> str:
     return os.path.join(base, "harken", kind)
 
 
+FEATURE_NORMS = ("auto", "mean", "none")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """The acoustic front end: DeepSpeech 0.9's MFCC, exactly (see DESIGN.md)."""
@@ -74,7 +77,7 @@ class FeatureConfig:
         "so that recording level and microphone do not matter; streams stay exact), none (DeepSpeech's front "
         "end, as imported models have), auto (mean for a new model, the checkpoint's own when training one "
         "further)",
-        choices=("auto", "mean", "none"),
+        choices=FEATURE_NORMS,
     )
     feature_norm_window: int = option(
         300, "frames the running mean of --feature_norm mean covers at most (300: the last 6 s)"
@@ -85,8 +88,8 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         _require_all(self, {
-            "feature_norm": (lambda v: v in ("auto", "mean", "none"), "auto, mean or none"),
-            "feature_norm_window": (_positive, "a positive number of frames"),
+            "feature_norm": (lambda v: v in FEATURE_NORMS, " or ".join(FEATURE_NORMS)),
+            "feature_norm_window": (lambda w: 0 < w <= 30000, "1 to 30000 frames (a stream keeps them)"),
             "audio_sample_rate": (_positive, "a positive number of Hz"),
             "feature_win_len": (_positive, "a positive number of milliseconds"),
             "feature_win_step": (_positive, "a positive number of milliseconds"),

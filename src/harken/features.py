@@ -158,31 +158,39 @@ def _silent(frames: torch.Tensor, n_mel_channels: int) -> torch.Tensor:
     return frames[..., 0] < math.sqrt(2.0 * n_mel_channels) * SILENT_LOG_MEL
 
 
+def _on_grid(frames: torch.Tensor, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """frames [..., n_mfcc] -> (int64 multiples of 1 / GRID [..., n_mfcc], bool [...]: not digital silence)"""
+    grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)
+    return grid, ~_silent(frames, config.n_mel_channels)
+
+
 def _subtract_mean(
-    frames: torch.Tensor, past: torch.Tensor, past_live: torch.Tensor, config: FeatureConfig
+    grid: torch.Tensor,
+    live: torch.Tensor,
+    past: torch.Tensor,
+    past_live: torch.Tensor,
+    config: FeatureConfig,
 ) -> torch.Tensor:
-    """Causal gated mean subtraction of ``frames`` [batch, time, n_mfcc] (float) given the ``past`` frames
-    before them [batch, n_past, n_mfcc] (int64 on the grid) and ``past_live`` [batch, n_past] (bool: not
-    digital silence) -> float32 [batch, time, n_mfcc].
+    """Causal gated mean subtraction of frames on the grid [batch, time, n_mfcc] (``live`` [batch, time]:
+    not digital silence, from ``_on_grid``) given the ``past`` frames before them [batch, n_past, n_mfcc]
+    and ``past_live`` [batch, n_past] -> float32 [batch, time, n_mfcc].
 
     Frame t's mean is over the frames of the window ending at t that are within LOUD_DB of the window's
     loudest (by c0): the speech once there is any, whatever the silence or noise before it. Worked out in
     blocks of frames as [block, window] masks times the frames (a matrix product of integers below 2^53 in
     float64: exact whatever order the sums take)."""
-    live = ~_silent(frames, config.n_mel_channels)  # [batch, time]
-    grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)  # [batch, time, n_mfcc]
     values = torch.cat([past, grid], dim=1)  # [batch, n_past + time, n_mfcc]
     alive = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
     loudness = torch.where(alive, values[..., 0].to(torch.float64), -math.inf)  # [batch, n_past + time]
     margin = LOUD_DB * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels) * GRID  # in c0 units
-    width, n_past, time = config.feature_norm_window, past.shape[1], frames.shape[1]
+    width, n_past, time = config.feature_norm_window, past.shape[1], grid.shape[1]
     means = []
     for first in range(0, time, NORM_BLOCK):
         count = min(NORM_BLOCK, time - first)
         stop = n_past + first + count  # frames [start, stop) reach into this block's windows
         start = max(0, n_past + first - width + 1)
-        ends = torch.arange(n_past + first, stop, device=frames.device)  # [count]: each window's last frame
-        positions = torch.arange(start, stop, device=frames.device)  # [span]
+        ends = torch.arange(n_past + first, stop, device=grid.device)  # [count]: each window's last frame
+        positions = torch.arange(start, stop, device=grid.device)  # [span]
         inside = (positions[None, :] <= ends[:, None]) & (positions[None, :] > ends[:, None] - width)
         level = loudness[:, start:stop].unsqueeze(1).expand(-1, count, -1)  # [batch, count, span]
         level = torch.where(inside, level, -math.inf)
@@ -209,7 +217,7 @@ def normalize(frames: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
         return frames
     batch, _, width = frames.shape
     empty = frames.new_zeros((batch, 0, width), dtype=torch.int64)
-    return _subtract_mean(frames, empty, empty[..., 0].bool(), config)
+    return _subtract_mean(*_on_grid(frames, config), empty, empty[..., 0].bool(), config)
 
 
 class RunningMean:
@@ -224,11 +232,10 @@ class RunningMean:
         """frames [time, n_mfcc] -> [time, n_mfcc]"""
         if self.config.feature_norm == "none" or frames.shape[0] == 0:
             return frames
-        result = _subtract_mean(frames.unsqueeze(0), self._past, self._past_live, self.config)[0]
-        live = ~_silent(frames, self.config.n_mel_channels)  # [time]
-        grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)  # [time, n_mfcc]
-        past = torch.cat([self._past, grid.unsqueeze(0)], dim=1)  # [1, n_past + time, n_mfcc]
-        past_live = torch.cat([self._past_live, live.unsqueeze(0)], dim=1)  # [1, n_past + time]
+        grid, live = _on_grid(frames.unsqueeze(0), self.config)  # [1, time, n_mfcc], [1, time]
+        result = _subtract_mean(grid, live, self._past, self._past_live, self.config)[0]
+        past = torch.cat([self._past, grid], dim=1)  # [1, n_past + time, n_mfcc]
+        past_live = torch.cat([self._past_live, live], dim=1)  # [1, n_past + time]
         drop = max(0, past.shape[1] - (self.config.feature_norm_window - 1))  # a window reaches back that far
         self._past, self._past_live = past[:, drop:], past_live[:, drop:]
         return result
@@ -239,7 +246,7 @@ def model_input(frames: torch.Tensor, lengths: torch.Tensor, config: FeatureConf
     windows [batch, time, n_input]: normalised, the padding after each row's end zero again (as a stream's
     last windows see zeros after the audio)."""
     normal = normalize(frames, config)  # [batch, time, n_mfcc]
-    if normal is not frames:
+    if config.feature_norm != "none":
         valid = torch.arange(frames.shape[1], device=frames.device) < lengths.to(frames.device)[:, None]
         normal = normal * valid.unsqueeze(-1)
     return context_windows(normal, config.n_context)

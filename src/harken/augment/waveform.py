@@ -100,19 +100,12 @@ class Resample(SampleAugmentation):
         ratio = max(ratio.limit_denominator(RESAMPLE_MAX_DENOMINATOR), Fraction(1, RESAMPLE_MAX_DENOMINATOR))
         low = _resample(samples, ratio)
         back = _resample(low, 1 / ratio)
-        return _fit(back, len(samples))
+        return audio.fit_length(back, len(samples))
 
 
 def _resample(samples: np.ndarray, ratio: Fraction) -> np.ndarray:
     """``samples`` resampled by ``ratio`` (output rate / input rate), audio.resample's polyphase filter."""
     return audio.resample(samples, ratio.denominator, ratio.numerator)
-
-
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
-    """[m] -> [length]: cut, or padded with zeros."""
-    if len(samples) >= length:
-        return np.ascontiguousarray(samples[:length], dtype=np.float32)
-    return np.pad(samples, (0, length - len(samples))).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -137,7 +130,7 @@ class Codec(SampleAugmentation):
             handle.write(signal)
         buffer.seek(0)
         decoded, _ = soundfile.read(buffer, dtype="float32")  # [n]
-        return _fit(_resample(decoded, Fraction(sample_rate, rate)), len(samples))
+        return audio.fit_length(_resample(decoded, Fraction(sample_rate, rate)), len(samples))
 
 
 class NoiseSource:

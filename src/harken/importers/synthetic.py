@@ -41,7 +41,7 @@ import soundfile
 
 from harken import audio, conditions, manifest
 from harken.conditions import Condition, Conditions
-from harken.storage import atomic_write
+from harken.importers._common import write_wav
 
 __all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
 
@@ -461,20 +461,23 @@ def _write_wav(
     file's name) and write 16-bit PCM, atomically."""
     converted = audio.resample(audio.from_pcm16(samples), native_rate, sample_rate)
     if condition is not None:
-        rng = np.random.default_rng(int(hashlib.sha1(path.stem.encode()).hexdigest()[:12], 16))
-        converted = conditions.apply(converted, sample_rate, condition, rng)
-    with atomic_write(path, "wb") as handle:
-        soundfile.write(handle, audio.to_pcm16(converted), sample_rate, subtype="PCM_16", format="WAV")
+        converted = conditions.apply(converted, sample_rate, condition, _generator(path))
+    write_wav(path, converted, sample_rate)
 
 
 def _write_nobody(path: Path, utterance: _Utterance, config: SyntheticConfig) -> None:
     """A training recording with nobody speaking, its length drawn by its name, written atomically."""
     assert utterance.condition is not None and config.conditions is not None
-    rng = np.random.default_rng(int(hashlib.sha1(path.stem.encode()).hexdigest()[:12], 16))
+    rng = _generator(path)
     seconds = float(rng.uniform(*config.conditions.nonspeech_seconds))
-    samples = conditions.nobody(seconds, config.sample_rate, utterance.condition, rng)
-    with atomic_write(path, "wb") as handle:
-        soundfile.write(handle, audio.to_pcm16(samples), config.sample_rate, subtype="PCM_16", format="WAV")
+    write_wav(
+        path, conditions.nobody(seconds, config.sample_rate, utterance.condition, rng), config.sample_rate
+    )
+
+
+def _generator(path: Path) -> np.random.Generator:
+    """The random numbers of one file's recording condition: seeded by its name (which hashes the plan)."""
+    return np.random.default_rng(int(hashlib.sha1(path.stem.encode()).hexdigest()[:12], 16))
 
 
 @contextmanager
