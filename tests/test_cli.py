@@ -375,3 +375,26 @@ def test_serve_names_what_is_wrong_with_its_model(tmp_path: Path, capsys: pytest
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    # `harken ... | head -1`: the reader leaves while harken still writes; no "Broken pipe" error line
+    script = (
+        "import sys; from harken import cli\n"
+        "def chatty(args):\n"
+        "    for _ in range(200000): print('a line of output ' * 4)\n"
+        "    return 0\n"
+        "cli.HANDLERS['alphabet'] = chatty\n"
+        "sys.exit(cli.main(['alphabet', '--from', 'x.csv']))\n"
+    )
+    shell = f"{sys.executable} -c \"$SCRIPT\" | head -1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell],
+        env={**os.environ, "SCRIPT": script},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith("a line of output"), done
+    assert done.stderr == "", done.stderr
+    assert done.returncode == 141

@@ -569,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # Ctrl-C (130), or SIGTERM where a command turns it into one
         print(f"harken: {getattr(interrupt, 'reason', 'interrupted')}", file=sys.stderr)
         return int(getattr(interrupt, "exit_code", 130))
+    except BrokenPipeError:  # the reader went away (`harken ... | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit
+        return 141  # 128 + SIGPIPE
     except (ValueError, RuntimeError, OSError) as error:
         if os.environ.get("HARKEN_DEBUG"):
             raise
