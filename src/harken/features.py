@@ -40,8 +40,10 @@ LOG_FLOOR = 1e-12
 GRID = 2.0**16  # normalised frames are computed on multiples of 1 / GRID: exact integer sums
 SILENT_LOG_MEL = -18.0  # a frame's mean log mel energy below this is digital silence (the floor is -27.6,
 # 16-bit quantisation noise about -8)
-SILENT_C0 = -100.0  # a silent frame after normalisation: c0 this, the other coefficients 0 (speech: -60..+40)
 LOUD_DB = 30.0  # the running mean is over the frames within this many dB of the window's loudest
+# A frame of digital silence comes out as the quietest frame the mean counts: c0 LOUD_DB under the mean (about
+# -31 with 40 mel channels; speech frames lie within -60..+40), the other coefficients 0. At -100 instead, the
+# context windows of the speech frames beside silence held an outlier and training took twice the epochs.
 NORM_BLOCK = 64  # frames normalised together (bounds the [block, window] masks' memory)
 
 
@@ -158,6 +160,11 @@ def _silent(frames: torch.Tensor, n_mel_channels: int) -> torch.Tensor:
     return frames[..., 0] < math.sqrt(2.0 * n_mel_channels) * SILENT_LOG_MEL
 
 
+def _loud_margin(config: FeatureConfig) -> float:
+    """LOUD_DB in c0 units (c0 = sqrt(2 n_mel) * the mean natural-log mel energy)."""
+    return LOUD_DB * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels)
+
+
 def _on_grid(frames: torch.Tensor, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """frames [..., n_mfcc] -> (int64 multiples of 1 / GRID [..., n_mfcc], bool [...]: not digital silence)"""
     grid = torch.round(frames.to(torch.float64) * GRID).to(torch.int64)
@@ -182,7 +189,7 @@ def _subtract_mean(
     values = torch.cat([past, grid], dim=1)  # [batch, n_past + time, n_mfcc]
     alive = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
     loudness = torch.where(alive, values[..., 0].to(torch.float64), -math.inf)  # [batch, n_past + time]
-    margin = LOUD_DB * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels) * GRID  # in c0 units
+    margin = _loud_margin(config) * GRID  # on the grid
     width, n_past, time = config.feature_norm_window, past.shape[1], grid.shape[1]
     means = []
     for first in range(0, time, NORM_BLOCK):
@@ -204,7 +211,7 @@ def _subtract_mean(
     mean = torch.cat(means, dim=1) if means else grid.to(torch.float64)  # [batch, time, n_mfcc]
     centred = (grid.to(torch.float64) - mean) / GRID
     silent = torch.zeros_like(centred)
-    silent[..., 0] = SILENT_C0
+    silent[..., 0] = -_loud_margin(config)
     return torch.where(live.unsqueeze(-1), centred, silent).to(torch.float32)
 
 
