@@ -57,7 +57,7 @@ $(ARMSPEECH): | $(STAMP)
 	test -s $@
 
 demo: setup
-	$(BIN)/harken import synthetic $(DEMO)/corpus --clean $(if $(CI),--noprogress,)
+	$(BIN)/harken import synthetic $(DEMO)/corpus $(if $(CI),--noprogress,)
 	$(BIN)/harken train $(DEMO_FLAGS) --train_files $(DEMO)/corpus/train.csv --dev_files $(DEMO)/corpus/dev.csv
 	$(BIN)/harken evaluate --checkpoint_dir $(DEMO)/checkpoints --test_files $(DEMO)/corpus/test.csv \
 	    --test_batch_size 16 --report_count 3 --test_output_file $(DEMO)/test-results.json \

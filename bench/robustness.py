@@ -6,7 +6,10 @@
 Each model (a checkpoint directory, ``.pt``, ``.onnx`` or ``.tflite``) transcribes the test set as it is
 and put through conditions made by ``harken.conditions`` (never part of any training corpus as such: the
 synthetic corpus draws its own): peak -3 dBFS and -30 dBFS, a telephone line (300-3400 Hz, 8 kHz mu-law),
-pink noise at 20 dB SNR, and 1 s of quiet room tone before and after. Greedy decoding, no scorer.
+pink noise at 20 dB SNR, and 1 s of quiet room tone before and after. Two channels built here, unlike
+anything ``harken.conditions`` makes (held out from the corpus's telephone lines): plain 8 kHz audio
+(polyphase resampling down and up, nothing else), and another line (200-3000 Hz, 8 kHz A-law, a 6 dB/octave
+tilt). Greedy decoding, no scorer.
 
 Then non-speech: 10 s of digital silence, white, pink and brown noise and room tone at several levels:
 how many words each model says (the goal: none). And streams: the test clips with 1 s of room tone after
@@ -26,6 +29,7 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import torch
+from scipy import signal
 
 from harken import audio, conditions, manifest, metrics
 from harken.conditions import Condition
@@ -37,6 +41,30 @@ ROOM_DB = 40.0  # the room tone put around speech is this far under the speech's
 def _room_tone(wave: np.ndarray, n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     """n samples of room tone ROOM_DB under ``wave``'s RMS."""
     return conditions.noise("room", n, rate, rng) * (conditions.rms(wave) / 10 ** (ROOM_DB / 20))
+
+
+def _eight_khz(wave: np.ndarray, rate: int) -> np.ndarray:
+    """[n] at ``rate`` -> 8 kHz and back [n]: scipy's polyphase filter, no line."""
+    low = signal.resample_poly(wave, 8000, rate)
+    return audio.fit_length(signal.resample_poly(low, rate, 8000).astype(np.float32), len(wave))
+
+
+def _other_line(wave: np.ndarray, rate: int) -> np.ndarray:
+    """[n] at ``rate`` -> a line unlike harken.conditions.telephone: 200-3000 Hz, a first-order tilt, 8 kHz
+    A-law (G.711's other companding), back to ``rate`` [n]."""
+    low = signal.resample_poly(wave, 8000, rate)
+    low = signal.sosfilt(signal.cheby1(3, 1.0, (200, 3000), btype="bandpass", fs=8000, output="sos"), low)
+    low = signal.lfilter([1.0, -0.7], [1.0], low)  # rising with frequency
+    low = low / max(1e-9, float(np.max(np.abs(low)))) * 0.5
+    a = 87.6
+    mag = np.abs(low)
+    law = np.where(
+        mag < 1 / a, a * mag / (1 + np.log(a)), (1 + np.log(np.maximum(a * mag, 1e-12))) / (1 + np.log(a))
+    )
+    law = np.round(np.sign(low) * law * 127) / 127  # 8 bits
+    mag = np.abs(law) * (1 + np.log(a))
+    back = np.sign(law) * np.where(mag < 1, mag / a, np.exp(mag - 1) / a)
+    return audio.fit_length(signal.resample_poly(back, rate, 8000).astype(np.float32), len(wave))
 
 
 def speech_conditions(rate: int) -> dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
@@ -51,6 +79,8 @@ def speech_conditions(rate: int) -> dict[str, Callable[[np.ndarray, np.random.Ge
         "peak -3 dBFS": lambda w, _: conditions.at_peak(w, -3.0),
         "peak -30 dBFS": lambda w, _: conditions.at_peak(w, -30.0),
         "telephone 8 kHz": lambda w, _: conditions.telephone(w, rate),
+        "plain 8 kHz (held out)": lambda w, _: _eight_khz(w, rate),
+        "other line (held out)": lambda w, _: _other_line(w, rate),
         "pink noise 20 dB": lambda w, rng: conditions.apply(
             w, rate, Condition(noise="pink", snr=20.0, peak=-6.0), rng
         ),  # fmt: skip

@@ -10,7 +10,7 @@ speech); test: two other voices of the same kind, their sentences never in eithe
 through the same kind of line. Each recipe trains into runs/bench-transfer/<name>/ (re-running resumes,
 so a finished recipe is only tested again); the test is greedy decoding, no scorer, one thread.
 
-Recipes: scratch (harken's defaults for a new model, the same epochs), and fine-tuning the pre-trained
+Recipes, all with --preset small_data: scratch (a new model, the same epochs), and fine-tuning the pre-trained
 model (--load_checkpoint_dir) with every layer kept at two learning rates, and with the output layer
 re-initialised (--drop_source_layers 1, what a new alphabet needs).
 """
@@ -28,7 +28,7 @@ import torch
 
 from harken import audio, checkpoint, conditions, manifest, metrics
 from harken.conditions import Conditions
-from harken.config import CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from harken.config import PRESETS, CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
 from harken.importers import synthetic
 from harken.inference import Model
 from harken.train import train
@@ -67,11 +67,12 @@ def small_set() -> tuple[Path, Path]:
 def recipe(name: str, train_csv: Path, epochs: int, pretrained: Path | None, **changes: object) -> Path:
     save = OUT / name
     loading = {"load_checkpoint_dir": str(pretrained), "save_checkpoint_dir": str(save)} if pretrained else {}
+    preset = PRESETS["small_data"]  # every recipe trains with --preset small_data
     config = Config(
-        model=ModelConfig(n_hidden=256, dropout_rate=0.1),
-        data=DataConfig(train_files=str(train_csv), train_batch_size=16, shuffle_batches=True),
+        model=ModelConfig(n_hidden=256, **preset["model"]),
+        data=DataConfig(train_files=str(train_csv), train_batch_size=16, **preset["data"]),
         checkpoint=CheckpointConfig(checkpoint_dir=str(save), **loading),  # type: ignore[arg-type]
-        train=TrainConfig(epochs=epochs, learning_rate=0.001, show_progressbar=False),
+        train=TrainConfig(epochs=epochs, learning_rate=0.001, show_progressbar=False, **preset["train"]),
     )
     for section, values in changes.items():
         config = replace(config, **{section: replace(getattr(config, section), **values)})  # type: ignore[arg-type]

@@ -96,7 +96,7 @@ def test_a_preset_fills_what_was_not_given() -> None:
     preset = cli.config_from_args(parse(["train", "--preset", "small_data"]))
     assert preset.train.learning_rate_schedule == "cosine" and preset.model.dropout_rate == 0.1
     assert (
-        len(preset.data.augment) == 5 and preset.data.shuffle_batches and preset.train.preset == "small_data"
+        len(preset.data.augment) == 6 and preset.data.shuffle_batches and preset.train.preset == "small_data"
     )
     given = [
         "train",
@@ -387,7 +387,7 @@ def test_a_closed_pipe_ends_quietly() -> None:
         "cli.HANDLERS['alphabet'] = chatty\n"
         "sys.exit(cli.main(['alphabet', '--from', 'x.csv']))\n"
     )
-    shell = f"{sys.executable} -c \"$SCRIPT\" | head -1"
+    shell = f'{sys.executable} -c "$SCRIPT" | head -1'
     done = subprocess.run(
         ["bash", "-o", "pipefail", "-c", shell],
         env={**os.environ, "SCRIPT": script},

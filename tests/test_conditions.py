@@ -86,7 +86,7 @@ def test_apply_pads_mixes_and_levels(speech: np.ndarray) -> None:
 
 
 def test_draw_is_a_function_of_the_generator_and_covers_the_ranges() -> None:
-    spread = Conditions()
+    spread = Conditions(as_spoken=0.0)
     first = [conditions.draw(spread, np.random.default_rng(5)) for _ in range(2)]
     assert first[0] == first[1]
     rng = np.random.default_rng(6)
@@ -95,6 +95,16 @@ def test_draw_is_a_function_of_the_generator_and_covers_the_ranges() -> None:
     assert 0.2 < sum(c.lead > spread.max_lead for c in drawn) / 400 < 0.4
     assert all(spread.peak[0] <= c.peak <= spread.peak[1] for c in drawn)
     assert 0.2 < sum(bool(c.noise) for c in drawn) / 400 < 0.4
-    assert 0.02 < sum(c.telephone for c in drawn) / 400 < 0.09
+    assert 0.1 < sum(c.telephone for c in drawn) / 400 < 0.2
     assert {c.noise for c in drawn} == {"", *conditions.NOISES}
     assert len({c.describe() for c in drawn}) == 400
+
+
+def test_a_share_is_left_as_spoken_at_any_level() -> None:
+    spread = Conditions(as_spoken=0.5)
+    rng = np.random.default_rng(8)
+    drawn = [conditions.draw(spread, rng) for _ in range(400)]
+    plain = [c for c in drawn if c == Condition(peak=c.peak)]  # no silence, noise or line
+    assert 0.4 < len(plain) / 400 < 0.6
+    assert all(spread.peak[0] <= c.peak <= spread.peak[1] for c in plain)
+    assert len({c.peak for c in plain}) > 100  # the level is still drawn

@@ -108,9 +108,10 @@ class Conditions:
     noisy: float = 0.3  # share of utterances with background noise (the rest: digital silence around)
     snr: tuple[float, float] = (30.0, 50.0)  # dB, uniform
     peak: tuple[float, float] = (-35.0, -1.0)  # dBFS, uniform
-    telephone: float = 0.05  # share through a telephone line
+    telephone: float = 0.15  # share through a telephone line
     nonspeech: float = 0.08  # recordings with nobody speaking, as a share of the speech recordings
     nonspeech_seconds: tuple[float, float] = (1.0, 4.0)  # their length, uniform
+    as_spoken: float = 0.5  # share of speech recordings left as spoken (no silence, noise or line; any level)
 
 
 def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
@@ -124,6 +125,8 @@ def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:
     snr = float(rng.uniform(*conditions.snr))
     peak = float(rng.uniform(*conditions.peak))
     phone = bool(rng.random() < conditions.telephone)
+    if rng.random() < conditions.as_spoken:
+        return Condition(peak=round(peak, 1))
     return Condition(
         round(lead, 2), round(trail, 2), kind if noisy else "", round(snr, 1), round(peak, 1), phone
     )

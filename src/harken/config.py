@@ -264,6 +264,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "tempo[p=0.3,factor=1~0.1]",
                 "reverb[p=0.2,delay=20~10,decay=8:4~2]",
                 "add[p=0.3,domain=features,stddev=0~0.2]",
+                "resample[p=0.4,rate=8000]",
             ),
         },
         "train": {"learning_rate_schedule": "cosine", "warmup_epochs": 1.0},
@@ -330,9 +331,9 @@ class TrainConfig:
     )
     preset: str = option(
         "",
-        "small_data: harken's recipe for an hour or less of speech (SpecAugment-style masks, tempo, reverb "
-        "and feature noise, dropout 0.1, --learning_rate_schedule cosine, --empty_transcripts train); "
-        "options given as well win",
+        "small_data: harken's recipe for an hour or less of speech (SpecAugment-style masks, tempo, "
+        "reverb, 8 kHz band limits and feature noise, dropout 0.1, --learning_rate_schedule cosine, "
+        "--empty_transcripts train); options given as well win",
         choices=("", *PRESETS),
     )
 

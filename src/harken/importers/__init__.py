@@ -57,8 +57,9 @@ def _synthetic_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clean",
         action="store_true",
-        help="training speech alone, as espeak-ng says it (default: with silence around it, background "
-        "noise, levels from -35 to -1 dBFS and a share of telephone lines, as real recordings have)",
+        help="training speech alone, as espeak-ng says it (default: half of it as spoken, half with "
+        "silence around it, background noise or a telephone line, all at levels from -35 to -1 dBFS, and "
+        "recordings with nobody speaking, as real recordings have)",
     )
     parser.add_argument("--noprogress", dest="progress", action="store_false", help="no progress bar")
 
