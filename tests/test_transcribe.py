@@ -22,6 +22,15 @@ def test_expand_files_folders_and_globs(tmp_path: Path) -> None:
     assert expand([tmp_path / "missing.wav"]) == [tmp_path / "missing.wav"]  # reported later, not dropped
 
 
+def test_a_folder_gives_transcribe_every_file_the_folder_importer_takes(tmp_path: Path) -> None:
+    from harken.importers import folder
+
+    names = [f"x{suffix}" for suffix in sorted(folder.AUDIO_SUFFIXES)]  # .wave, .sph, .rf64, .voc ...
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert expand([tmp_path]) == [tmp_path / n for n in sorted(names)]
+
+
 @pytest.mark.slow
 def test_other_rates_and_channel_counts_transcribe_like_the_original(ldc_model: Path, tmp_path: Path) -> None:
     """The model only ever heard the 16 kHz mono file; the 44.1 kHz stereo one must give the same text."""

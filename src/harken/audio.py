@@ -20,6 +20,13 @@ from scipy.signal import resample_poly
 
 from harken.storage import RemoteError, open_remote, read_remote, remote_exists, remote_size, remote_url
 
+# The files harken takes as audio when it looks through a folder (`harken transcribe DIR`, `harken import
+# folder`): what libsndfile (and its mpg123 / opus support) reads.
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd"}
+    | {".sph", ".nist", ".w64", ".rf64", ".caf", ".voc"}
+)
+
 
 class AudioError(ValueError):
     """Audio that cannot be used; the message names the file and says why in one line."""

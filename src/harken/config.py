@@ -63,7 +63,7 @@ FEATURE_NORMS = ("auto", "mean", "none")
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """The acoustic front end: DeepSpeech 0.9's MFCC, exactly (see DESIGN.md)."""
+    """The acoustic front end: DeepSpeech 0.9's MFCC, exactly (docs/design.md)."""
 
     audio_sample_rate: int = option(16000, "sample rate the model works at; input audio is resampled to it")
     feature_win_len: int = option(32, "feature extraction window length in milliseconds")

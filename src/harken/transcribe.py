@@ -22,7 +22,6 @@ from harken.inference import Model, TokenMetadata
 from harken.storage import remote_url
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf"}
 
 
 class Cancelled(Exception):
@@ -77,7 +76,8 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            audio_files = (p for p in path.rglob("*") if p.suffix.lower() in audio.AUDIO_SUFFIXES)
+            found = sorted(p for p in audio_files if p.is_file())
         elif not path.exists() and glob.has_magic(text):
             found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
         else:

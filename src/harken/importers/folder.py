@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harken import audio
 from harken.importers._common import (
     ImportConfig,
     ImportReport,
@@ -30,10 +31,7 @@ from harken.importers._common import (
 
 __all__ = ["AUDIO_SUFFIXES", "FolderConfig", "prepare"]
 
-AUDIO_SUFFIXES = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd"}
-    | {".sph", ".nist", ".w64", ".rf64", ".caf", ".voc"}
-)
+AUDIO_SUFFIXES = audio.AUDIO_SUFFIXES  # one list: `harken transcribe DIR` takes what this imports
 _EXPECTED = "a folder of audio files, each with a same-named .txt transcript"
 NO_TRANSCRIPT = "no .txt transcript beside the audio file"
 DUPLICATE = "another audio file has the same name (the .wav, or the first by suffix, is used)"
