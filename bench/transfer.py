@@ -38,7 +38,13 @@ OUT = ROOT / "runs" / "bench-transfer"
 VOICES = ("en-gb-x-gbcwmd+Alicia", "en-us+Gene", "en-029+linda", "en-gb-scotland+david")
 TEST_VOICES = ("en-us-nyc+grandma", "en-gb-x-rp+Mike")
 LINE = Conditions(
-    max_lead=0.3, max_trail=0.3, noisy=1.0, snr=(10.0, 25.0), peak=(-35.0, -20.0), telephone=1.0
+    max_lead=0.3,
+    max_trail=0.3,
+    noisy=1.0,
+    snr=(10.0, 25.0),
+    peak=(-35.0, -20.0),
+    telephone=1.0,
+    as_spoken=0.0,
 )
 
 
@@ -108,7 +114,8 @@ def main() -> None:
     print(f"small set: {count} training utterances ({seconds / 60:.1f} min), test {test_csv}")
     base = checkpoint.stored_config(checkpoint.read(checkpoint.listing(args.pretrained, "best_dev")[-1]))
     print(f"pre-trained: {args.pretrained} (feature_norm {base.features.feature_norm})")
-    print(f"  pre-trained as it is: WER {test(args.pretrained, test_csv)[0]:.2%}")
+    wer, cer = test(args.pretrained, test_csv)
+    print(f"  pre-trained as it is: WER {wer:.2%}  CER {cer:.2%}")
     e = args.epochs
     runs = {
         "scratch": recipe("scratch", train_csv, e, None),
