@@ -398,3 +398,12 @@ def test_a_closed_pipe_ends_quietly() -> None:
     assert done.stdout.startswith("a line of output"), done
     assert done.stderr == "", done.stderr
     assert done.returncode == 141
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def upload(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a remote store's connection went away
+
+    monkeypatch.setitem(cli.HANDLERS, "alphabet", upload)
+    assert cli.main(["alphabet", "--from", "x.csv"]) == 2
+    assert "harken: error: Broken pipe" in capsys.readouterr().err

@@ -108,3 +108,13 @@ def test_a_share_is_left_as_spoken_at_any_level() -> None:
     assert 0.4 < len(plain) / 400 < 0.6
     assert all(spread.peak[0] <= c.peak <= spread.peak[1] for c in plain)
     assert len({c.peak for c in plain}) > 100  # the level is still drawn
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("as_spoken", 1.5), ("telephone", -0.1), ("noisy", float("nan")), ("as_spoken", "0.5"),
+     ("max_lead", -1.0), ("peak", (-1.0, -35.0)), ("peak", (5.0, 10.0)), ("nonspeech_seconds", (-2.0, 1.0))],
+)  # fmt: skip
+def test_conditions_out_of_range_are_named(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"conditions: {field} must be"):
+        Conditions(**{field: value})  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ from conftest import DATA, LDC93S1_TEXT
 
 def test_expand_files_folders_and_globs(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    for name in ("b.wav", "a.flac", "sub/c.mp3", "notes.txt"):
+    (tmp_path / ".Trash").mkdir()
+    for name in ("b.wav", "a.flac", "sub/c.mp3", "notes.txt", "._b.wav", ".Trash/d.wav"):
         (tmp_path / name).write_bytes(b"")
     assert expand([tmp_path]) == [tmp_path / "a.flac", tmp_path / "b.wav", tmp_path / "sub" / "c.mp3"]
     assert expand([str(tmp_path / "*.wav")]) == [tmp_path / "b.wav"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import select
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -559,6 +560,16 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: object, *
     print(f"harken: warning: {message}", file=sys.stderr)
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe or socket whose reader has closed it."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -569,7 +580,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:  # Ctrl-C (130), or SIGTERM where a command turns it into one
         print(f"harken: {getattr(interrupt, 'reason', 'interrupted')}", file=sys.stderr)
         return int(getattr(interrupt, "exit_code", 130))
-    except BrokenPipeError:  # the reader went away (`harken ... | head`): stop quietly, as other tools do
+    except BrokenPipeError as error:
+        if not _stdout_gone():  # another pipe or socket: an error like any other
+            print(f"harken: error: {error.strerror or 'broken pipe'}", file=sys.stderr)
+            return 2
+        # the reader of our output went away (`harken ... | head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit
         return 141  # 128 + SIGPIPE
     except (ValueError, RuntimeError, OSError) as error:

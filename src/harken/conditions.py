@@ -111,7 +111,35 @@ class Conditions:
     telephone: float = 0.15  # share through a telephone line
     nonspeech: float = 0.08  # recordings with nobody speaking, as a share of the speech recordings
     nonspeech_seconds: tuple[float, float] = (1.0, 4.0)  # their length, uniform
-    as_spoken: float = 0.5  # share of speech recordings left as spoken (no silence, noise or line; any level)
+    # Share of the drawn conditions that are none at all: the recording as spoken, at a drawn level. The
+    # shares above are of the rest (so 15 % telephone is 7.5 % of the corpus); a recording with nobody
+    # speaking drawn as spoken is digital silence or a quiet room (``nobody``).
+    as_spoken: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("long_lead", "noisy", "telephone", "as_spoken"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ValueError(f"conditions: {name} must be a share from 0 to 1, got {value!r}")
+        for name in ("max_lead", "max_long_lead", "max_trail", "nonspeech"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < math.inf:
+                raise ValueError(f"conditions: {name} must be a number >= 0, got {value!r}")
+        if self.max_long_lead < self.max_lead:
+            raise ValueError(
+                f"conditions: max_long_lead {self.max_long_lead} is under max_lead {self.max_lead}"
+            )
+        for name, lowest, highest in (
+            ("snr", -math.inf, math.inf),
+            ("peak", -120.0, 0.0),
+            ("nonspeech_seconds", 0.0, 3600.0),
+        ):
+            low, high = getattr(self, name)
+            if not lowest <= low <= high <= highest:
+                raise ValueError(
+                    f"conditions: {name} must be (low, high), {lowest} <= low <= high <= {highest}; "
+                    f"got {(low, high)}"
+                )
 
 
 def draw(conditions: Conditions, rng: np.random.Generator) -> Condition:

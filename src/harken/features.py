@@ -41,9 +41,9 @@ GRID = 2.0**16  # normalised frames are computed on multiples of 1 / GRID: exact
 SILENT_LOG_MEL = -18.0  # a frame's mean log mel energy below this is digital silence (the floor is -27.6,
 # 16-bit quantisation noise about -8)
 LOUD_DB = 30.0  # the running mean is over the frames within this many dB of the window's loudest
-# A frame of digital silence comes out as the quietest frame the mean counts: c0 LOUD_DB under the mean (about
-# -31 with 40 mel channels; speech frames lie within -60..+40), the other coefficients 0. At -100 instead, the
-# context windows of the speech frames beside silence held an outlier and training took twice the epochs.
+# A frame of digital silence comes out with c0 LOUD_DB under the mean (as far as the gate reaches under the
+# loudest; -31 with 40 mel channels; speech frames lie within -60..+40), the other coefficients 0. At -100,
+# the context windows of the speech frames beside silence held an outlier and training took twice the epochs.
 NORM_BLOCK = 64  # frames normalised together (bounds the [block, window] masks' memory)
 
 

@@ -66,6 +66,13 @@ class Transcript:
     warning: str = ""  # one line when only part of the file could be read (truncated, damaged)
 
 
+def _audio_file(path: Path, folder: Path) -> bool:
+    """An audio file of ``folder`` as `harken import folder` takes them: by suffix, hidden names (and
+    hidden folders' contents: .Trash, macOS's ._ resource forks) left out."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.suffix.lower() in audio.AUDIO_SUFFIXES and not hidden and path.is_file()
+
+
 def expand(inputs: Iterable[str | Path]) -> list[Path]:
     """Files, folders (their audio files, recursively, sorted) and glob patterns, as a list of paths.
 
@@ -76,8 +83,7 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            audio_files = (p for p in path.rglob("*") if p.suffix.lower() in audio.AUDIO_SUFFIXES)
-            found = sorted(p for p in audio_files if p.is_file())
+            found = sorted(p for p in path.rglob("*") if _audio_file(p, path))
         elif not path.exists() and glob.has_magic(text):
             found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
         else:
