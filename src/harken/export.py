@@ -33,12 +33,11 @@ from harken import __version__, audio, decoder, features, quantization
 from harken import config as config_module
 from harken.checkpoint import LoadedModel
 from harken.config import ExportConfig, FeatureConfig
+from harken.inference import FORMAT_VERSION, METADATA_KEY
 from harken.model import DeepSpeech
 
 INPUTS = ("windows", "h0", "c0")
 OUTPUTS = ("log_probs", "hn", "cn")
-METADATA_KEY = "harken"
-FORMAT_VERSION = 1  # of the exported graph's interface; a reader refuses files newer than it knows
 CONFIDENT = 0.9  # the int8 check compares frames where the float model gives one class this probability
 MIN_AGREEMENT = 0.97  # of those frames' argmax, int8 against float
 MAX_SHIFT = 0.01  # mean total-variation distance (half the summed |Δp|) over those frames

@@ -44,8 +44,10 @@ from harken import config as config_module
 from harken.alphabet import Alphabet
 from harken.config import Config, DecoderConfig
 from harken.decoder import BeamSettings, Decoder, settings_from
-from harken.export import FORMAT_VERSION, METADATA_KEY
 from harken.scorer import Scorer
+
+METADATA_KEY = "harken"  # the ONNX file's metadata entry harken writes (export.py) and reads
+FORMAT_VERSION = 1  # of the exported graph's interface; a reader refuses files newer than it knows
 
 State = tuple[np.ndarray, np.ndarray]  # (h, c), each [directions, batch, n_hidden]
 SEGMENT_FRAMES = 200  # side-by-side stretches are 4 s (of 20 ms frames) or more on average ...

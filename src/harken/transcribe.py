@@ -137,7 +137,7 @@ def speech_segments(
     return segments
 
 
-def _words(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: float) -> tuple[Word, ...]:
+def words_of(tokens: tuple[TokenMetadata, ...], offset: float, end: float, step: float) -> tuple[Word, ...]:
     """Characters with start times -> words with start and end times in seconds, rounded to 1 ms (a word
     ends one frame step after its last character starts)."""
     words: list[Word] = []
@@ -175,7 +175,7 @@ def _decode(
         return None
     first, last = (offset + begin) / rate, (offset + end) / rate
     return Segment(
-        round(first, 3), round(last, 3), text, _words(best.tokens, first, last, step), best.confidence,
+        round(first, 3), round(last, 3), text, words_of(best.tokens, first, last, step), best.confidence,
         tuple(Alternative(" ".join(o.text.split()), o.confidence) for o in others),
     )  # fmt: skip
 

@@ -33,7 +33,7 @@ import torch
 from harken.alphabet import Alphabet, AlphabetError
 from harken.config import Config, FeatureConfig, ModelConfig
 from harken.interop.crc32c import crc32c, unmask
-from harken.interop.tflite import ImportedModel, InteropError, _gates_tf_to_torch
+from harken.interop.tflite import ImportedModel, InteropError, gates_tf_to_torch
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two block handles padded to 40 bytes, then the 8-byte magic number
@@ -419,13 +419,13 @@ def _state_dict(checkpoint: Checkpoint, scope: str, forget_bias: float) -> dict[
         target = "layer_6" if layer == "layer_6" else f"{layer}.linear"
         weights[f"{target}.weight"] = t(array(f"{layer}/weights").T)  # TF [in, out] -> torch [out, in]
         weights[f"{target}.bias"] = t(array(f"{layer}/bias"))
-    kernel = _gates_tf_to_torch(array(f"{scope}/kernel").T)  # [4H, n_in + H] over concat(input, h)
+    kernel = gates_tf_to_torch(array(f"{scope}/kernel").T)  # [4H, n_in + H] over concat(input, h)
     bias = array(f"{scope}/bias")
     hidden = bias.shape[0] // 4
     bias[2 * hidden : 3 * hidden] += forget_bias  # f in TF's i, j, f, o
     weights["lstm.weight_ih_l0"] = t(kernel[:, :hidden])
     weights["lstm.weight_hh_l0"] = t(kernel[:, hidden:])
-    weights["lstm.bias_ih_l0"] = t(_gates_tf_to_torch(bias))
+    weights["lstm.bias_ih_l0"] = t(gates_tf_to_torch(bias))
     weights["lstm.bias_hh_l0"] = torch.zeros(4 * hidden)
     return weights
 

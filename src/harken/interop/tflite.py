@@ -142,7 +142,7 @@ def _metadata(interpreter: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _gates_tf_to_torch(matrix: np.ndarray) -> np.ndarray:
+def gates_tf_to_torch(matrix: np.ndarray) -> np.ndarray:
     """Rows in TensorFlow's LSTM gate order (i, j, f, o) -> torch's (i, f, g=j, o)."""
     i, j, f, o = np.split(matrix, 4, axis=0)
     return np.concatenate([i, f, j, o], axis=0)
@@ -160,13 +160,13 @@ def _state_dict(
     def t(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
-    kernel = _gates_tf_to_torch(wl)  # [4H, 2H]: columns are concat(input, h)
+    kernel = gates_tf_to_torch(wl)  # [4H, 2H]: columns are concat(input, h)
     return {
         "layer_1.linear.weight": t(w1), "layer_1.linear.bias": t(b1),
         "layer_2.linear.weight": t(w2), "layer_2.linear.bias": t(b2),
         "layer_3.linear.weight": t(w3), "layer_3.linear.bias": t(b3),
         "lstm.weight_ih_l0": t(kernel[:, :hidden]), "lstm.weight_hh_l0": t(kernel[:, hidden:]),
-        "lstm.bias_ih_l0": t(_gates_tf_to_torch(bl)), "lstm.bias_hh_l0": torch.zeros(4 * hidden),
+        "lstm.bias_ih_l0": t(gates_tf_to_torch(bl)), "lstm.bias_hh_l0": torch.zeros(4 * hidden),
         "layer_5.linear.weight": t(w5), "layer_5.linear.bias": t(b5),
         "layer_6.weight": t(w6), "layer_6.bias": t(b6),
     }  # fmt: skip

@@ -18,7 +18,7 @@ from scipy.signal import firwin
 
 from harken import audio
 from harken.inference import Model, Stream
-from harken.transcribe import _words
+from harken.transcribe import words_of
 
 VAD_RATES = (8000, 16000, 32000, 48000)  # what WebRTC's detector takes
 Event = dict[str, Any]
@@ -185,7 +185,7 @@ class Utterances:
         self._stream, self._partial, self._utterance_start = self.model.create_stream(), "", end
         first, last = start / self.rate, end / self.rate
         step = self.model.config.features.feature_win_step / 1000.0
-        words = _words(best.tokens, first, last, step)
+        words = words_of(best.tokens, first, last, step)
         final: Event = {
             "type": "final",
             "text": " ".join(best.text.split()),
