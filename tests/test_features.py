@@ -204,6 +204,28 @@ def test_stored_configs_without_the_option_meant_none() -> None:
             FeatureConfig(feature_norm_window=window)
 
 
+def test_a_model_stored_before_the_silence_option_keeps_its_silent_frame() -> None:
+    """mean checkpoints written before --feature_norm_silence learned digital silence as c0 -100: loaded,
+    they still get it; a new model gets the gate's floor (30 dB); the option moves it."""
+    from harken import config as config_module
+    from harken.config import Config
+
+    old = config_module.to_dict(Config(features=MEAN))
+    del old["features"]["feature_norm_silence"]
+    stored = config_module.from_dict(Config, old, stored=True).features
+    zeros = torch.zeros(1, 40, MEAN.n_mfcc)
+    zeros[..., 0] = -1000.0  # far below digital silence's threshold
+    for config, c0 in (
+        (stored, -100.0),
+        (MEAN, -30.892),
+        (FeatureConfig(feature_norm="mean", feature_norm_silence=10.0), -10.297),
+    ):
+        silent = features.normalize(zeros, config)[0]
+        assert torch.allclose(silent[:, 0], torch.tensor(c0), atol=1e-3) and not silent[:, 1:].any(), config
+    with pytest.raises(ValueError, match="--feature_norm_silence 0.0: must be more than 0"):
+        FeatureConfig(feature_norm_silence=0.0)
+
+
 def test_noise_before_the_speech_does_not_move_the_speech() -> None:
     """A second of room tone 40 dB under the speech first: once the speech is there, the mean is over the
     loud frames, so the speech's frames come out nearly as without the noise before them."""

@@ -217,6 +217,11 @@ def test_the_front_end_is_normalised_for_new_models_and_kept_for_older_ones(tmp_
     assert _stored_norm(old) == "none"
     with pytest.raises(checkpoint.CheckpointError, match="feature_norm none, this run asks for mean"):
         train(_with(ldc_config(old, epochs=3, n_hidden=16), features={"feature_norm": "mean"}), **QUIET)
+    silence = _with(
+        ldc_config(new, epochs=2, n_hidden=16, feature_norm="auto"), features={"feature_norm_silence": 20.0}
+    )
+    with pytest.raises(checkpoint.CheckpointError, match="feature_norm_silence 30.0, this run asks for 20.0"):
+        train(silence, **QUIET)  # a mean model's silent frame is part of what it learned
     fine_tune = _with(
         ldc_config(tuned, epochs=1, n_hidden=16, feature_norm="auto"),
         checkpoint={"load_checkpoint_dir": str(old), "save_checkpoint_dir": str(tuned)},

@@ -127,6 +127,7 @@ GEOMETRY = {
         "n_context",
         "feature_norm",
         "feature_norm_window",
+        "feature_norm_silence",
     ),
     "model": ("n_hidden", "bidirectional"),
 }
@@ -149,8 +150,8 @@ def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphab
     config = resolve_front_end(config, payload)
     for section, names in GEOMETRY.items():
         for name in names:
-            if name == "feature_norm_window" and stored.features.feature_norm == "none":
-                continue  # no running mean: its window means nothing
+            if name.startswith("feature_norm_") and stored.features.feature_norm == "none":
+                continue  # no running mean: its window and silence mean nothing
             have = getattr(getattr(stored, section), name)
             want = getattr(getattr(config, section), name)
             if have != want:

@@ -82,14 +82,25 @@ class FeatureConfig:
     feature_norm_window: int = option(
         300, "frames the running mean of --feature_norm mean covers at most (300: the last 6 s)"
     )
+    feature_norm_silence: float = option(
+        30.0,
+        "dB under the running mean at which --feature_norm mean puts a frame of digital silence (30: the "
+        "quietest frames the mean counts; stored in the checkpoint)",
+    )
 
-    # What a stored configuration (checkpoint, export) written before an option existed meant by it.
-    STORED_BEFORE: ClassVar[dict[str, Any]] = {"feature_norm": "none"}
+    # What a stored configuration (checkpoint, export) written before an option existed meant by it: before
+    # feature_norm, DeepSpeech's front end; before feature_norm_silence, silent frames at c0 -100 (97.1 dB
+    # with 40 mel channels).
+    STORED_BEFORE: ClassVar[dict[str, Any]] = {
+        "feature_norm": "none",
+        "feature_norm_silence": 97.11119837887232,
+    }
 
     def __post_init__(self) -> None:
         _require_all(self, {
             "feature_norm": (lambda v: v in FEATURE_NORMS, " or ".join(FEATURE_NORMS)),
             "feature_norm_window": (lambda w: 0 < w <= 30000, "1 to 30000 frames (a stream keeps them)"),
+            "feature_norm_silence": (lambda d: 0 < d <= 200, "more than 0 and at most 200 dB"),
             "audio_sample_rate": (_positive, "a positive number of Hz"),
             "feature_win_len": (_positive, "a positive number of milliseconds"),
             "feature_win_step": (_positive, "a positive number of milliseconds"),

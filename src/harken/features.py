@@ -41,9 +41,10 @@ GRID = 2.0**16  # normalised frames are computed on multiples of 1 / GRID: exact
 SILENT_LOG_MEL = -18.0  # a frame's mean log mel energy below this is digital silence (the floor is -27.6,
 # 16-bit quantisation noise about -8)
 LOUD_DB = 30.0  # the running mean is over the frames within this many dB of the window's loudest
-# A frame of digital silence comes out with c0 LOUD_DB under the mean (as far as the gate reaches under the
-# loudest; -31 with 40 mel channels; speech frames lie within -60..+40), the other coefficients 0. At -100,
-# the context windows of the speech frames beside silence held an outlier and training took twice the epochs.
+# A frame of digital silence comes out with c0 --feature_norm_silence (30 dB, as far as the gate reaches under
+# the loudest) under the mean (-31 with 40 mel channels; speech frames lie within -60..+40), the other
+# coefficients 0. At c0 -100 (checkpoints before the option), the context windows of the speech frames beside
+# silence held an outlier and training on recordings took twice the epochs.
 NORM_BLOCK = 64  # frames normalised together (bounds the [block, window] masks' memory)
 
 
@@ -160,9 +161,9 @@ def _silent(frames: torch.Tensor, n_mel_channels: int) -> torch.Tensor:
     return frames[..., 0] < math.sqrt(2.0 * n_mel_channels) * SILENT_LOG_MEL
 
 
-def _loud_margin(config: FeatureConfig) -> float:
-    """LOUD_DB in c0 units (c0 = sqrt(2 n_mel) * the mean natural-log mel energy)."""
-    return LOUD_DB * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels)
+def _c0_of_db(db: float, config: FeatureConfig) -> float:
+    """A level difference in dB in c0 units (c0 = sqrt(2 n_mel) * the mean natural-log mel energy)."""
+    return db * math.log(10.0) / 20.0 * math.sqrt(2.0 * config.n_mel_channels)
 
 
 def _on_grid(frames: torch.Tensor, config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +190,7 @@ def _subtract_mean(
     values = torch.cat([past, grid], dim=1)  # [batch, n_past + time, n_mfcc]
     alive = torch.cat([past_live, live], dim=1)  # [batch, n_past + time]
     loudness = torch.where(alive, values[..., 0].to(torch.float64), -math.inf)  # [batch, n_past + time]
-    margin = _loud_margin(config) * GRID  # on the grid
+    margin = _c0_of_db(LOUD_DB, config) * GRID  # on the grid
     width, n_past, time = config.feature_norm_window, past.shape[1], grid.shape[1]
     means = []
     for first in range(0, time, NORM_BLOCK):
@@ -211,7 +212,7 @@ def _subtract_mean(
     mean = torch.cat(means, dim=1) if means else grid.to(torch.float64)  # [batch, time, n_mfcc]
     centred = (grid.to(torch.float64) - mean) / GRID
     silent = torch.zeros_like(centred)
-    silent[..., 0] = -_loud_margin(config)
+    silent[..., 0] = -_c0_of_db(config.feature_norm_silence, config)
     return torch.where(live.unsqueeze(-1), centred, silent).to(torch.float32)
 
 
