@@ -79,7 +79,7 @@ def test_a_few_foreign_words_are_left_out_not_refused(tmp_path: Path) -> None:
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="--order must be between 1 and 6"):
+    with pytest.raises(ValueError, match="--order 7: must be 1 to 6"):
         LmConfig(text=(), output=Path("x"), order=7)
     with pytest.raises(ValueError, match="--prune"):
         LmConfig(text=(), output=Path("x"), prune=(1, 1))

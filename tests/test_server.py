@@ -612,9 +612,13 @@ def test_options_are_checked_and_the_key_can_come_from_the_environment(
     assert cli.main(["serve", "--model", str(tiny_model), "--max_streams", "0"]) == 2
     assert capsys.readouterr().err.strip() == "harken: error: --max_streams 0: must be 1 or more"
     monkeypatch.setenv("HARKEN_API_KEY", "from-env")
-    resolved = ServerConfig().resolved()
-    assert resolved.api_key == "from-env" and resolved.workers >= 1 and resolved.host == "127.0.0.1"
-    assert ServerConfig(api_key="given").resolved().api_key == "given"
+    served: list[ServerConfig] = []
+    monkeypatch.setattr("harken.server.serve", lambda model, config, name: served.append(config))
+    assert cli.main(["serve", "--model", str(tiny_model)]) == 0
+    assert cli.main(["serve", "--model", str(tiny_model), "--api_key", "given"]) == 0
+    assert [config.api_key for config in served] == ["from-env", "given"]
+    resolved = ServerConfig().resolved()  # the library reads no environment
+    assert resolved.api_key == "" and resolved.workers >= 1 and resolved.host == "127.0.0.1"
 
 
 # ---- the slow tests: the LDC93S1-trained model, and a real browser -----------------------------------

@@ -7,7 +7,7 @@ from harken import cli
 from harken.alphabet import Alphabet
 from harken.config import CheckpointConfig, Config, DataConfig, DecoderConfig, TrainConfig
 from harken.scorer import Scorer, ScorerError
-from harken.tuning import tune
+from harken.tuning import TuneConfig, tune
 
 from conftest import DATA
 
@@ -25,7 +25,8 @@ def test_tune_stores_a_pair_no_worse_than_the_scorers_own(ldc_noisy_model: Path,
     scorer = tmp_path / "lm.scorer"
     shutil.copy(DATA / "pruned_lm.scorer", scorer)
     lines: list[str] = []
-    result = tune(_config(ldc_noisy_model, scorer), n_trials=6, alpha_max=3.0, beta_max=3.0, log=lines.append)
+    search = TuneConfig(n_trials=6, lm_alpha_max=3.0, lm_beta_max=3.0)
+    result = tune(_config(ldc_noisy_model, scorer), search, log=lines.append)
     assert result.trials == 6 and result.wer <= result.start_wer
     stored = Scorer(scorer, Alphabet.default())
     assert (stored.alpha, stored.beta) == (result.alpha, result.beta)
@@ -35,7 +36,7 @@ def test_tune_stores_a_pair_no_worse_than_the_scorers_own(ldc_noisy_model: Path,
 def test_tune_needs_a_scorer_and_dev_files(ldc_noisy_model: Path) -> None:
     config = _config(ldc_noisy_model, "")
     with pytest.raises(ScorerError, match="needs --scorer"):
-        tune(config, 2, 1.0, 1.0)
+        tune(config, TuneConfig(n_trials=2))
 
 
 def test_lm_commands(tmp_path: Path, ldc_noisy_model: Path, capsys: pytest.CaptureFixture[str]) -> None:

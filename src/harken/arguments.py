@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,50 @@ from harken.config import (
     FeatureConfig,
     ModelConfig,
     TrainConfig,
+    option,
 )
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model ``transcribe`` and ``serve`` load when it is not a checkpoint directory."""
+
+    model: Path | None = option(
+        None, "a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)"
+    )
+
+
+@dataclass(frozen=True)
+class ImportModelOptions:
+    """``harken import-model``: a DeepSpeech / Coqui model in, a harken checkpoint out."""
+
+    model: Path = option(
+        Path(),
+        "a .tflite file, or a TensorFlow checkpoint: its directory or prefix (release/best_dev-1466475)",
+        positional=True,
+    )
+    output: Path = option(Path(), "an empty checkpoint directory", required=True)
+    alphabet_config_path: Path | None = option(
+        None, "a TensorFlow checkpoint's alphabet (default: alphabet.txt beside it, else English)"
+    )
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """``harken shard``: a corpus packed into tar shards that train like its CSV."""
+
+    csv: str = option("", "CSV manifests, comma-joined", required=True, flag="from")
+    output: Path = option(Path(), "folder for shard-*.tar and the new CSV", required=True)
+    shard_size: int = option(1000, "recordings per tar")
+
+
+@dataclass(frozen=True)
+class AlphabetOptions:
+    """``harken alphabet``: the alphabet that spells a corpus's transcripts."""
+
+    csv: str = option("", "CSV manifests, comma-joined", required=True, flag="from")
+    output: Path | None = option(None, "write the alphabet file here (default: print it)")
+
 
 SECTIONS: dict[str, tuple[type[Any], str]] = {
     "features": (FeatureConfig, "features (stored in the checkpoint)"),
@@ -76,39 +120,108 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _add_field(group: argparse._ArgumentGroup, section: str, f: dataclasses.Field[Any]) -> None:
+_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "Path": Path}
+
+
+def _shown(default: Any, parsed: bool) -> str:
+    """A default as the help shows it (a parsed list as it is written; ``%`` escaped for argparse)."""
+    if parsed and isinstance(default, tuple):
+        text = repr(",".join(map(str, default)))
+    else:
+        text = repr(str(default)) if isinstance(default, Path) else repr(default)
+    return text.replace("%", "%%")
+
+
+def _reader(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An option's own parser, its ValueError shown as argparse's error message."""
+
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return read
+
+
+def _add_field(
+    group: argparse._ActionsContainer, section: str, f: dataclasses.Field[Any], switch: bool = False,
+    help_text: str | None = None,
+) -> None:  # fmt: skip
+    """One option's argument(s): ``--name`` (and its aliases), or a positional argument. A bool is
+    ``--name [BOOL]`` and ``--noname``; ``switch``: ``--name`` and ``--noname`` without a value (for
+    commands with positional arguments, which a value would swallow)."""
+    meta = f.metadata
     dest = f"{section}.{f.name}"
-    default = f.default
-    help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-    if kind == "bool":
+    parse = meta.get("parse")
+    value_type = _reader(parse) if parse else _TYPES.get(kind.removesuffix(" | None"), str)
+    text = meta.get("help", "") if help_text is None else help_text
+    if meta.get("positional"):
+        nargs = "+" if kind.startswith("tuple[") and parse is None else None
         group.add_argument(
-            f"--{f.name}", dest=dest, type=parse_bool, nargs="?", const=True, metavar="BOOL", help=help_text
+            dest, metavar=meta.get("metavar") or f.name, type=value_type, nargs=nargs, help=text
         )
-        group.add_argument(f"--no{f.name}", dest=dest, action="store_false", help=argparse.SUPPRESS)
         return
-    if kind == "tuple[str, ...]":
-        group.add_argument(f"--{f.name}", dest=dest, action="append", metavar="SPEC", help=help_text)
+    if not meta.get("required") and "(default" not in text:
+        text = f"{text} (default: {_shown(f.default, parse is not None)})"
+    flags = [f"--{meta.get('flag') or f.name}", *(f"--{alias}" for alias in meta.get("aliases", ()))]
+    for shortcut, value in meta.get("shortcuts", ()):
+        group.add_argument(
+            f"--{shortcut}",
+            dest=dest,
+            action="store_const",
+            const=value,
+            help=f"the same as {flags[0]} {value}",
+        )
+    if kind == "bool":
+        if switch:
+            group.add_argument(*flags, dest=dest, action="store_const", const=True, help=text)
+        else:
+            group.add_argument(
+                *flags, dest=dest, type=parse_bool, nargs="?", const=True, metavar="BOOL", help=text
+            )
+        group.add_argument(f"--no{flags[0][2:]}", dest=dest, action="store_false", help=argparse.SUPPRESS)
         return
-    types: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "float | None": float}
+    if kind == "tuple[str, ...]" and parse is None:
+        group.add_argument(*flags, dest=dest, action="append", metavar="SPEC", help=text)
+        return
     group.add_argument(
-        f"--{f.name}",
-        *(f"--{alias}" for alias in f.metadata.get("aliases", ())),
+        *flags,
         dest=dest,
-        type=types.get(kind, str),
-        metavar=kind.split(" ")[0].upper(),
-        choices=f.metadata.get("choices"),
-        help=help_text,
+        type=value_type,
+        metavar=meta.get("metavar") or kind.split(" ")[0].split("[")[0].upper(),
+        choices=meta.get("choices"),
+        required=meta.get("required", False),
+        help=text,
     )
+
+
+def add_options(
+    parser: argparse._ActionsContainer,
+    section: str,
+    cls: type[Any],
+    names: tuple[str, ...] | None = None,
+    switch: bool = False,
+    helps: dict[str, str] | None = None,
+) -> None:
+    """The arguments of ``cls``'s option fields (those of ``names``; None: all), their values kept under
+    ``section`` (``section_options`` builds ``cls`` back from them)."""
+    group = parser.add_argument_group(SECTIONS[section][1]) if section in SECTIONS else parser
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata and (names is None or f.name in names):
+            _add_field(group, section, f, switch, (helps or {}).get(f.name))
+
+
+def section_options(args: argparse.Namespace, section: str, cls: type[Any]) -> Any:
+    """``cls`` with the values given for ``section``'s options (the others: its defaults)."""
+    given = given_options(args).get(section, {})
+    return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in given.items()})
 
 
 def add_config_options(parser: argparse.ArgumentParser, command: str) -> None:
     for section, names in COMMAND_OPTIONS[command].items():
-        cls, title = SECTIONS[section]
-        group = parser.add_argument_group(title)
-        for f in dataclasses.fields(cls):
-            if names is None or f.name in names:
-                _add_field(group, section, f)
+        add_options(parser, section, SECTIONS[section][0], names)
 
 
 def given_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -126,64 +239,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return config_module.from_dict(Config, config_module.apply_preset(given_options(args)))
 
 
-def _prune(text: str) -> tuple[int, ...]:
-    """lmplz's pruning thresholds: "0 0 1" or DeepSpeech's "0|0|1"."""
-    try:
-        return tuple(int(part) for part in text.replace("|", " ").replace(",", " ").split())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected counts like '0 0 1', got {text!r}") from None
-
-
 def _add_lm_commands(commands: Any) -> None:
     from harken.language_model import LmConfig
+    from harken.tuning import TuneConfig
 
     lm = commands.add_parser("lm", help="build a scorer (KenLM language model) from text, or tune it")
     kinds = lm.add_subparsers(dest="lm_command", metavar="ACTION", required=True)
     build = kinds.add_parser(
         "build", help="text corpus -> .scorer (generate_lm.py + generate_scorer_package)"
     )
-    defaults = LmConfig(text=(), output=Path())
-    build.add_argument(
-        "--text",
-        required=True,
-        help="text: .txt or .gz, a sentence a line, or CSVs' transcripts; comma-joined",
-    )
-    build.add_argument("--output", type=Path, required=True, help="the .scorer file to write")
-    build.add_argument("--order", "--arpa_order", type=int, default=defaults.order, help="n-gram order")
-    build.add_argument(
-        "--top_k", type=int, default=defaults.top_k, help="vocabulary: the most frequent words"
-    )
-    build.add_argument(
-        "--prune", "--arpa_prune", type=_prune, default=defaults.prune,
-        help="lmplz --prune: minimum count per order, e.g. '0 0 1' (drops singleton trigrams and up)",
-    )  # fmt: skip
-    build.add_argument(
-        "--memory",
-        "--max_arpa_memory",
-        default=defaults.memory,
-        help="memory lmplz may sort in (e.g. 25%%, 2G)",
-    )
-    build.add_argument("--default_alpha", type=float, default=defaults.default_alpha, help="stored LM weight")
-    build.add_argument("--default_beta", type=float, default=defaults.default_beta, help="stored word bonus")
-    build.add_argument(
-        "--alphabet_config_path",
-        help="the model's alphabet (default: English); words it cannot spell are left out",
-    )
-    build.add_argument(
-        "--bytes_output_mode",
-        action="store_true",
-        help="a UTF-8 scorer for --bytes_output_mode models: each character is a word of the LM (as "
-        "DeepSpeech's Mandarin scorers); for a language with spaces, a word scorer built with "
-        "--alphabet_config_path serves byte models too",
-    )
-    build.add_argument(
-        "--max_oov_fraction", type=float, default=defaults.max_oov_fraction,
-        help="share of running words with characters outside the alphabet above which the text is refused",
-    )  # fmt: skip
+    add_options(build, "lm", LmConfig)
     tune = kinds.add_parser("tune", help="find alpha and beta on a dev set and store them in the scorer")
-    tune.add_argument("--n_trials", type=int, default=100, help="decodings of the dev set to try")
-    tune.add_argument("--lm_alpha_max", type=float, default=5.0, help="largest alpha tried")
-    tune.add_argument("--lm_beta_max", type=float, default=5.0, help="largest beta tried")
+    add_options(tune, "tune", TuneConfig)
     add_config_options(tune, "lm-tune")
     kinds.add_parser("setup", help="compile KenLM's lmplz and build_binary (needed by `lm build`) once")
 
@@ -194,14 +261,8 @@ def _add_serve_command(commands: Any) -> None:
     serve = commands.add_parser(
         "serve", help="a speech service: HTTP, WebSocket streaming and a browser page (see /v1/models)"
     )
-    serve.add_argument(
-        "--model",
-        type=Path,
-        help="a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)",
-    )
-    group = serve.add_argument_group("service and limits")
-    for f in dataclasses.fields(ServerConfig):
-        _add_field(group, "server", f)
+    add_options(serve, "source", ModelSource)
+    add_options(serve.add_argument_group("service and limits"), "server", ServerConfig)
     add_config_options(serve, "serve")
 
 
@@ -277,39 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser(
         "export", help="write the model as ONNX (float, and int8 with --quantize int8)"
     )
-    exporter.add_argument(
-        "--check_audio", type=Path, help="speech to check the export on (default: espeak-ng)"
-    )
     add_config_options(exporter, "export")
     import_model = commands.add_parser(
         "import-model",
         help="turn a DeepSpeech / Coqui STT .tflite model or TensorFlow checkpoint into a harken checkpoint",
     )
-    import_model.add_argument(
-        "model",
-        type=Path,
-        help="a .tflite file, or a TensorFlow checkpoint: its directory or prefix (release/best_dev-1466475)",
-    )
-    import_model.add_argument("--output", type=Path, required=True, help="an empty checkpoint directory")
-    import_model.add_argument(
-        "--alphabet_config_path",
-        type=Path,
-        help="a TensorFlow checkpoint's alphabet (default: alphabet.txt beside it, else English)",
-    )
+    add_options(import_model, "import_model", ImportModelOptions, switch=True)
     _add_lm_commands(commands)
     shard = commands.add_parser("shard", help="pack a corpus into tar shards that train like its CSV")
-    shard.add_argument("--from", dest="csv", required=True, help="CSV manifests, comma-joined")
-    shard.add_argument("--output", type=Path, required=True, help="folder for shard-*.tar and the new CSV")
-    shard.add_argument("--shard_size", type=int, default=1000, help="recordings per tar")
+    add_options(shard, "shard", ShardOptions)
     alphabet = commands.add_parser("alphabet", help="the alphabet that spells the CSV manifests' transcripts")
-    alphabet.add_argument("--from", dest="csv", required=True, help="CSV manifests, comma-joined")
-    alphabet.add_argument("--output", type=Path, help="write the alphabet file here (default: print it)")
+    add_options(alphabet, "alphabet", AlphabetOptions)
     _add_serve_command(commands)
-    importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
-    from harken.importers import IMPORTERS
+    _add_import_command(commands)
+    return parser
 
+
+def _add_import_command(commands: Any) -> None:
+    from harken.importers import IMPORTERS, ImportPaths
+
+    importer = commands.add_parser("import", help="turn a corpus into DeepSpeech CSV manifests")
     kinds = importer.add_subparsers(dest="corpus", metavar="CORPUS", required=True)
     for name, entry in IMPORTERS.items():
         sub = kinds.add_parser(name, help=entry.help)
-        entry.add_arguments(sub)
-    return parser
+        names = ("source", "target", "progress") if entry.source else ("target", "progress")
+        add_options(sub, "paths", ImportPaths, names, switch=True, helps={"source": entry.source})
+        add_options(sub, "importer", entry.config, switch=True)

@@ -11,11 +11,21 @@ import select
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harken.arguments import build_parser, config_from_args, given_options
-from harken.config import Config, ExportConfig
+from harken.arguments import (
+    AlphabetOptions,
+    ImportModelOptions,
+    ModelSource,
+    ShardOptions,
+    build_parser,
+    config_from_args,
+    given_options,
+    section_options,
+)
+from harken.config import Config, ExportConfig, data_folder
 
 if TYPE_CHECKING:
     from harken.inference import Model
@@ -23,10 +33,19 @@ if TYPE_CHECKING:
 __all__ = ["HANDLERS", "build_parser", "config_from_args", "main"]
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The Config the command line stands for, harken's data folder taken from $XDG_DATA_HOME."""
+    config = config_from_args(args)
+    if os.environ.get("XDG_DATA_HOME"):
+        folder = data_folder(os.environ["XDG_DATA_HOME"]) / "checkpoints"
+        config = replace(config, checkpoint=replace(config.checkpoint, default_dir=str(folder)))
+    return config
+
+
 def run_train(args: argparse.Namespace) -> int:
     from harken.train import train
 
-    config = config_from_args(args)
+    config = _config(args)
     result = train(config)
     if result.main:  # under torchrun: rank 0 only
         print(f"Checkpoints in {result.checkpoint_dir}")
@@ -36,7 +55,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from harken.evaluate import test_checkpoint
 
-    config = config_from_args(args)
+    config = _config(args)
     if not config.data.test_files:
         raise ValueError("no --test_files given")
     test_checkpoint(config, config.load_dir)
@@ -50,7 +69,7 @@ def _model_source(args: argparse.Namespace, config: Config) -> Path:
     """The model ``transcribe`` and ``serve`` load: --model, else the checkpoint directory. ValueError,
     one line naming the flag, when neither is given (and the default directory does not exist) or what is
     named cannot be a model."""
-    model: Path | None = args.model
+    model = section_options(args, "source", ModelSource).model
     expected = "expected a checkpoint directory, .onnx, .tflite or .pt"
     if model is not None:
         if not model.exists():
@@ -80,7 +99,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from harken.inference import Model
     from harken.model import choose_device
 
-    config = config_from_args(args)
+    config = _config(args)
     if args.candidate_transcripts < 1:
         raise ValueError(f"--candidate_transcripts must be at least 1, got {args.candidate_transcripts}")
     paths, repeats = transcribe.unique(transcribe.expand(args.audio))
@@ -140,13 +159,13 @@ def run_export(args: argparse.Namespace) -> int:
     from harken import checkpoint
     from harken.export import export
 
-    config = config_from_args(args)
+    config = _config(args)
     options = ExportConfig(**given_options(args)["export"])
     if not options.export_dir:
         raise ValueError("no --export_dir given")
     loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate)
     print(f"Exporting {loaded.path}")
-    for result in export(loaded, options, args.check_audio):
+    for result in export(loaded, options, Path(options.check_audio) if options.check_audio else None):
         print(f"Wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): {result.parity}")
     return 0
 
@@ -154,7 +173,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_import_model(args: argparse.Namespace) -> int:
     from harken import checkpoint
 
-    path, loaded = checkpoint.import_model(args.model, args.output, args.alphabet_config_path)
+    options = section_options(args, "import_model", ImportModelOptions)
+    path, loaded = checkpoint.import_model(options.model, options.output, options.alphabet_config_path)
     features, model = loaded.config.features, loaded.config.model
     print(
         f"Imported {loaded.path}: n_hidden {model.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
@@ -171,21 +191,15 @@ def run_lm(args: argparse.Namespace) -> int:
         language_model.install_tools(Path(sys.prefix), print)
         return 0
     if args.lm_command == "tune":
-        from harken.tuning import tune
+        from harken.tuning import TuneConfig, tune
 
-        tune(config_from_args(args), args.n_trials, args.lm_alpha_max, args.lm_beta_max)
+        tune(_config(args), section_options(args, "tune", TuneConfig))
         return 0
-    from harken.alphabet import Alphabet
-
-    texts = tuple(Path(part) for part in args.text.split(",") if part)
-    config = language_model.LmConfig(
-        text=texts, output=args.output, order=args.order, top_k=args.top_k, prune=args.prune,
-        memory=args.memory, default_alpha=args.default_alpha, default_beta=args.default_beta,
-        max_oov_fraction=args.max_oov_fraction,
-    )  # fmt: skip
-    if args.bytes_output_mode and args.alphabet_config_path:
-        raise ValueError("--bytes_output_mode builds a scorer of characters: give no --alphabet_config_path")
-    language_model.build(config, None if args.bytes_output_mode else Alphabet.load(args.alphabet_config_path))
+    given = given_options(args).get("lm", {})
+    options = section_options(args, "lm", language_model.LmConfig)
+    if not given.get("kenlm_bin") and os.environ.get("HARKEN_KENLM_BIN"):
+        options = replace(options, kenlm_bin=os.environ["HARKEN_KENLM_BIN"])
+    language_model.build(options, options.alphabet())
     return 0
 
 
@@ -194,8 +208,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from harken.model import choose_device
     from harken.server import ServerConfig, serve
 
-    config = config_from_args(args)
-    server = ServerConfig(**given_options(args).get("server", {}))
+    config = _config(args)
+    server = section_options(args, "server", ServerConfig)
+    if not server.api_key and os.environ.get("HARKEN_API_KEY"):
+        server = replace(server, api_key=os.environ["HARKEN_API_KEY"])
     source = _model_source(args, config)
     device = str(choose_device(config.train.device))
     model = Model(
@@ -209,7 +225,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_shard(args: argparse.Namespace) -> int:
     from harken import shards
 
-    shards.write(args.csv, args.output, args.shard_size)
+    options = section_options(args, "shard", ShardOptions)
+    shards.write(options.csv, options.output, options.shard_size)
     return 0
 
 
@@ -217,15 +234,16 @@ def run_alphabet(args: argparse.Namespace) -> int:
     from harken import alphabet, manifest
     from harken.storage import atomic_write
 
-    paths = manifest.split_files(args.csv)
+    options = section_options(args, "alphabet", AlphabetOptions)
+    paths = manifest.split_files(options.csv)
     found, counts = alphabet.from_transcripts(
         sample.transcript for path in paths for sample in manifest.read_csv(path)
     )
     text = found.to_file_text()
-    if args.output is None:
+    if options.output is None:
         print(text, end="")
     else:
-        with atomic_write(args.output, "w", encoding="utf-8") as handle:
+        with atomic_write(options.output, "w", encoding="utf-8") as handle:
             handle.write(text)
     shown = ", ".join(f"{symbol!r} {counts[symbol]:,}" for symbol in found.symbols)
     print(f"{len(found)} symbols in {', '.join(map(str, paths))}: {shown}", file=sys.stderr)
@@ -233,9 +251,11 @@ def run_alphabet(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from harken.importers import IMPORTERS
+    from harken.importers import IMPORTERS, ImportPaths
 
-    for path in IMPORTERS[args.corpus].run(args):
+    entry = IMPORTERS[args.corpus]
+    paths = section_options(args, "paths", ImportPaths)
+    for path in entry.prepare(paths, section_options(args, "importer", entry.config)):
         print(path)
     return 0
 

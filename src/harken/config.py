@@ -8,7 +8,7 @@ every checkpoint, so a model always knows its own geometry, features and alphabe
 from __future__ import annotations
 
 import dataclasses
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,14 +18,40 @@ def option(
     default: Any,
     help: str,
     group: str | None = None,
-    choices: tuple[str, ...] | None = None,
+    choices: tuple[Any, ...] | None = None,
     aliases: tuple[str, ...] = (),
+    *,
+    positional: bool = False,
+    required: bool = False,
+    parse: Callable[[str], Any] | None = None,
+    shortcuts: tuple[tuple[str, Any], ...] = (),
+    metavar: str | None = None,
+    flag: str | None = None,
 ) -> Any:
-    """A dataclass field that carries its command-line help text (and optionally its help group, the
-    values it takes and other flag names it answers to)."""
-    return field(
-        default=default, metadata={"help": help, "group": group, "choices": choices, "aliases": aliases}
-    )
+    """A dataclass field that is a command-line option: its help text and, optionally, its help group, the
+    values it takes, other flag names it answers to, whether it is a positional argument or a required
+    flag, how a value is read from its text (default: from the field's type), flags that set it to a
+    fixed value (``(("json", "json"),)``: ``--json`` sets it to "json"), the name its value goes by
+    in the help, and the flag's name where it cannot be the field's (``from``, a Python keyword).
+    ``arguments`` makes the flags; a field declared without ``option`` is no flag."""
+    metadata = {
+        "help": help,
+        "group": group,
+        "choices": choices,
+        "aliases": aliases,
+        "positional": positional,
+        "required": required,
+        "parse": parse,
+        "shortcuts": shortcuts,
+        "metavar": metavar,
+        "flag": flag,
+    }
+    return field(default=default, metadata=metadata)
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated option value as its parts, blanks dropped ("a, b,,c" -> ("a", "b", "c"))."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def require(ok: bool, flag: str, value: Any, expected: str) -> None:
@@ -53,9 +79,10 @@ def _rate(value: float) -> bool:
     return value == -1.0 or 0.0 <= value < 1.0
 
 
-def _default_dir(kind: str) -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "harken", kind)
+def data_folder(xdg_data_home: str = "") -> Path:
+    """harken's folder for what it keeps between runs: <XDG_DATA_HOME>/harken, ~/.local/share/harken when
+    none is given (``harken`` passes $XDG_DATA_HOME)."""
+    return Path(xdg_data_home or Path("~/.local/share").expanduser()) / "harken"
 
 
 FEATURE_NORMS = ("auto", "mean", "none")
@@ -231,7 +258,9 @@ class DataConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     checkpoint_dir: str = option(
-        _default_dir("checkpoints"), "directory to load checkpoints from and save them to"
+        "",
+        "directory to load checkpoints from and save them to (default: $XDG_DATA_HOME/harken/checkpoints, "
+        "else ~/.local/share/harken/checkpoints)",
     )
     load_checkpoint_dir: str = option("", "load from here instead of checkpoint_dir")
     save_checkpoint_dir: str = option("", "save to here instead of checkpoint_dir")
@@ -247,6 +276,8 @@ class CheckpointConfig:
     )
     checkpoint_secs: int = option(600, "save a checkpoint at least this often during an epoch (seconds)")
     max_to_keep: int = option(5, "number of latest training checkpoints to keep")
+    # Where checkpoints go when no --checkpoint_dir is given (harken sets it from $XDG_DATA_HOME).
+    default_dir: str = str(data_folder() / "checkpoints")
     drop_source_layers: int = option(
         0,
         "fine-tuning: re-initialise this many of the source model's last layers (1: the output layer, "
@@ -374,6 +405,7 @@ class ExportConfig:
     """ONNX export: where, how, and the metadata DeepSpeech's export_* flags carried."""
 
     export_dir: str = option("", "directory to write model.onnx (and model.int8.onnx) into")
+    check_audio: str = option("", "speech to check the export on (default: espeak-ng)")
     quantize: str = option(
         "none",
         "also write an int8 model (int8 weights, activations quantized per frame)",
@@ -405,14 +437,15 @@ class DecoderConfig:
     hot_words: str = option("", 'words to boost or suppress: "word:boost,word:boost" (needs a scorer)')
 
     def __post_init__(self) -> None:
-        _require_all(
-            self,
-            {
-                "beam_width": (lambda v: v >= 1, "at least 1"),
-                "cutoff_prob": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
-                "cutoff_top_n": (lambda v: v >= 1, "at least 1"),
-            },
-        )
+        check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)
+
+
+def check_search(beam_width: int, cutoff_prob: float, cutoff_top_n: int) -> None:
+    """The ranges of a beam search's settings (the flags' and ``decoder.BeamSettings``'s, which the
+    Model API changes)."""
+    require(beam_width >= 1, "beam_width", beam_width, "at least 1")
+    require(0.0 < cutoff_prob <= 1.0, "cutoff_prob", cutoff_prob, "in (0, 1]")
+    require(cutoff_top_n >= 1, "cutoff_top_n", cutoff_top_n, "at least 1")
 
 
 @dataclass(frozen=True)
@@ -428,11 +461,13 @@ class Config:
 
     @property
     def load_dir(self) -> Path:
-        return Path(self.checkpoint.load_checkpoint_dir or self.checkpoint.checkpoint_dir)
+        ckpt = self.checkpoint
+        return Path(ckpt.load_checkpoint_dir or ckpt.checkpoint_dir or ckpt.default_dir)
 
     @property
     def save_dir(self) -> Path:
-        return Path(self.checkpoint.save_checkpoint_dir or self.checkpoint.checkpoint_dir)
+        ckpt = self.checkpoint
+        return Path(ckpt.save_checkpoint_dir or ckpt.checkpoint_dir or ckpt.default_dir)
 
     @property
     def summary_dir(self) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from harken.alphabet import Alphabet
-from harken.config import DecoderConfig
+from harken.config import DecoderConfig, check_search
 from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
 
 
@@ -93,12 +93,7 @@ class BeamSettings:
     beam_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if self.beam_width < 1:
-            raise ValueError(f"--beam_width must be at least 1, got {self.beam_width}")
-        if not 0.0 < self.cutoff_prob <= 1.0:
-            raise ValueError(f"--cutoff_prob must be in (0, 1], got {self.cutoff_prob}")
-        if self.cutoff_top_n < 1:
-            raise ValueError(f"--cutoff_top_n must be at least 1, got {self.cutoff_top_n}")
+        check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)
 
     def weights(self, scorer: Scorer) -> tuple[float, float]:
         """(alpha, beta): these settings' where given, else the scorer's defaults."""

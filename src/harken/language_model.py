@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harken import manifest
 from harken.alphabet import Alphabet
+from harken.config import comma_list, option, require
 from harken.scorer import ScorerError, ScorerInfo, write_scorer
 
 TOOLS = ("lmplz", "build_binary")
@@ -40,56 +41,107 @@ class ToolError(RuntimeError):
     """KenLM's tools are missing or failed; one line."""
 
 
+def paths(text: str) -> tuple[Path, ...]:
+    """Comma-joined paths ("a.txt,b.csv") as paths."""
+    return tuple(Path(part) for part in comma_list(text))
+
+
+def prune_counts(text: str) -> tuple[int, ...]:
+    """lmplz's pruning thresholds: "0 0 1" or DeepSpeech's "0|0|1"."""
+    try:
+        return tuple(int(part) for part in text.replace("|", " ").replace(",", " ").split())
+    except ValueError:
+        raise ValueError(f"expected counts like '0 0 1', got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class LmConfig:
     """``harken lm build``'s options (DeepSpeech's generate_lm.py names and defaults where it had them)."""
 
-    text: tuple[Path, ...]
-    output: Path
-    order: int = 5  # generate_lm.py's --arpa_order
-    top_k: int = 500_000
-    prune: tuple[int, ...] = (0, 0, 1)  # lmplz --prune: minimum counts per order (last value repeats)
-    memory: str = "25%"  # lmplz / build_binary sorting memory (-S)
-    default_alpha: float = 0.931289039105002
-    default_beta: float = 1.1834137581510284
-    max_oov_fraction: float = 0.05  # share of running words the alphabet cannot spell before it's an error
+    text: tuple[Path, ...] = option(
+        (),
+        "text: .txt or .gz, a sentence a line, or CSVs' transcripts; comma-joined",
+        required=True,
+        parse=paths,
+        metavar="FILES",
+    )
+    output: Path = option(Path(), "the .scorer file to write", required=True)
+    order: int = option(5, "n-gram order", aliases=("arpa_order",))
+    top_k: int = option(500_000, "vocabulary: the most frequent words")
+    prune: tuple[int, ...] = option(
+        (0, 0, 1),
+        "lmplz --prune: minimum count per order, e.g. '0 0 1' (drops singleton trigrams and up; the last "
+        "value repeats)",
+        aliases=("arpa_prune",),
+        parse=prune_counts,
+        metavar="COUNTS",
+    )
+    memory: str = option("25%", "memory lmplz may sort in (e.g. 25%%, 2G)", aliases=("max_arpa_memory",))
+    default_alpha: float = option(0.931289039105002, "LM weight stored in the scorer")
+    default_beta: float = option(1.1834137581510284, "word insertion bonus stored in the scorer")
+    max_oov_fraction: float = option(
+        0.05, "share of running words with characters outside the alphabet above which the text is refused"
+    )
+    alphabet_config_path: str = option(
+        "", "the model's alphabet (default: English); words it cannot spell are left out"
+    )
+    bytes_output_mode: bool = option(
+        False,
+        "a UTF-8 scorer for --bytes_output_mode models: each character is a word of the LM (as "
+        "DeepSpeech's Mandarin scorers); for a language with spaces, a word scorer built with "
+        "--alphabet_config_path serves byte models too",
+    )
+    kenlm_bin: str = option(
+        "",
+        "the folder holding KenLM's lmplz and build_binary (default: $HARKEN_KENLM_BIN, else harken's "
+        "environment, else PATH)",
+    )
     lowercase: bool | None = None  # None: lowercase unless the alphabet has upper-case letters
-    binary_type: str = "trie"
-    binary_q_bits: int = 8
-    binary_a_bits: int = 255
+    binary_type: str = option("trie", "build_binary's data structure", choices=("trie", "probing"))
+    binary_q_bits: int = option(8, "build_binary -q: bits per quantised probability (trie)")
+    binary_a_bits: int = option(255, "build_binary -a: bits of pointer compression (trie)")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.order <= 6:
-            raise ValueError(f"--order must be between 1 and 6 (KenLM's limit here), got {self.order}")
-        if self.top_k < 1:
-            raise ValueError(f"--top_k must be at least 1, got {self.top_k}")
-        if any(count < 0 for count in self.prune) or (self.prune and self.prune[0] != 0):
-            raise ValueError(f"--prune must be counts >= 0 starting with 0 (unigrams), got {self.prune}")
-        if self.binary_type not in ("trie", "probing"):
-            raise ValueError(f"--binary_type must be trie or probing, got {self.binary_type}")
+        require(1 <= self.order <= 6, "order", self.order, "1 to 6 (KenLM's limit here)")
+        require(self.top_k >= 1, "top_k", self.top_k, "1 or more")
+        require(
+            all(count >= 0 for count in self.prune) and (not self.prune or self.prune[0] == 0),
+            "prune", " ".join(map(str, self.prune)), "counts of 0 or more, the first (unigrams) 0",
+        )  # fmt: skip
+        require(0 <= self.max_oov_fraction <= 1, "max_oov_fraction", self.max_oov_fraction, "0 to 1")
+        require(self.binary_type in ("trie", "probing"), "binary_type", self.binary_type, "trie or probing")
+        if self.bytes_output_mode and self.alphabet_config_path:
+            raise ValueError(
+                "--bytes_output_mode builds a scorer of characters: give no --alphabet_config_path"
+            )
+
+    def alphabet(self) -> Alphabet | None:
+        """The alphabet the scorer spells with; None: characters (--bytes_output_mode)."""
+        return None if self.bytes_output_mode else Alphabet.load(self.alphabet_config_path or None)
 
 
 # --- the tools -------------------------------------------------------------------------------------
 
 
-def _tool_dirs() -> list[Path]:
-    dirs = [Path(os.environ["HARKEN_KENLM_BIN"])] if os.environ.get("HARKEN_KENLM_BIN") else []
-    return [*dirs, Path(sys.prefix) / "bin", *(Path(p) for p in os.environ.get("PATH", "").split(os.pathsep))]
-
-
-def find_tools() -> dict[str, Path]:
-    """Paths of lmplz and build_binary, or a ToolError that says how to get them."""
+def find_tools(folder: str = "") -> dict[str, Path]:
+    """Paths of lmplz and build_binary (looked for in ``folder``, then the environment's bin, then PATH),
+    or a ToolError that says how to get them."""
     found: dict[str, Path] = {}
+    folders = [Path(folder)] if folder else []
     for tool in TOOLS:
-        for folder in _tool_dirs():
-            if (folder / tool).is_file() and os.access(folder / tool, os.X_OK):
-                found[tool] = folder / tool
+        for place in [*folders, Path(sys.prefix) / "bin"]:
+            if (place / tool).is_file() and os.access(place / tool, os.X_OK):
+                found[tool] = place / tool
                 break
+        else:
+            on_path = shutil.which(tool)
+            if on_path:
+                found[tool] = Path(on_path)
     missing = [tool for tool in TOOLS if tool not in found]
     if missing:
         raise ToolError(
             f"KenLM's {' and '.join(missing)} not found: run `harken lm setup` once to build them "
-            "(or set HARKEN_KENLM_BIN to the folder that has them)"
+            "(or give --kenlm_bin, or set HARKEN_KENLM_BIN, to the folder that has them)"
         )
     return found
 
@@ -228,7 +280,7 @@ def _build_binary(config: LmConfig, tools: dict[str, Path], work: Path, arpa: Pa
 def build(config: LmConfig, alphabet: Alphabet | None, log: Log = print) -> ScorerInfo:
     """Build ``config.output``. ``alphabet`` None builds a UTF-8 scorer for byte-output models: every
     character but whitespace is a word of the LM (DeepSpeech's scorers for Mandarin)."""
-    tools = find_tools()
+    tools = find_tools(config.kenlm_bin)
     lowercase = config.lowercase
     if lowercase is None:
         lowercase = alphabet is None or not any(symbol != symbol.lower() for symbol in alphabet.symbols)

@@ -16,13 +16,27 @@ import torch
 
 from harken import checkpoint, data, evaluate, metrics
 from harken.alphabet import Alphabet
-from harken.config import Config
+from harken.config import Config, option, require
 from harken.decoder import Decoder, settings_from
 from harken.model import choose_device
 from harken.scorer import Scorer, ScorerError, set_defaults
 from harken.summary import ProgressBar
 
 Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``harken lm tune``'s search: how many decodings of the dev set, over which (alpha, beta) box."""
+
+    n_trials: int = option(100, "decodings of the dev set to try")
+    lm_alpha_max: float = option(5.0, "largest alpha tried")
+    lm_beta_max: float = option(5.0, "largest beta tried")
+
+    def __post_init__(self) -> None:
+        require(self.n_trials >= 1, "n_trials", self.n_trials, "1 or more")
+        require(self.lm_alpha_max >= 0, "lm_alpha_max", self.lm_alpha_max, "0 or more")
+        require(self.lm_beta_max >= 0, "lm_beta_max", self.lm_beta_max, "0 or more")
 
 
 @dataclass(frozen=True)
@@ -67,25 +81,23 @@ def _rates(decoder: Decoder, frames: list[np.ndarray], texts: list[str]) -> tupl
     return metrics.wer(texts, hypotheses), metrics.cer(texts, hypotheses)
 
 
-def tune(config: Config, n_trials: int, alpha_max: float, beta_max: float, log: Log = print) -> TuneResult:
-    """Search (alpha, beta) in [0, alpha_max] x [0, beta_max]; store the best pair in the scorer."""
+def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) -> TuneResult:
+    """Search (alpha, beta) in [0, lm_alpha_max] x [0, lm_beta_max]; store the best pair in the scorer."""
     import optuna
 
     if not config.decoder.scorer_path:
         raise ScorerError("lm tune needs --scorer")
     if not config.data.dev_files:
         raise ScorerError("lm tune needs --dev_files")
-    if n_trials < 1:
-        raise ValueError(f"--n_trials must be at least 1, got {n_trials}")
     frames, texts, alphabet = dev_log_probs(config, log)
     scorer = Scorer(config.decoder.scorer_path, alphabet)
     base = settings_from(config.decoder)
-    log(f"Tuning on {len(frames)} dev samples, beam width {base.beam_width}, {n_trials} trials")
+    log(f"Tuning on {len(frames)} dev samples, beam width {base.beam_width}, {search.n_trials} trials")
     start = (scorer.alpha, scorer.beta)
 
     def objective(trial: optuna.Trial) -> float:
-        alpha = trial.suggest_float("alpha", 0.0, max(alpha_max, start[0]))
-        beta = trial.suggest_float("beta", 0.0, max(beta_max, start[1]))
+        alpha = trial.suggest_float("alpha", 0.0, max(search.lm_alpha_max, start[0]))
+        beta = trial.suggest_float("beta", 0.0, max(search.lm_beta_max, start[1]))
         settings = dataclasses.replace(base, alpha=alpha, beta=beta)
         wer, cer = _rates(Decoder(alphabet, settings, scorer), frames, texts)
         trial.set_user_attr("cer", cer)
@@ -94,8 +106,8 @@ def tune(config: Config, n_trials: int, alpha_max: float, beta_max: float, log: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
     study.enqueue_trial({"alpha": start[0], "beta": start[1]})
-    with ProgressBar("Tuning alpha and beta", n_trials, config.train.show_progressbar) as bar:
-        study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, t: bar.advance()])
+    with ProgressBar("Tuning alpha and beta", search.n_trials, config.train.show_progressbar) as bar:
+        study.optimize(objective, n_trials=search.n_trials, callbacks=[lambda s, t: bar.advance()])
     best = study.best_trial
     first = study.trials[0]
     result = TuneResult(

@@ -34,6 +34,7 @@ import soundfile
 
 from harken import audio, manifest
 from harken.alphabet import Alphabet
+from harken.config import option, require
 from harken.storage import atomic_write
 from harken.summary import ProgressBar
 
@@ -68,19 +69,16 @@ class Skip(Exception):
 class ImportConfig:
     """The options every importer takes; each importer's config adds its own."""
 
-    sample_rate: int = 16000  # of the wavs written
-    filter_alphabet: Path | None = None  # skip transcripts with characters outside this alphabet file
-    normalize: bool = False  # NFKD-normalise transcripts to ASCII ("café" -> "cafe")
-    max_duration: float = 0.0  # seconds; longer utterances are skipped (0: no limit)
-    jobs: int = 0  # conversion processes (0: one per CPU core)
+    sample_rate: int = option(16000, "sample rate of the wavs written")
+    filter_alphabet: Path | None = option(None, "alphabet file: skip transcripts with characters outside it")
+    normalize: bool = option(False, "NFKD-normalise transcripts to ASCII (café -> cafe)")
+    max_duration: float = option(0.0, "skip utterances longer than this many seconds (0: no limit)")
+    jobs: int = option(0, "conversion processes (0: one per CPU core)")
 
     def __post_init__(self) -> None:
-        if self.sample_rate < 8000:
-            raise ValueError(f"--sample_rate must be >= 8000 Hz, got {self.sample_rate}")
-        if self.max_duration < 0:
-            raise ValueError(f"--max_duration must be >= 0 seconds (0: no limit), got {self.max_duration}")
-        if self.jobs < 0:
-            raise ValueError(f"--jobs must be >= 0 (0: one per CPU core), got {self.jobs}")
+        require(self.sample_rate >= 8000, "sample_rate", self.sample_rate, "8000 Hz or more")
+        require(self.max_duration >= 0, "max_duration", self.max_duration, "0 (no limit) or more seconds")
+        require(self.jobs >= 0, "jobs", self.jobs, "0 (one per CPU core) or more")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harken.config import comma_list, option, require
 from harken.importers._common import (
     ImportConfig,
     Skip,
@@ -42,17 +43,27 @@ _COLUMNS = ("path", "sentence")
 class CommonVoiceConfig(ImportConfig):
     """Which splits to import, and where the clips are."""
 
-    max_duration: float = 10.0  # DeepSpeech's MAX_SECS
-    splits: tuple[str, ...] = ("train", "dev", "test")  # <split>.tsv files, or "train-all"
-    audio_dir: Path | None = None  # the mp3 clips (default: SOURCE/clips)
+    max_duration: float = option(
+        10.0, "skip utterances longer than this many seconds (0: no limit; 10: DeepSpeech's MAX_SECS)"
+    )
+    splits: tuple[str, ...] = option(
+        ("train", "dev", "test"),
+        "comma-separated .tsv names (validated, other ...) or train-all",
+        parse=comma_list,
+        metavar="NAMES",
+    )
+    audio_dir: Path | None = option(None, "the mp3 clips (default: SOURCE/clips)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.splits:
-            raise ValueError("--splits names no split")
+        require(bool(self.splits), "splits", "''", "one split name or more")
         for split in self.splits:
-            if not _NAME.fullmatch(split):
-                raise ValueError(f"--splits: {split!r} is not a split name such as train, dev or validated")
+            require(
+                bool(_NAME.fullmatch(split)),
+                "splits",
+                repr(split),
+                "split names such as train, dev or validated",
+            )
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:

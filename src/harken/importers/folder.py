@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harken import audio
+from harken.config import option, require
 from harken.importers._common import (
     ImportConfig,
     ImportReport,
@@ -42,16 +43,14 @@ UNREADABLE_TEXT = "unreadable transcript file"
 class FolderConfig(ImportConfig):
     """How to split the rows (both fractions 0: one all.csv)."""
 
-    dev_fraction: float = 0.0
-    test_fraction: float = 0.0
-    seed: int = 1234
+    dev_fraction: float = option(0.0, "share of the files for dev.csv (both fractions 0: all in all.csv)")
+    test_fraction: float = option(0.0, "share of the files for test.csv")
+    seed: int = option(1234, "of the split")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("dev_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"--{name} must be in [0, 1), got {value}")
+            require(0.0 <= getattr(self, name) < 1.0, name, getattr(self, name), "in [0, 1)")
         if self.dev_fraction + self.test_fraction >= 1.0:
             raise ValueError("--dev_fraction and --test_fraction together must leave some training data")
 

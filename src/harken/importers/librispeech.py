@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harken.config import comma_list, option
 from harken.importers._common import ImportConfig, Utterance, check_source, check_target, read_text, run
 
 __all__ = ["LibriSpeechConfig", "prepare"]
@@ -25,7 +26,10 @@ _EXPECTED = "an extracted LibriSpeech tree: <subset>/<speaker>/<chapter>/*.flac 
 class LibriSpeechConfig(ImportConfig):
     """Which subsets to import."""
 
-    subsets: tuple[str, ...] = ()  # e.g. ("train-clean-100", "dev-clean"); empty: every subset found
+    subsets: tuple[str, ...] = option(
+        (), "comma-separated subsets, e.g. train-clean-100,dev-clean (default: every one found)",
+        parse=comma_list, metavar="NAMES",
+    )  # fmt: skip
 
 
 def find_subsets(source: Path) -> dict[str, Path]:

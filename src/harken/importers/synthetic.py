@@ -41,6 +41,7 @@ import soundfile
 
 from harken import audio, conditions, manifest
 from harken.conditions import Condition, Conditions
+from harken.config import comma_list, option, require
 from harken.importers._common import write_wav
 
 __all__ = ["SyntheticConfig", "Synthesizer", "prepare", "sentences"]
@@ -359,36 +360,44 @@ _PITCHES = (35, 65)  # espeak pitch parameter (50 = the voice's own), drawn unif
 class SyntheticConfig:
     """What to synthesise. The defaults make about 1200 utterances (0.5 h of audio) in about 5 s."""
 
-    n_sentences: int = 500
-    train_voices: tuple[str, ...] = _TRAIN_VOICES
-    test_voices: tuple[str, ...] = _TEST_VOICES  # held-out speakers, for both dev and test
-    heldout_fraction: float = 0.2  # of the sentences: never in train, only in dev/test
-    heldout_repeats: int = 2  # how many held-out voices say each dev/test sentence
-    dev_fraction: float = 0.25  # of the held-out sentences; the rest are the test set
-    sample_rate: int = 16000
-    seed: int = 1234
-    text_file: Path | None = None  # one sentence per line; None: the built-in grammar
+    n_sentences: int = option(500, "distinct sentences")
+    train_voices: tuple[str, ...] = option(
+        _TRAIN_VOICES, "comma-separated espeak-ng voices for training, e.g. en+m1,en-us+f2", parse=comma_list,
+        metavar="VOICES",
+    )  # fmt: skip
+    test_voices: tuple[str, ...] = option(
+        _TEST_VOICES, "comma-separated held-out voices for dev and test", parse=comma_list, metavar="VOICES"
+    )
+    heldout_fraction: float = option(0.2, "share of the sentences never in train, only in dev and test")
+    heldout_repeats: int = option(2, "how many held-out voices say each dev/test sentence")
+    dev_fraction: float = option(0.25, "share of the held-out sentences in dev; the rest are the test set")
+    sample_rate: int = option(16000, "sample rate of the wavs written")
+    seed: int = option(1234, "of the sentences, voices and recording conditions")
+    text_file: Path | None = option(None, "one sentence per line (default: the built-in command grammar)")
+    clean: bool = option(
+        False,
+        "training speech alone, as espeak-ng says it (default: half of it as spoken, half with silence "
+        "around it, background noise or a telephone line, all at levels from -35 to -1 dBFS, and recordings "
+        "with nobody speaking, as real recordings have)",
+    )
     # How the training utterances are "recorded" (silence around them, noise, level, telephone lines), so
-    # that the corpus stands in for real recordings; None: speech alone. Dev and test stay speech alone:
-    # bench/robustness.py puts them through chosen conditions.
+    # that the corpus stands in for real recordings; None (or clean): speech alone. Dev and test stay
+    # speech alone: bench/robustness.py puts them through chosen conditions.
     conditions: Conditions | None = Conditions()
 
     def __post_init__(self) -> None:
-        if self.n_sentences < 1:
-            raise ValueError(f"n_sentences must be >= 1, got {self.n_sentences}")
-        if not self.train_voices or not self.test_voices:
-            raise ValueError("train_voices and test_voices must both name at least one voice")
+        if self.clean:
+            object.__setattr__(self, "conditions", None)
+        require(self.n_sentences >= 1, "n_sentences", self.n_sentences, "1 or more")
+        require(bool(self.train_voices), "train_voices", "''", "one voice or more")
+        require(bool(self.test_voices), "test_voices", "''", "one voice or more")
         shared = sorted(set(self.train_voices) & set(self.test_voices))
         if shared:
             raise ValueError(f"held-out voices must not be training voices: {', '.join(shared)}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if self.heldout_repeats < 1:
-            raise ValueError(f"heldout_repeats must be >= 1, got {self.heldout_repeats}")
-        if not 0.0 <= self.dev_fraction < 1.0:
-            raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
-        if self.sample_rate < 8000:
-            raise ValueError(f"sample_rate must be >= 8000 Hz, got {self.sample_rate}")
+        require(0.0 < self.heldout_fraction < 1.0, "heldout_fraction", self.heldout_fraction, "in (0, 1)")
+        require(self.heldout_repeats >= 1, "heldout_repeats", self.heldout_repeats, "1 or more")
+        require(0.0 <= self.dev_fraction < 1.0, "dev_fraction", self.dev_fraction, "in [0, 1)")
+        require(self.sample_rate >= 8000, "sample_rate", self.sample_rate, "8000 Hz or more")
 
 
 @dataclass(frozen=True)

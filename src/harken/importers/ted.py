@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harken.config import comma_list, option, require
 from harken.importers._common import (
     ImportConfig,
     ImportReport,
@@ -48,13 +49,16 @@ _SUFFIXES = ("'s", "'re", "'ve", "'ll", "'d", "'m", "'t")
 class TedConfig(ImportConfig):
     """Which splits to import, and what to do with unknown words."""
 
-    splits: tuple[str, ...] = ("train", "dev", "test")
-    drop_unk: bool = False  # keep segments with <unk>, dropping the <unk> (default: skip them)
+    splits: tuple[str, ...] = option(
+        ("train", "dev", "test"), "comma-separated splits", parse=comma_list, metavar="NAMES"
+    )
+    drop_unk: bool = option(
+        False, "keep segments with unknown words, dropping the <unk> (default: skip such segments)"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.splits:
-            raise ValueError("--splits names no split")
+        require(bool(self.splits), "splits", "''", "one split name or more")
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,9 @@ class ServerConfig:
             require(-1 <= getattr(self, name) <= 3, name, getattr(self, name), "-1 to 3")
 
     def resolved(self) -> ServerConfig:
-        """With the defaults that depend on the machine filled in: the API key from $HARKEN_API_KEY, the
-        worker count from the CPU count."""
-        return replace(
-            self,
-            api_key=self.api_key or os.environ.get("HARKEN_API_KEY", ""),
-            workers=self.workers or os.cpu_count() or 1,
-        )
+        """With the defaults that depend on the machine filled in: the worker count from the CPU count.
+        (``harken serve`` takes the API key from $HARKEN_API_KEY when --api_key is not given.)"""
+        return replace(self, workers=self.workers or os.cpu_count() or 1)
 
     def per_client(self) -> tuple[int, int]:
         """(requests, streams) one client address may hold at once (``resolved`` first for the workers)."""
