@@ -110,36 +110,6 @@ def test_voice_activity_splits_at_pauses(tmp_path: Path) -> None:
     assert sum(end - start for start, end in cut) >= 0.9 * len(noise)  # and nothing is lost between them
 
 
-def test_output_formats_parse() -> None:
-    import json
-
-    import srt
-    import webvtt
-
-    from harken.transcribe import Segment, Transcript, Word, render
-
-    words = (Word("turn", 0.5, 0.8), Word("on", 0.9, 1.1))
-    result = Transcript(
-        Path("a.wav"), "turn on then off", 3725.5,
-        segments=(Segment(0.5, 1.2, "turn on", words, -3.0), Segment(3723.25, 3725.5, "then off", (), -2.0)),
-    )  # fmt: skip
-    subtitles = list(srt.parse(render(result, "srt")))
-    assert [s.content for s in subtitles] == ["turn on", "then off"]
-    assert subtitles[1].start.total_seconds() == 3723.25 and subtitles[1].end.total_seconds() == 3725.5
-    import io
-
-    captions = webvtt.from_buffer(io.StringIO(render(result, "vtt")))
-    assert [c.text for c in captions] == ["turn on", "then off"] and captions[1].start == "01:02:03.250"
-    body = json.loads(render(result, "json"))
-    assert body["segments"][0]["words"][1] == {"word": "on", "start": 0.9, "end": 1.1}
-    assert render(result, "tsv").splitlines() == [
-        "start\tend\ttext",
-        "500\t1200\tturn on",
-        "3723250\t3725500\tthen off",
-    ]
-    assert render(result, "txt") == "turn on then off\n"
-
-
 @pytest.mark.slow
 def test_transcribe_command_writes_subtitles(ldc_model: Path, tmp_path: Path) -> None:
     import srt
@@ -202,8 +172,8 @@ def test_truncated_files_are_transcribed_as_far_as_they_go_with_a_warning(tmp_pa
     """A WAV file cut short (libsndfile says nothing) and a long FLAC file cut short, read in blocks."""
     import json
 
+    from harken.formats import render
     from harken.train import build, save
-    from harken.transcribe import render
 
     from conftest import ldc_config
 

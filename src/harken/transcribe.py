@@ -9,19 +9,18 @@ JSON, SRT or WebVTT subtitles, or TSV.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harken import audio, features
+from harken.formats import OUTPUT_FORMATS as OUTPUT_FORMATS  # written out there; kept here for callers
+from harken.formats import render as render
 from harken.inference import Model, TokenMetadata
 from harken.storage import remote_url
-
-OUTPUT_FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 
 
 class Cancelled(Exception):
@@ -351,33 +350,3 @@ def check_output_folder(folder: Path, targets: Sequence[Path]) -> None:
                 break
             if place.exists() and not place.is_dir():
                 raise ValueError(f"{place}: a file, not a folder (for {target})")
-
-
-def _clock(seconds: float, separator: str) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{millis // 1000:02d}{separator}{millis % 1000:03d}"
-
-
-def render(result: Transcript, output_format: str) -> str:
-    """A transcript as txt, json, srt, vtt or tsv text."""
-    if output_format == "txt":
-        return result.text + "\n"
-    if output_format == "json":
-        body = {"path": str(result.path), "duration": result.duration, "text": result.text,
-                "segments": [asdict(segment) for segment in result.segments]}  # fmt: skip
-        if result.warning:
-            body["warning"] = result.warning  # only part of the file could be read
-        return json.dumps(body, ensure_ascii=False, indent=2) + "\n"
-    if output_format == "tsv":
-        rows = [f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{s.text}" for s in result.segments]
-        return "start\tend\ttext\n" + "".join(row + "\n" for row in rows)
-    if output_format == "srt":
-        blocks = [f"{n}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n"
-                  for n, s in enumerate(result.segments, start=1)]  # fmt: skip
-        return "\n".join(blocks)
-    if output_format == "vtt":
-        blocks = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n" for s in result.segments]
-        return "WEBVTT\n\n" + "\n".join(blocks)
-    raise ValueError(f"--output_format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")

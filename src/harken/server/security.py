@@ -1,6 +1,7 @@
 """Who may use the service, and what the log keeps of them: the API key (``ApiKey``), other sites'
-browser pages (``OriginCheck``), and keys kept out of the access log (``Redact``). Both checks are ASGI
-middleware that answer before the application sees the request, with the service's JSON error."""
+browser pages (``OriginCheck``, and CORS for the origins --allowed_origins lists), and keys kept out of
+the access log (``Redact``). The checks are ASGI middleware that answer before the application sees the
+request, with the service's JSON error; ``protect`` puts them around the application in their order."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import logging
 import re
 from urllib.parse import quote, quote_plus, urlsplit
 
+from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from harken.server import ServerConfig
 from harken.server.service import error_response
 
 
@@ -111,6 +115,20 @@ def _origin_host(value: str, scheme: str) -> str:
     return value[: -len(default)] if default and value.endswith(default) else value
 
 
+def protect(app: Starlette, config: ServerConfig) -> None:
+    """Wrap ``app`` in the checks: the API key innermost, then the Origin check, then (with
+    --allowed_origins) CORS outermost, so browsers' preflight requests are answered before the key is
+    asked for."""
+    app.add_middleware(ApiKey, key=config.api_key)
+    allowed = tuple(o.strip().rstrip("/") for o in config.allowed_origins.split(",") if o.strip())
+    app.add_middleware(OriginCheck, allowed=allowed)
+    if allowed:  # outermost: answers the browsers' preflight requests before the key is asked for
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(allowed), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )  # fmt: skip
+
+
 class Redact(logging.Filter):
     """Keeps ``?api_key=...`` out of the access log: any query value after a name that decodes to
     ``api_key``, and the key itself wherever it appears (as it is, or percent-encoded)."""
@@ -131,4 +149,4 @@ class Redact(logging.Filter):
         return True
 
 
-__all__ = ["ApiKey", "OriginCheck", "Redact", "refuse"]
+__all__ = ["ApiKey", "OriginCheck", "Redact", "protect", "refuse"]

@@ -240,6 +240,12 @@ def service_of(connection: HTTPConnection) -> Service:
     return result
 
 
+def client_of(connection: HTTPConnection) -> str:
+    """The client's address (as the connection shows it: behind a proxy, the proxy's): what the
+    per-client limits count by."""
+    return connection.client.host if connection.client else "?"
+
+
 def decoding_info(model: Model) -> dict[str, Any]:
     if not hasattr(model, "decoder"):
         return {"beam_width": 1, "scorer": False, "hot_words": {}}
