@@ -272,7 +272,7 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
         (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
         (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
         (["--beam_width", "0"], "--beam_width 0: must be at least 1"),
-        (["--candidate_transcripts", "0"], "--candidate_transcripts must be at least 1"),
+        (["--candidate_transcripts", "0"], "--candidate_transcripts 0: must be at least 1"),
         (["--batch_segments", "0"], "batch_segments must be at least 1"),
     ]:
         assert cli.main([*base, *bad]) == 2

@@ -25,7 +25,9 @@ from harken.config import (
     ModelConfig,
     TrainConfig,
     option,
+    require,
 )
+from harken.formats import OUTPUT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,43 @@ class ModelSource:
     model: Path | None = option(
         None, "a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)"
     )
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """``harken transcribe``: what to transcribe and how to write it."""
+
+    audio: tuple[str, ...] = option((), "audio files, folders or glob patterns", positional=True)
+    output_format: str = option(
+        "txt",
+        "txt, json (segments, word timings, confidence), srt, vtt or tsv",
+        choices=OUTPUT_FORMATS,
+        shortcuts=(("json", "json"),),  # DeepSpeech's client flag
+    )
+    candidate_transcripts: int = option(
+        1, "keep this many candidates per segment (the json output lists the others as alternatives)"
+    )
+    batch_segments: int = option(
+        4,
+        "run a recording of 8 s or more as up to this many stretches side by side through the LSTM "
+        "(faster for large models); 1 runs it in one pass, exactly as a stream does",
+    )
+    extended: bool = option(
+        False, "accepted for DeepSpeech's client: it printed the same transcript through the metadata"
+    )
+    output_dir: Path | None = option(
+        None, "write <name>.<format> per file here (with a progress bar) instead of printing"
+    )
+    vad_aggressiveness: int = option(
+        3,
+        "how hard the voice-activity detector splits at pauses (0-3; -1: no splitting)",
+        choices=(-1, 0, 1, 2, 3),
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.candidate_transcripts >= 1, "candidate_transcripts", self.candidate_transcripts, "at least 1"
+        )
 
 
 @dataclass(frozen=True)
@@ -268,55 +307,8 @@ def _add_serve_command(commands: Any) -> None:
 
 def _add_transcribe_command(commands: Any) -> None:
     transcribe = commands.add_parser("transcribe", help="transcribe audio files, folders or globs")
-    transcribe.add_argument("audio", nargs="+", help="audio files, folders or glob patterns")
-    transcribe.add_argument(
-        "--model",
-        type=Path,
-        help="a model file instead of --checkpoint_dir: .onnx or .pt (harken), .tflite (DeepSpeech/Coqui)",
-    )
-    transcribe.add_argument(
-        "--output_format",
-        default="txt",
-        choices=("txt", "json", "srt", "vtt", "tsv"),
-        help="txt (default), json (segments, word timings, confidence), srt, vtt or tsv",
-    )
-    transcribe.add_argument(
-        "--json",
-        dest="output_format",
-        action="store_const",
-        const="json",
-        help="the same as --output_format json (DeepSpeech's client flag)",
-    )
-    transcribe.add_argument(
-        "--candidate_transcripts",
-        type=int,
-        default=1,
-        help="keep this many candidates per segment (the json output lists the others as alternatives)",
-    )
-    transcribe.add_argument(
-        "--batch_segments",
-        type=int,
-        default=4,
-        help="run a recording of 8 s or more as up to this many stretches side by side through the LSTM "
-        "(faster for large models); 1 runs it in one pass, exactly as a stream does",
-    )
-    transcribe.add_argument(
-        "--extended",
-        action="store_true",
-        help="accepted for DeepSpeech's client: it printed the same transcript through the metadata",
-    )
-    transcribe.add_argument(
-        "--output_dir",
-        type=Path,
-        help="write <name>.<format> per file here (with a progress bar) instead of printing",
-    )
-    transcribe.add_argument(
-        "--vad_aggressiveness",
-        type=int,
-        default=3,
-        choices=(-1, 0, 1, 2, 3),
-        help="how hard the voice-activity detector splits at pauses (0-3; -1: no splitting)",
-    )
+    add_options(transcribe, "transcribe", TranscribeOptions, switch=True)
+    add_options(transcribe, "source", ModelSource)
     add_config_options(transcribe, "transcribe")
 
 

@@ -20,6 +20,7 @@ from harken.arguments import (
     ImportModelOptions,
     ModelSource,
     ShardOptions,
+    TranscribeOptions,
     build_parser,
     config_from_args,
     given_options,
@@ -100,42 +101,41 @@ def run_transcribe(args: argparse.Namespace) -> int:
     from harken.model import choose_device
 
     config = _config(args)
-    if args.candidate_transcripts < 1:
-        raise ValueError(f"--candidate_transcripts must be at least 1, got {args.candidate_transcripts}")
-    paths, repeats = transcribe.unique(transcribe.expand(args.audio))
+    options = section_options(args, "transcribe", TranscribeOptions)
+    paths, repeats = transcribe.unique(transcribe.expand(options.audio))
     names: dict[Path, Path] = {}
-    if args.output_dir is not None:  # every input its own file, checked before any is written
+    if options.output_dir is not None:  # every input its own file, checked before any is written
         files = [path for path in paths if not path.is_dir()]
-        names = transcribe.output_names(files, args.output_format, args.output_dir)
-        transcribe.check_output_folder(args.output_dir, list(names.values()))
+        names = transcribe.output_names(files, options.output_format, options.output_dir)
+        transcribe.check_output_folder(options.output_dir, list(names.values()))
     source = _model_source(args, config)
     device = str(choose_device(config.train.device))
     model = Model(
         source,
         device=device,
         load_evaluate=config.checkpoint.load_evaluate,
-        batch_segments=args.batch_segments,
+        batch_segments=options.batch_segments,
     )
     model.set_decoder(config.decoder)
     for path in dict.fromkeys(repeats):  # each once, however often it was given
         print(f"harken: note: {path} is given more than once: transcribed once", file=sys.stderr)
-    return _transcribe_all(args, model, paths, names)
+    return _transcribe_all(options, model, paths, names)
 
 
 def _transcribe_all(
-    args: argparse.Namespace, model: Model, paths: list[Path], names: dict[Path, Path]
+    options: TranscribeOptions, model: Model, paths: list[Path], names: dict[Path, Path]
 ) -> int:
     """Transcribe ``paths``, printing each result or writing it to its name in ``names`` (--output_dir);
     the exit status (see run_transcribe)."""
-    from harken import transcribe
+    from harken import formats, transcribe
     from harken.storage import atomic_write
     from harken.summary import ProgressBar
 
     failures = 0
-    show = args.output_dir is not None and sys.stderr.isatty()
+    show = options.output_dir is not None and sys.stderr.isatty()
     with ProgressBar("Transcribing", len(paths), show) as bar:
         for result in transcribe.transcribe_files(
-            model, paths, args.vad_aggressiveness, num_results=args.candidate_transcripts
+            model, paths, options.vad_aggressiveness, num_results=options.candidate_transcripts
         ):
             bar.advance()
             if result.error or result.warning:
@@ -144,11 +144,11 @@ def _transcribe_all(
                 print(f"harken: {kind}: {result.error or result.warning}", file=sys.stderr)
             if result.error:
                 continue
-            text = transcribe.render(result, args.output_format)
-            if args.output_dir is not None:
+            text = formats.render(result, options.output_format)
+            if options.output_dir is not None:
                 with atomic_write(names[result.path], "w", encoding="utf-8") as handle:
                     handle.write(text)
-            elif args.output_format == "txt" and len(paths) > 1:
+            elif options.output_format == "txt" and len(paths) > 1:
                 print(f"{result.path}: {text}", end="")
             else:
                 print(text, end="")

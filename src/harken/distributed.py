@@ -10,8 +10,7 @@ the CPU. Without them (``WORLD_SIZE`` absent or 1) harken runs as one process an
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,11 +45,12 @@ class World:
         return self.size > 1
 
 
-def join(device_name: str = "auto", environ: dict[str, str] | None = None) -> World:
-    """This process's World: from torchrun's environment variables when there are several processes
-    (initialising the process group unless the caller already did), else a world of one on
-    ``device_name``. Under torchrun each process takes ``cuda:<LOCAL_RANK>`` (or the CPU)."""
-    env = os.environ if environ is None else environ
+def join(device_name: str = "auto", environ: Mapping[str, str] | None = None) -> World:
+    """This process's World: from torchrun's environment variables (``environ``: the process's
+    environment, which ``harken train`` passes) when there are several processes (initialising the
+    process group unless the caller already did), else a world of one on ``device_name``. Under torchrun
+    each process takes ``cuda:<LOCAL_RANK>`` (or the CPU)."""
+    env = environ or {}
     if dist.is_available() and dist.is_initialized():
         size, rank = dist.get_world_size(), dist.get_rank()
     else:
