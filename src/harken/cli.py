@@ -47,7 +47,7 @@ def run_train(args: argparse.Namespace) -> int:
     from harken.train import train
 
     config = _config(args)
-    result = train(config)
+    result = train(config, environ=os.environ)
     if result.main:  # under torchrun: rank 0 only
         print(f"Checkpoints in {result.checkpoint_dir}")
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -470,13 +470,18 @@ def build(config: Config, log: Callable[[str], None], world: World | None = None
     return Run(config, alphabet, world.device, model, optimizer, progress, log, world, net, precision)
 
 
-def train(config: Config, log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    config: Config,
+    log: Callable[[str], None] = print,
+    environ: Mapping[str, str] | None = None,
+) -> TrainResult:
     """Train (or resume training) as ``config`` says; then test the best model on the test files.
 
     Without --train_files but with --test_files, only the test runs (as DeepSpeech did). Started by
-    torchrun, this process joins the others (distributed.join) and trains its share.
+    torchrun, this process joins the others (distributed.join reads torchrun's variables from
+    ``environ``, the process environment ``harken train`` passes) and trains its share.
     """
-    world = distributed.join(config.train.device)
+    world = distributed.join(config.train.device, environ)
     stop = Stop(world.distributed)
     try:
         with terminable(stop):
