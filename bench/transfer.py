@@ -28,7 +28,15 @@ import torch
 
 from harken import audio, checkpoint, conditions, manifest, metrics
 from harken.conditions import Conditions
-from harken.config import PRESETS, CheckpointConfig, Config, DataConfig, ModelConfig, TrainConfig
+from harken.config import (
+    PRESETS,
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    ModelConfig,
+    RuntimeConfig,
+    TrainConfig,
+)
 from harken.importers import synthetic
 from harken.inference import Model
 from harken.train import train
@@ -78,7 +86,8 @@ def recipe(name: str, train_csv: Path, epochs: int, pretrained: Path | None, **c
         model=ModelConfig(n_hidden=256, **preset["model"]),
         data=DataConfig(train_files=str(train_csv), train_batch_size=16, **preset["data"]),
         checkpoint=CheckpointConfig(checkpoint_dir=str(save), **loading),  # type: ignore[arg-type]
-        train=TrainConfig(epochs=epochs, learning_rate=0.001, show_progressbar=False, **preset["train"]),
+        train=TrainConfig(epochs=epochs, learning_rate=0.001, **preset["train"]),
+        runtime=RuntimeConfig(show_progressbar=False),
     )
     for section, values in changes.items():
         config = replace(config, **{section: replace(getattr(config, section), **values)})  # type: ignore[arg-type]

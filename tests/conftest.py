@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from harken.config import CheckpointConfig, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig
+from harken.config import (
+    CheckpointConfig,
+    Config,
+    DataConfig,
+    FeatureConfig,
+    ModelConfig,
+    RuntimeConfig,
+    TrainConfig,
+)
 
 DATA = Path(__file__).parent / "data"
 # A real DeepSpeech-family model (ArmSpeech, Coqui STT, hybrid int8): `make test` fetches it from PyPI once.
@@ -110,7 +118,8 @@ def ldc_config(
         model=ModelConfig(n_hidden=n_hidden, dropout_rate=dropout),
         data=DataConfig(train_files=files or str(DATA / "LDC93S1.csv"), num_workers=0),
         checkpoint=CheckpointConfig(checkpoint_dir=str(checkpoint_dir)),
-        train=TrainConfig(epochs=epochs, learning_rate=0.003, show_progressbar=False, **train),  # type: ignore[arg-type]
+        train=TrainConfig(epochs=epochs, learning_rate=0.003, **train),  # type: ignore[arg-type]
+        runtime=RuntimeConfig(show_progressbar=False),
     )
 
 

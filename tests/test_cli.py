@@ -59,7 +59,13 @@ def test_train_help_lists_deepspeech_flags_grouped_with_defaults(capsys: pytest.
         "--bidirectional",
     ):
         assert flag in text, flag
-    for group in ("model geometry and dropout", "data:", "checkpoints:", "training, schedule and reports:"):
+    for group in (
+        "model geometry and dropout",
+        "data:",
+        "checkpoints:",
+        "training and schedule:",
+        "device, progress",
+    ):
         assert group in text
     assert "(default: 2048)" in text and "(default: 75)" in text and "(default: 0.001)" in text
 
@@ -84,7 +90,7 @@ def test_flags_build_the_config() -> None:
     config = cli.config_from_args(args)
     assert isinstance(config, Config)
     assert config.model.n_hidden == 64 and config.model.bidirectional
-    assert config.train.early_stop and not config.train.show_progressbar and not config.data.reverse_train
+    assert config.train.early_stop and not config.runtime.show_progressbar and not config.data.reverse_train
     assert config.train.learning_rate == 0.0001 and config.data.train_files == "a.csv,b.csv"
     assert config.train.epochs == 75  # DeepSpeech's default where nothing was given
 

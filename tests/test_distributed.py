@@ -22,6 +22,7 @@ import soundfile
 import torch
 
 from harken import checkpoint, cli, data, distributed, evaluate, precision
+from harken import step as step_module
 from harken import train as train_module
 from harken.config import Config
 from harken.distributed import World
@@ -295,14 +296,14 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
 
 
 def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, samples: int) -> None:
-    real = train_module._losses
+    real = step_module.ctc_losses
 
-    def losses(run, batch):  # type: ignore[no-untyped-def]
+    def losses(learner, batch):  # type: ignore[no-untyped-def]
         if len(batch) > samples:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(run, batch)
+        return real(learner, batch)
 
-    monkeypatch.setattr(train_module, "_losses", losses)
+    monkeypatch.setattr(step_module, "ctc_losses", losses)
 
 
 def test_out_of_memory_names_the_batch_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,7 +348,7 @@ def test_a_step_follows_the_mean_loss_of_its_samples(tmp_path: Path) -> None:
     run.optimizer.step = lambda *args, **kwargs: None  # type: ignore[method-assign]
     for window, pieces in (([batches[0], batches[1]], 1), ([batches[0], batches[1]], 2), ([batches[2]], 1)):
         run.pieces = pieces
-        loss, skipped = train_module._step(run, window)
+        loss, skipped = step_module.optimizer_step(run.learner, window, "", print)
         grads = [p.grad.clone() for p in run.model.parameters() if p.grad is not None]
         run.model.zero_grad()
         whole = data.collate([split.dataset[i] for batch in window for i in batch.indices])

@@ -228,7 +228,7 @@ def test_a_scorer_built_from_text_lowers_the_wer_of_an_imperfect_model(
 ) -> None:
     from dataclasses import replace
 
-    from harken.config import CheckpointConfig, Config, DecoderConfig, TrainConfig
+    from harken.config import CheckpointConfig, Config, DecoderConfig, RuntimeConfig
     from harken.language_model import LmConfig, build
 
     scorer = tmp_path / "vocab.scorer"
@@ -236,7 +236,7 @@ def test_a_scorer_built_from_text_lowers_the_wer_of_an_imperfect_model(
     config = Config(
         data=DataConfig(test_files=str(DATA / "LDC93S1.csv"), num_workers=0),
         checkpoint=CheckpointConfig(checkpoint_dir=str(ldc_noisy_model)),
-        train=TrainConfig(show_progressbar=False, test_output_file=str(tmp_path / "out.json")),
+        runtime=RuntimeConfig(show_progressbar=False, test_output_file=str(tmp_path / "out.json")),
     )
     lines: list[str] = []
     greedy = evaluate.test_checkpoint(replace(config, decoder=DecoderConfig(beam_width=1)), ldc_noisy_model)

@@ -151,7 +151,7 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
     """Import ArmSpeech, then `harken train --load_checkpoint_dir imported/ --save_checkpoint_dir mine/` on a
     few espeak-ng Armenian sentences: the training loss goes down and the result is a normal checkpoint."""
     from harken import checkpoint
-    from harken.config import CheckpointConfig, Config, DataConfig, TrainConfig
+    from harken.config import CheckpointConfig, Config, DataConfig, RuntimeConfig, TrainConfig
     from harken.importers.synthetic import Synthesizer
     from harken.train import train
 
@@ -182,7 +182,8 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
             checkpoint_dir=str(tmp_path / "mine"), load_checkpoint_dir=str(tmp_path / "imported"),
             save_checkpoint_dir=str(tmp_path / "mine"),
         ),
-        train=TrainConfig(epochs=3, learning_rate=0.0001, show_progressbar=False),
+        train=TrainConfig(epochs=3, learning_rate=0.0001),
+        runtime=RuntimeConfig(show_progressbar=False),
     )  # fmt: skip
     logs: list[str] = []
     result = train(config, log=logs.append)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harken import checkpoint
+from harken import step as step_module
 from harken import train as train_module
 from harken.interruption import Terminated
 from harken.train import TrainingError, train
@@ -68,19 +69,19 @@ def _interrupt_the_fifth_step(
     files = _three_samples(tmp_path)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train(ldc_config(straight, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
-    real_step, calls = train_module._step, []
+    real_step, calls = step_module.optimizer_step, []
 
-    def step_then_interrupt(run, batch):  # type: ignore[no-untyped-def]
+    def step_then_interrupt(learner, window, where, log):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 5:
             interrupt()
-        return real_step(run, batch)
+        return real_step(learner, window, where, log)
 
-    monkeypatch.setattr(train_module, "_step", step_then_interrupt)
+    monkeypatch.setattr(step_module, "optimizer_step", step_then_interrupt)
     logs: list[str] = []
     with pytest.raises(raises) as raised:
         train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), log=logs.append)
-    monkeypatch.setattr(train_module, "_step", real_step)
+    monkeypatch.setattr(step_module, "optimizer_step", real_step)
     result = train(ldc_config(interrupted, epochs=2, n_hidden=24, dropout=0.2, files=files), **QUIET)
     assert result.progress.step == 6
     for name, value in _weights(straight).items():
@@ -398,7 +399,7 @@ def test_every_load_train_mode_resumes_its_own_run(tmp_path: Path) -> None:
 def test_load_checkpoint_dir_alone_is_refused(tmp_path: Path) -> None:
     config = _with(
         ldc_config(tmp_path, epochs=1, n_hidden=16),
-        checkpoint={"checkpoint_dir": train_module.DEFAULT_CHECKPOINTS, "load_checkpoint_dir": str(tmp_path)},
+        checkpoint={"checkpoint_dir": "", "load_checkpoint_dir": str(tmp_path)},
     )
     with pytest.raises(TrainingError, match="--load_checkpoint_dir needs --save_checkpoint_dir"):
         train(config, **QUIET)

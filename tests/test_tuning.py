@@ -5,7 +5,7 @@ import pytest
 
 from harken import cli
 from harken.alphabet import Alphabet
-from harken.config import CheckpointConfig, Config, DataConfig, DecoderConfig, TrainConfig
+from harken.config import CheckpointConfig, Config, DataConfig, DecoderConfig, RuntimeConfig
 from harken.scorer import Scorer, ScorerError
 from harken.tuning import TuneConfig, tune
 
@@ -16,7 +16,7 @@ def _config(model: Path, scorer: Path | str, **decoder: object) -> Config:
     return Config(
         data=DataConfig(dev_files=str(DATA / "LDC93S1.csv"), num_workers=0),
         checkpoint=CheckpointConfig(checkpoint_dir=str(model)),
-        train=TrainConfig(show_progressbar=False),
+        runtime=RuntimeConfig(show_progressbar=False),
         decoder=DecoderConfig(scorer_path=str(scorer), beam_width=50, **decoder),  # type: ignore[arg-type]
     )
 

@@ -23,6 +23,7 @@ from harken.config import (
     ExportConfig,
     FeatureConfig,
     ModelConfig,
+    RuntimeConfig,
     TrainConfig,
     option,
     require,
@@ -113,9 +114,10 @@ SECTIONS: dict[str, tuple[type[Any], str]] = {
     "model": (ModelConfig, "model geometry and dropout"),
     "data": (DataConfig, "data"),
     "checkpoint": (CheckpointConfig, "checkpoints"),
-    "train": (TrainConfig, "training, schedule and reports"),
+    "train": (TrainConfig, "training and schedule"),
     "export": (ExportConfig, "export"),
     "decoder": (DecoderConfig, "decoder (beam search and scorer)"),
+    "runtime": (RuntimeConfig, "device, progress and reports"),
 }
 
 # Which options each command has: section -> field names (None: all of the section).
@@ -124,7 +126,7 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "evaluate": {
         "data": ("test_files", "test_batch_size", "limit_test", "reverse_test", "num_workers"),
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
-        "train": ("report_count", "test_output_file", "show_progressbar", "device"),
+        "runtime": None,
         "decoder": None,
     },
     "export": {
@@ -133,18 +135,18 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     },
     "transcribe": {
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
-        "train": ("device",),
+        "runtime": ("device",),
         "decoder": None,
     },
     "serve": {
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
-        "train": ("device",),
+        "runtime": ("device",),
         "decoder": None,
     },
     "lm-tune": {
         "data": ("dev_files", "dev_batch_size", "limit_dev", "num_workers"),
         "checkpoint": ("checkpoint_dir", "load_checkpoint_dir", "load_evaluate"),
-        "train": ("show_progressbar", "device"),
+        "runtime": ("show_progressbar", "device"),
         "decoder": ("scorer_path", "beam_width", "cutoff_prob", "cutoff_top_n"),
     },
 }

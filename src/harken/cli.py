@@ -109,7 +109,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         names = transcribe.output_names(files, options.output_format, options.output_dir)
         transcribe.check_output_folder(options.output_dir, list(names.values()))
     source = _model_source(args, config)
-    device = str(choose_device(config.train.device))
+    device = str(choose_device(config.runtime.device))
     model = Model(
         source,
         device=device,
@@ -213,7 +213,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if not server.api_key and os.environ.get("HARKEN_API_KEY"):
         server = replace(server, api_key=os.environ["HARKEN_API_KEY"])
     source = _model_source(args, config)
-    device = str(choose_device(config.train.device))
+    device = str(choose_device(config.runtime.device))
     model = Model(
         source, threads=server.threads, device=device, load_evaluate=config.checkpoint.load_evaluate
     )

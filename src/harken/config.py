@@ -327,7 +327,7 @@ def apply_preset(given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training run: optimiser, schedule, stopping, reporting."""
+    """The training run: optimiser, schedule, stopping, summaries."""
 
     epochs: int = option(75, "how many epochs (complete passes over the training data) to train")
     learning_rate: float = option(0.001, "learning rate of the Adam optimiser")
@@ -354,12 +354,6 @@ class TrainConfig:
         1e-5, "the learning rate --learning_rate_schedule cosine ends at (in the last epoch)"
     )
     summary_dir: str = option("", "TensorBoard summaries go here (empty: <save_checkpoint_dir>/summaries)")
-    show_progressbar: bool = option(True, "show progress bars with an ETA")
-    device: str = option("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1 ...")
-    report_count: int = option(5, "samples of each of the best, median and worst to show in test reports")
-    test_output_file: str = option(
-        "", "write every test sample's result to this JSON file (default: <checkpoint dir>/test-results.json)"
-    )
     automatic_mixed_precision: bool = option(
         False,
         "train in bfloat16 where the GPU or CPU has it (float16 with a gradient scaler on older GPUs, "
@@ -392,12 +386,27 @@ class TrainConfig:
             "es_min_delta": (_non_negative, "0 or more"),
             "plateau_epochs": (_positive, "1 or more"),
             "plateau_reduction": (lambda r: 0 < r <= 1, "in (0, 1]"),
-            "report_count": (_non_negative, "0 or more"),
             "warmup_epochs": (_non_negative, "0 or more"),
             "min_learning_rate": (lambda m: 0 <= m <= self.learning_rate, "0 to --learning_rate"),
         })  # fmt: skip
         if self.learning_rate_schedule == "cosine" and self.reduce_lr_on_plateau:
             raise ValueError("--reduce_lr_on_plateau works with --learning_rate_schedule constant only")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how a command runs, apart from what it computes: the device, progress bars, and the
+    test reports (train, evaluate, transcribe, serve and lm tune share it)."""
+
+    device: str = option("auto", "torch device: auto (cuda when available), cpu, cuda, cuda:1 ...")
+    show_progressbar: bool = option(True, "show progress bars with an ETA")
+    report_count: int = option(5, "samples of each of the best, median and worst to show in test reports")
+    test_output_file: str = option(
+        "", "write every test sample's result to this JSON file (default: <checkpoint dir>/test-results.json)"
+    )
+
+    def __post_init__(self) -> None:
+        _require_all(self, {"report_count": (_non_negative, "0 or more")})
 
 
 @dataclass(frozen=True)
@@ -458,6 +467,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     @property
     def load_dir(self) -> Path:
@@ -507,5 +517,6 @@ def _dataclass_type(cls: type[Any], name: str) -> type[Any] | None:
         "checkpoint": CheckpointConfig,
         "train": TrainConfig,
         "decoder": DecoderConfig,
+        "runtime": RuntimeConfig,
     }
     return sections.get(name) if cls is Config else None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from harken import checkpoint, data, decoder, features, manifest, metrics
 from harken.alphabet import Alphabet
+from harken.checkpoint import LoadedModel
 from harken.config import Config, FeatureConfig
 from harken.data import Batch, Split
 from harken.distributed import World, all_gather, from_main, shard
@@ -239,41 +240,56 @@ def describe(text_decoder: decoder.Decoder) -> str:
 def test_checkpoint(
     config: Config, directory: Path, log: Callable[[str], None] = print, world: World | None = None
 ) -> list[Report]:
-    """Evaluate the checkpoint in ``directory`` that --load_evaluate picks on every test CSV: print the
-    reports and write every sample's result as JSON (--test_output_file, else <directory>/test-results.json).
+    """``harken evaluate``: test the checkpoint in ``directory`` that --load_evaluate picks on every
+    --test_files CSV (``evaluate``), print the reports and write every sample's result as JSON
+    (``publish``). With a ``world`` of several processes, rank 0 reads the checkpoint and hands it to
+    the others, and each process tests its shard of every test batch."""
+    world = world if world is not None else World(device=choose_device(config.runtime.device))
+    loaded = load_for_test(config, directory, world, log)
+    reports = evaluate(loaded, config, world, log)
+    publish(reports, config, directory, world, log)
+    return reports
 
-    With a ``world`` of several processes, rank 0 reads the checkpoint and hands it to the others, each
-    process tests its shard of every test batch, and rank 0 writes the gathered results.
-    """
-    world = world if world is not None else World(device=choose_device(config.train.device))
+
+def load_for_test(config: Config, directory: Path, world: World, log: Callable[[str], None]) -> LoadedModel:
+    """The checkpoint --load_evaluate picks in ``directory``, read by rank 0, on this process's device."""
     mode = config.checkpoint.load_evaluate
     where = "cpu" if world.distributed else world.device
     loaded = from_main(world, lambda: checkpoint.load_model(directory, mode, where))
     loaded.model.to(world.device)
     log(f"Testing {loaded.path}")
+    return loaded
+
+
+def evaluate(loaded: LoadedModel, config: Config, world: World, log: Callable[[str], None]) -> list[Report]:
+    """A report (loss, WER, CER, every sample's transcript) of ``loaded`` on each --test_files CSV,
+    decoded as the decoder options say; every process gets the gathered reports."""
     text_decoder = decoder.Decoder.from_config(loaded.alphabet, config.decoder)
     log(describe(text_decoder))
     reports = []
     workers = data.default_workers(config.data.num_workers, world.local_size)
+    front_end = loaded.config.features
     for csv in manifest.split_files(config.data.test_files):
-        split = data.load_split(
-            "test", config.data, loaded.alphabet, loaded.config.features, log, files=str(csv)
-        )
+        split = data.load_split("test", config.data, loaded.alphabet, front_end, log, files=str(csv))
         order = data.BatchOrder(split.batches, 0, 0, rank=world.rank, world=world.size)
         loader = data.loader(split.dataset, order, workers, pin=world.device.type == "cuda")
         report = run_shard(
-            loaded.model, loader, split, loaded.alphabet, loaded.config.features, world,
-            f"Testing {csv.name}", config.train.show_progressbar, text_decoder,
+            loaded.model, loader, split, loaded.alphabet, front_end, world,
+            f"Testing {csv.name}", config.runtime.show_progressbar, text_decoder,
         )  # fmt: skip
         report.name = str(csv)
-        log(format_report(report, config.train.report_count))
         reports.append(report)
-    output = (
-        Path(config.train.test_output_file)
-        if config.train.test_output_file
-        else directory / "test-results.json"
-    )
+    return reports
+
+
+def publish(
+    reports: Sequence[Report], config: Config, directory: Path, world: World, log: Callable[[str], None]
+) -> None:
+    """Print each report (--report_count samples a section) and write every sample's result as JSON to
+    --test_output_file, else <directory>/test-results.json (rank 0 writes)."""
+    for report in reports:
+        log(format_report(report, config.runtime.report_count))
+    output = Path(config.runtime.test_output_file or directory / "test-results.json")
     if world.is_main:
         write_json(reports, output)
     log(f"Wrote every sample's result to {output}")
-    return reports

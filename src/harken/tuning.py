@@ -52,7 +52,7 @@ class TuneResult:
 def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str], Alphabet]:
     """The acoustic model's log-probs [time, n_classes] and the transcript of every dev sample."""
     loaded = checkpoint.load_model(
-        config.load_dir, config.checkpoint.load_evaluate, choose_device(config.train.device)
+        config.load_dir, config.checkpoint.load_evaluate, choose_device(config.runtime.device)
     )
     log(f"Computing log-probabilities of the dev set with {loaded.path}")
     frames: list[np.ndarray] = []
@@ -106,7 +106,7 @@ def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
     study.enqueue_trial({"alpha": start[0], "beta": start[1]})
-    with ProgressBar("Tuning alpha and beta", search.n_trials, config.train.show_progressbar) as bar:
+    with ProgressBar("Tuning alpha and beta", search.n_trials, config.runtime.show_progressbar) as bar:
         study.optimize(objective, n_trials=search.n_trials, callbacks=[lambda s, t: bar.advance()])
     best = study.best_trial
     first = study.trials[0]
