@@ -247,3 +247,29 @@ def test_a_scorer_built_from_text_lowers_the_wer_of_an_imperfect_model(
     assert greedy[0].wer > 0 and beam[0].wer > 0  # "... our dark suit i greasy ..."
     assert scored[0].wer == 0.0 and scored[0].samples[0].res == TEXT
     assert any(line.startswith(f"Decoding: beam search, width 500, scorer {scorer}") for line in lines)
+
+
+def test_the_library_function_reports_without_printing_or_writing(
+    ldc_noisy_model: Path, tmp_path: Path
+) -> None:
+    """evaluate.evaluate returns one report a CSV and writes nothing; publish prints them and writes
+    the JSON; harken evaluate's command (test_checkpoint) is the two together."""
+    import json
+
+    from harken.config import CheckpointConfig, Config, RuntimeConfig
+    from harken.distributed import World
+
+    csv = str(DATA / "LDC93S1.csv")
+    output = tmp_path / "results.json"
+    config = Config(
+        data=DataConfig(test_files=f"{csv},{csv}", num_workers=0),
+        checkpoint=CheckpointConfig(checkpoint_dir=str(ldc_noisy_model)),
+        runtime=RuntimeConfig(show_progressbar=False, report_count=1, test_output_file=str(output)),
+    )
+    world, lines = World(), []  # type: ignore[var-annotated]
+    loaded = evaluate.load_for_test(config, ldc_noisy_model, world, lines.append)
+    reports = evaluate.evaluate(loaded, config, world, lines.append)
+    assert [r.name for r in reports] == [csv, csv] and len(reports[0].samples) == 1
+    assert not output.exists() and not any("WER" in line for line in lines)
+    evaluate.publish(reports, config, ldc_noisy_model, world, lines.append)
+    assert len(json.loads(output.read_text())) == 2 and sum("WER" in line for line in lines) >= 2
