@@ -257,12 +257,12 @@ def test_checkpoint(
     workers = data.default_workers(config.data.num_workers, world.local_size)
     for csv in manifest.split_files(config.data.test_files):
         split = data.load_split(
-            "test", config.data, loaded.alphabet, loaded.config.features, log, files=str(csv)
+            "test", config.data, loaded.alphabet, loaded.dims.features, log, files=str(csv)
         )
         order = data.BatchOrder(split.batches, 0, 0, rank=world.rank, world=world.size)
         loader = data.loader(split.dataset, order, workers, pin=world.device.type == "cuda")
         report = run_shard(
-            loaded.model, loader, split, loaded.alphabet, loaded.config.features, world,
+            loaded.model, loader, split, loaded.alphabet, loaded.dims.features, world,
             f"Testing {csv.name}", config.train.show_progressbar, text_decoder,
         )  # fmt: skip
         report.name = str(csv)
