@@ -108,28 +108,6 @@ def _format_1(config: Config, alphabet: Alphabet, weights: dict[str, torch.Tenso
     }
 
 
-def test_dims_round_trip_and_give_back_the_model_config() -> None:
-    config = Config(
-        features=FeatureConfig(n_mfcc=13, n_context=5, feature_norm="mean", feature_norm_window=100),
-        model=ModelConfig(n_hidden=24, relu_clip=10.0, bidirectional=True, dropout_rate=0.2),
-    )
-    alphabet = Alphabet(["a", "b", " "])
-    dims = ModelDims.from_config(config, alphabet)
-    values = dims.to_dict()
-    assert values == {
-        "features": config_module.to_dict(config.features),
-        "n_hidden": 24,
-        "relu_clip": 10.0,
-        "bidirectional": True,
-        "alphabet": ["a", "b", " "],
-    }
-    assert ModelDims.from_dict(values) == dims
-    assert dims.model_config() == ModelConfig(n_hidden=24, relu_clip=10.0, bidirectional=True)
-    assert dims.model_config(config.model) == config.model  # the dropout rates are the run's
-    del values["features"]["feature_norm"]  # a front end stored without an option: what it meant before
-    assert ModelDims.from_dict(values).features.feature_norm == "none"
-
-
 def test_checkpoints_store_the_dims_apart_from_the_run(tmp_path: Path) -> None:
     run = _run(tmp_path)
     run.progress.step = 1
