@@ -55,7 +55,7 @@ def log_probs_of(
 ) -> tuple[Alphabet, float, list[np.ndarray]]:
     """(alphabet, seconds per frame, every sample's log-probs [time, n_classes] as float32)."""
     loaded = checkpoint.load_model(checkpoint_dir)
-    cfg = loaded.config.features
+    cfg = loaded.dims.features
     model = loaded.model.eval()
     out = []
     with torch.inference_mode():

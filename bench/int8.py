@@ -100,7 +100,7 @@ def report(outputs: Outputs, spoken: list[str], text: Callable[[np.ndarray], str
 def main() -> None:
     float_path, int8_path = rtf.exported()
     loaded = checkpoint.load_model(rtf.WORK / "ckpt")
-    model, cfg, alphabet = loaded.model.float().eval(), loaded.config.features, loaded.alphabet
+    model, cfg, alphabet = loaded.model.float().eval(), loaded.dims.features, loaded.alphabet
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 2
     paths = {"harken int8": int8_path, "previous int8": rtf.previous_export(float_path)}

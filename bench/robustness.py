@@ -147,7 +147,7 @@ def main() -> None:
         model.set_beam_width(1)
         rate = model.sample_rate
         waves = [audio.read(s.path, rate) for s in samples]
-        norm = model.config.features.feature_norm
+        norm = model.dims.features.feature_norm
         print(f"\n{name} ({path}; feature_norm {norm}): {len(waves)} clips, greedy decoding")
         results[name] = {}
         for label, change in speech_conditions(rate).items():

@@ -76,7 +76,7 @@ def previous_export(float_path: Path) -> Path:
 
 def litert(samples: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
     """DeepSpeech's runtime: features (identical to LiteRT's own ops) then the model in 16-frame steps."""
-    cfg = checkpoint.load_model(WORK / "ckpt").config.features
+    cfg = checkpoint.load_model(WORK / "ckpt").dims.features
     start = time.perf_counter()
     windows = features.utterance_windows(torch.from_numpy(samples), cfg)
     probabilities = run_litert(TFLITE, windows.numpy(), threads=threads, builtin=True)

@@ -67,7 +67,7 @@ def stream(model: Model, pcm: np.ndarray, chunk: int) -> tuple[list[float], floa
 def measure(name: str, path: Path, pcm: np.ndarray, threads: int) -> None:
     model = Model(path, threads=threads)
     seconds = len(pcm) / model.sample_rate
-    cfg, n_hidden = model.config.features, model.backend.n_hidden
+    cfg, n_hidden = model.dims.features, model.backend.n_hidden
     macs = macs_per_frame(cfg.n_input, n_hidden, model.alphabet.n_classes) * 1000 // cfg.feature_win_step
     weight_bytes = path.stat().st_size
     for label, width in (("greedy", 1), ("beam 500", 500)):

@@ -121,7 +121,7 @@ def main() -> None:
     with train_csv.open() as handle:
         count = sum(1 for _ in csv.reader(handle)) - 1
     print(f"small set: {count} training utterances ({seconds / 60:.1f} min), test {test_csv}")
-    base = checkpoint.stored_config(checkpoint.read(checkpoint.listing(args.pretrained, "best_dev")[-1]))
+    base = checkpoint.stored_dims(checkpoint.read(checkpoint.listing(args.pretrained, "best_dev")[-1]))
     print(f"pre-trained: {args.pretrained} (feature_norm {base.features.feature_norm})")
     wer, cer = test(args.pretrained, test_csv)
     print(f"  pre-trained as it is: WER {wer:.2%}  CER {cer:.2%}")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,20 @@ def ldc_config(
         train=TrainConfig(epochs=epochs, learning_rate=0.003, **train),  # type: ignore[arg-type]
         runtime=RuntimeConfig(show_progressbar=False),
     )
+
+
+def as_format_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's payload as harken wrote it before the model's dims were stored apart from the run
+    (format 1): one whole ``config`` (``config.to_dict(Config)``) and the serialised ``alphabet`` beside it,
+    the rest (weights, optimizer, progress, RNG) as it is."""
+    from harken import checkpoint
+    from harken import config as config_module
+
+    dims = checkpoint.stored_dims(payload)
+    run = checkpoint.stored_run(payload) or Config(features=dims.features, model=dims.model_config())
+    old = {key: value for key, value in payload.items() if key not in ("dims", "run")}
+    old.update(version=1, config=config_module.to_dict(run), alphabet=dims.alphabet.serialize())
+    return old
 
 
 @contextlib.contextmanager

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from harken import audio, checkpoint, cli, export, quantization
-from harken.config import ExportConfig
-from harken.inference import Model
+from harken.config import ExportConfig, to_dict
+from harken.inference import METADATA_KEY, Model
 from harken.train import build, save
 
-from conftest import DATA, LDC93S1_TEXT, ldc_config
+from conftest import DATA, LDC93S1_TEXT, as_format_1, ldc_config
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,7 @@ def test_float_export_with_metadata(tiny: Path, tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(results[0].path))
     meta = json.loads(session.get_modelmeta().custom_metadata_map["harken"])
     assert meta["config"]["features"]["audio_sample_rate"] == 16000
+    assert Model(results[0].path).dims == loaded.dims  # read back from the metadata
     # Dynamic batch and time: two sequences of 7 frames, state in and out.
     windows = np.random.default_rng(0).standard_normal((2, 7, 494)).astype(np.float32)
     zeros = np.zeros((1, 2, 32), np.float32)
@@ -46,6 +47,23 @@ def test_float_export_with_metadata(tiny: Path, tmp_path: Path) -> None:
     with torch.inference_mode():
         reference, _, _ = loaded.model(torch.from_numpy(windows))
     np.testing.assert_allclose(log_probs, reference.numpy(), atol=1e-4)
+
+
+def test_metadata_keeps_its_layout_whatever_the_checkpoint_format(tiny: Path, tmp_path: Path) -> None:
+    """The exported config is the front end and the whole ModelConfig (dropout rates of the run included),
+    as it was when a checkpoint held one config; a format-1 checkpoint exports the same metadata."""
+    (path,) = checkpoint.listing(tiny, checkpoint.TRAIN)
+    config = checkpoint.stored_run(checkpoint.read(path))
+    assert config is not None and config.model.dropout_rate == 0.2
+    options = ExportConfig(export_dir=str(tmp_path))
+    info = json.loads(export.metadata(checkpoint.load_model(tiny), options)[METADATA_KEY])
+    assert info["config"] == {"features": to_dict(config.features), "model": to_dict(config.model)}
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(as_format_1(checkpoint.read(path)), old / path.name)
+    loaded_old = checkpoint.load_model(old)
+    loaded_old.path = path
+    assert export.metadata(loaded_old, options) == export.metadata(checkpoint.load_model(tiny), options)
 
 
 def test_a_wrong_export_is_caught_and_not_kept(

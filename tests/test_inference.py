@@ -56,7 +56,7 @@ def test_onnx_and_torch_backends_agree_with_the_model(tiny: tuple[Path, Path]) -
     from harken import features
 
     windows = features.utterance_windows(
-        torch.from_numpy(PCM.astype(np.float32) / 32768), loaded.config.features
+        torch.from_numpy(PCM.astype(np.float32) / 32768), loaded.dims.features
     )
     with torch.inference_mode():
         reference = loaded.model(windows)[0][0].numpy()
@@ -89,7 +89,7 @@ def test_side_by_side_equals_one_pass_given_all_the_past(tiny: tuple[Path, Path]
 
     pcm = _long_pcm()
     samples = torch.from_numpy(pcm.astype(np.float32) / 32768)
-    windows = features.utterance_windows(samples, model.config.features)
+    windows = features.utterance_windows(samples, model.dims.features)
     one_pass = model.backend(windows.numpy(), (np.zeros((1, 1, 32), np.float32),) * 2)[0][0]  # [538, 29]
     cuts = [0, 150, 300, len(one_pass)]
     together = side_by_side(model.backend, windows.numpy(), cuts, warmup=len(one_pass))

@@ -108,10 +108,10 @@ def test_imported_model_computes_deepspeechs_graph(fixture: Path) -> None:
     scope, forget_bias, seed = CASES[fixture]
     imported = read_checkpoint(fixture)
     assert imported.metadata["lstm"] == scope and imported.metadata["forget_bias"] == forget_bias
-    assert imported.config.model.n_hidden == GEN.N_HIDDEN and imported.config.features.n_context == 9
-    assert imported.config.features.feature_norm == "none"
-    assert imported.config.features.audio_sample_rate == 16000 and imported.alphabet == Alphabet.default()
-    model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
+    assert imported.dims.n_hidden == GEN.N_HIDDEN and imported.dims.features.n_context == 9
+    assert imported.dims.features.feature_norm == "none"
+    assert imported.dims.features.audio_sample_rate == 16000 and imported.alphabet == Alphabet.default()
+    model = DeepSpeech(imported.dims.features, imported.dims.model_config(), imported.alphabet.n_classes)
     model.load_state_dict(imported.state_dict)  # every parameter present, every shape right
     ours = _harken_log_probs(model)
     reference = deepspeech_numpy(GEN.variables(scope, seed), scope, forget_bias, GEN.inputs())
@@ -149,7 +149,7 @@ def test_flags_and_alphabet_beside_the_checkpoint(tmp_path: Path) -> None:
     symbols = [" ", *"abcdefghijklmnopqrstuvwxyz"[::-1], "'"]
     (release / "alphabet.txt").write_text("\n".join(symbols) + "\n")
     imported = read_checkpoint(release / PREFIX)
-    assert imported.config.features.audio_sample_rate == 8000 and imported.config.model.relu_clip == 10.0
+    assert imported.dims.features.audio_sample_rate == 8000 and imported.dims.relu_clip == 10.0
     assert imported.alphabet.symbols == tuple(symbols)
     assert read_checkpoint(release, DATA / "alphabet.txt").alphabet == Alphabet.default()
 

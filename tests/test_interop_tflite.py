@@ -40,12 +40,12 @@ def imported():  # type: ignore[no-untyped-def]
 
 
 def test_geometry_alphabet_and_features_come_from_the_model(imported) -> None:  # type: ignore[no-untyped-def]
-    assert imported.config.model.n_hidden == 2048
-    assert imported.config.features.audio_sample_rate == 16000 and imported.config.features.n_context == 9
-    assert imported.config.features.feature_norm == "none"  # DeepSpeech's front end
+    assert imported.dims.n_hidden == 2048
+    assert imported.dims.features.audio_sample_rate == 16000 and imported.dims.features.n_context == 9
+    assert imported.dims.features.feature_norm == "none"  # DeepSpeech's front end
     assert len(imported.alphabet) == 40 and imported.alphabet.symbols[:3] == (" ", "ա", "բ")
     assert imported.metadata["version"] == 6 and imported.metadata["beam_width"] == 500
-    model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
+    model = DeepSpeech(imported.dims.features, imported.dims.model_config(), imported.alphabet.n_classes)
     model.load_state_dict(imported.state_dict)  # every tensor present, every shape right
 
 
@@ -57,7 +57,7 @@ def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no
     """Against LiteRT's builtin kernels (DeepSpeech's client): about as close as its XNNPACK kernels are."""
     from harken.importers.synthetic import Synthesizer
 
-    model = DeepSpeech(imported.config.features, imported.config.model, imported.alphabet.n_classes)
+    model = DeepSpeech(imported.dims.features, imported.dims.model_config(), imported.alphabet.n_classes)
     model.load_state_dict(imported.state_dict)
     model.eval()
     synthesizer = Synthesizer()
@@ -65,9 +65,7 @@ def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no
     for text in ("բարև ձեզ ինչպես եք", "ես սիրում եմ իմ քաղաքը"):
         pcm, rate = synthesizer.speak(text, "hy")
         samples = audio.from_pcm16(audio.to_pcm16(audio.resample(audio.from_pcm16(pcm), rate, 16000)))
-        windows = features.utterance_windows(
-            torch.from_numpy(samples), imported.config.features
-        )  # [1, T, 494]
+        windows = features.utterance_windows(torch.from_numpy(samples), imported.dims.features)  # [1, T, 494]
         with torch.inference_mode():
             ours.append(model(windows)[0][0].exp().numpy())
         builtin.append(_litert_probabilities(windows, delegate=False))
@@ -171,10 +169,10 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
     alphabet.write_text(
         checkpoint.load_model(tmp_path / "imported").alphabet.to_file_text(), encoding="utf-8"
     )
-    imported = checkpoint.load_model(tmp_path / "imported").config
+    imported = checkpoint.load_model(tmp_path / "imported").dims
     config = Config(
         features=imported.features,
-        model=imported.model,
+        model=imported.model_config(),
         data=DataConfig(
             train_files=str(csv), train_batch_size=2, alphabet_config_path=str(alphabet), num_workers=0
         ),
@@ -190,4 +188,4 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
     losses = [row["train_loss"] for row in result.progress.history]
     assert any("Starting from" in line and "imported" in line for line in logs)
     assert losses[-1] < losses[0], losses
-    assert checkpoint.load_model(tmp_path / "mine").config.model.n_hidden == 2048
+    assert checkpoint.load_model(tmp_path / "mine").dims.n_hidden == 2048

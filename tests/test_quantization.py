@@ -82,8 +82,8 @@ def _reference(model: DeepSpeech, windows: np.ndarray, n_mfcc: int) -> np.ndarra
 def trained(ldc_model: Path) -> tuple[DeepSpeech, np.ndarray, onnxruntime.InferenceSession]:
     loaded = checkpoint.load_model(ldc_model)
     samples = torch.from_numpy(audio.read(DATA / "LDC93S1.wav", 16000))
-    windows = features.utterance_windows(samples, loaded.config.features).numpy()  # [1, time, n_input]
-    proto = quantization.int8_model(loaded.model, loaded.config.features.n_mfcc)
+    windows = features.utterance_windows(samples, loaded.dims.features).numpy()  # [1, time, n_input]
+    proto = quantization.int8_model(loaded.model, loaded.dims.features.n_mfcc)
     session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return loaded.model, windows, session  # onnxruntime's default options: all graph optimizations on
 

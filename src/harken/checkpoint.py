@@ -1,8 +1,13 @@
-"""Checkpoints: {config, alphabet, weights, optimizer, progress, RNG} saved atomically, found, checked.
+"""Checkpoints: {dims, run, weights, optimizer, progress, RNG} saved atomically, found, checked.
 
 A directory holds ``train-<step>.pt`` (the newest ``max_to_keep``) and ``best_dev-<step>.pt`` (one).
 Every file is written to a temporary name, flushed to disk and renamed, so a kill at any moment leaves
 the previous checkpoints intact; a file that still fails to load is skipped for the one before it.
+
+``dims`` is the model's front end, geometry and alphabet (``dims.ModelDims`` as a dict), all that loading
+it needs; ``run`` the other settings of the run that saved it (data, optimiser, schedule, dropout; None
+for an imported model). Format 1 stored one ``config`` with both and the ``alphabet`` beside it; such
+files still load (``stored_dims`` reads the dims out of the config).
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import torch
 
 from harken import config as config_module
 from harken.alphabet import Alphabet
-from harken.config import Config
+from harken.config import Config, FeatureConfig
+from harken.dims import ModelDims
 from harken.model import DeepSpeech
 from harken.storage import atomic_write
 
 FORMAT = "harken-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the model's dims apart from the run's settings; 1: one config held both
 TRAIN, BEST = "train", "best_dev"
 _NAME = re.compile(r"^(train|best_dev)-(\d+)\.pt$")
 
@@ -109,28 +115,39 @@ def kinds_for(mode: str, training: bool) -> tuple[str, ...]:
     return (TRAIN, BEST) if training else (BEST, TRAIN)
 
 
-def stored_config(payload: dict[str, Any]) -> Config:
-    return config_module.from_dict(Config, payload["config"], stored=True)
+def stored_dims(payload: dict[str, Any]) -> ModelDims:
+    """The model's dimensions: ``payload["dims"]``, or (format 1) what the whole stored config says."""
+    if "dims" in payload:
+        return ModelDims.from_dict(payload["dims"])
+    return ModelDims.from_stored_config(payload["config"], payload["alphabet"])
+
+
+def stored_run(payload: dict[str, Any]) -> Config | None:
+    """The settings of the run that saved ``payload``, with the model's dims (None: an imported model)."""
+    if "dims" not in payload:  # format 1: one config held both
+        return config_module.from_dict(Config, payload["config"], stored=True)
+    if payload.get("run") is None:
+        return None
+    run = config_module.from_dict(Config, payload["run"], stored=True)
+    dims = stored_dims(payload)
+    return dataclasses.replace(run, features=dims.features, model=dims.model_config(run.model))
 
 
 def stored_alphabet(payload: dict[str, Any]) -> Alphabet:
-    return Alphabet.from_serialized(payload["alphabet"])
+    return stored_dims(payload).alphabet
 
 
-GEOMETRY = {
-    "features": (
-        "audio_sample_rate",
-        "feature_win_len",
-        "feature_win_step",
-        "n_mfcc",
-        "n_mel_channels",
-        "n_context",
-        "feature_norm",
-        "feature_norm_window",
-        "feature_norm_silence",
-    ),
-    "model": ("n_hidden", "bidirectional"),
-}
+def _run_settings(config: Config) -> dict[str, Any]:
+    """``config`` as stored beside the dims: every section but the front end, the model's without its
+    geometry (the dims hold both)."""
+    run = config_module.to_dict(config)
+    del run["features"]
+    run["model"] = {k: v for k, v in run["model"].items() if k not in ModelDims.GEOMETRY}
+    return run
+
+
+# What a run that continues a checkpoint must share with it (the run's relu_clip and dropout rates win).
+COMPARED = (*(f.name for f in dataclasses.fields(FeatureConfig)), "n_hidden", "bidirectional")
 
 
 def resolve_front_end(config: Config, payload: dict[str, Any] | None) -> Config:
@@ -140,31 +157,32 @@ def resolve_front_end(config: Config, payload: dict[str, Any] | None) -> Config:
     wanted = config.features.feature_norm
     if wanted != "auto":
         return config
-    chosen = "mean" if payload is None else stored_config(payload).features.feature_norm
+    chosen = "mean" if payload is None else stored_dims(payload).features.feature_norm
     return dataclasses.replace(config, features=dataclasses.replace(config.features, feature_norm=chosen))
 
 
 def check_compatible(path: Path, payload: dict[str, Any], config: Config, alphabet: Alphabet) -> None:
     """Refuse a checkpoint whose geometry or alphabet differs from the run's, naming what differs."""
-    stored = stored_config(payload)
-    config = resolve_front_end(config, payload)
-    for section, names in GEOMETRY.items():
-        for name in names:
-            if name.startswith("feature_norm_") and stored.features.feature_norm == "none":
-                continue  # no running mean: its window and silence mean nothing
-            have = getattr(getattr(stored, section), name)
-            want = getattr(getattr(config, section), name)
-            if have != want:
-                raise CheckpointError(
-                    f"{path}: checkpoint has {name} {have}, this run asks for {want} "
-                    f"(pass --{name} {have}, or use another checkpoint directory)"
-                )
-    theirs = stored_alphabet(payload)
-    if theirs != alphabet:
+    stored = stored_dims(payload)
+    wanted = ModelDims.from_config(resolve_front_end(config, payload), alphabet)
+    for name in COMPARED:
+        if name.startswith("feature_norm_") and stored.features.feature_norm == "none":
+            continue  # no running mean: its window and silence mean nothing
+        have, want = _dimension(stored, name), _dimension(wanted, name)
+        if have != want:
+            raise CheckpointError(
+                f"{path}: checkpoint has {name} {have}, this run asks for {want} "
+                f"(pass --{name} {have}, or use another checkpoint directory)"
+            )
+    if stored.alphabet != alphabet:
         raise CheckpointError(
-            f"{path}: checkpoint alphabet {_describe_difference(theirs, alphabet)} "
+            f"{path}: checkpoint alphabet {_describe_difference(stored.alphabet, alphabet)} "
             "(to fine-tune to a new alphabet, re-initialise the output layer: --drop_source_layers 1)"
         )
+
+
+def _dimension(dims: ModelDims, name: str) -> Any:
+    return getattr(dims, name) if name in ModelDims.GEOMETRY else getattr(dims.features, name)
 
 
 LAYERS = ("layer_1", "layer_2", "layer_3", "lstm", "layer_5", "layer_6")
@@ -211,9 +229,13 @@ def _describe_difference(theirs: Alphabet, ours: Alphabet) -> str:
 @dataclass
 class LoadedModel:
     model: DeepSpeech
-    config: Config
-    alphabet: Alphabet
+    dims: ModelDims  # what the model is: front end, geometry, alphabet
     path: Path
+    run: Config | None = None  # the settings of the run that saved it (None: an imported model)
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return self.dims.alphabet
 
 
 def load_model(directory: Path, mode: str = "auto", device: torch.device | str = "cpu") -> LoadedModel:
@@ -223,7 +245,7 @@ def load_model(directory: Path, mode: str = "auto", device: torch.device | str =
     found = newest(directory, kinds_for(mode, training=False), device)
     if found is None:
         raise CheckpointError(f"{directory}: no checkpoint found (looked for {mode} checkpoints)")
-    return _model(found[0], stored_config(found[1]), stored_alphabet(found[1]), found[1]["model"], device)
+    return _loaded(found[0], found[1], device)
 
 
 def load_file(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -232,19 +254,23 @@ def load_file(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
         from harken.interop.tflite import read_tflite
 
         imported = read_tflite(path)
-        return _model(path, imported.config, imported.alphabet, imported.state_dict, device)
-    payload = read(path, device)
-    return _model(path, stored_config(payload), stored_alphabet(payload), payload["model"], device)
+        return _model(path, imported.dims, imported.state_dict, device)
+    return _loaded(path, read(path, device), device)
+
+
+def _loaded(path: Path, payload: dict[str, Any], device: torch.device | str) -> LoadedModel:
+    run = stored_run(payload)
+    return _model(path, stored_dims(payload), payload["model"], device, run)
 
 
 def _model(
     path: Path,
-    config: Config,
-    alphabet: Alphabet,
+    dims: ModelDims,
     weights: dict[str, torch.Tensor],
     device: torch.device | str,
+    run: Config | None = None,
 ) -> LoadedModel:
-    model = DeepSpeech(config.features, config.model, alphabet.n_classes)
+    model = DeepSpeech(dims.features, dims.model_config(), dims.alphabet.n_classes)
     try:
         model.load_state_dict(weights)
     except RuntimeError as error:
@@ -252,7 +278,7 @@ def _model(
             f"{path}: weights do not fit the stored geometry ({_first_line(error)})"
         ) from None
     model.to(device).eval()
-    return LoadedModel(model, config, alphabet, path)
+    return LoadedModel(model, dims, path, run)
 
 
 def make_payload(
@@ -262,15 +288,29 @@ def make_payload(
     optimizer: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A checkpoint's contents; the RNG state is the current one."""
+    """A training run's checkpoint: the model's dims (from ``config``, resolved, and ``alphabet``) and the
+    run's other settings apart; the RNG state is the current one."""
+    dims = ModelDims.from_config(config, alphabet)
+    return model_payload(dims, weights, _run_settings(config), optimizer, progress)
+
+
+def model_payload(
+    dims: ModelDims,
+    weights: dict[str, torch.Tensor],
+    run: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A checkpoint's contents (format 2): ``dims`` and ``run`` are plain dicts (``run`` None: a model no
+    harken run made, such as an import)."""
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "format": FORMAT,
         "version": VERSION,
-        "config": config_module.to_dict(config),
-        "alphabet": alphabet.serialize(),
+        "dims": dims.to_dict(),
+        "run": run,
         "model": weights,
         "optimizer": optimizer,
         "progress": progress or {},
@@ -289,7 +329,7 @@ def import_model(source: Path, target: Path, alphabet_path: Path | None = None) 
     if source.suffix.lower() not in (".tflite", ".pt") or tf_checkpoint.is_checkpoint(source):
         imported = tf_checkpoint.read_checkpoint(source, alphabet_path)
         prefix = Path(imported.metadata["prefix"])
-        loaded = _model(prefix, imported.config, imported.alphabet, imported.state_dict, "cpu")
+        loaded = _model(prefix, imported.dims, imported.state_dict, "cpu")
     else:
         loaded = load_file(source)
         given = Alphabet.load(alphabet_path) if alphabet_path is not None else loaded.alphabet
@@ -298,7 +338,8 @@ def import_model(source: Path, target: Path, alphabet_path: Path | None = None) 
                 f"{source} carries its own alphabet ({len(loaded.alphabet)} symbols), which differs from "
                 f"{alphabet_path}; leave out --alphabet_config_path"
             )
-    payload = make_payload(loaded.config, loaded.alphabet, loaded.model.state_dict())
+    run = None if loaded.run is None else _run_settings(loaded.run)
+    payload = model_payload(loaded.dims, loaded.model.state_dict(), run)
     return save(target, TRAIN, 0, payload, keep=1), loaded
 
 

@@ -175,9 +175,9 @@ def run_import_model(args: argparse.Namespace) -> int:
 
     options = section_options(args, "import_model", ImportModelOptions)
     path, loaded = checkpoint.import_model(options.model, options.output, options.alphabet_config_path)
-    features, model = loaded.config.features, loaded.config.model
+    features = loaded.dims.features
     print(
-        f"Imported {loaded.path}: n_hidden {model.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
+        f"Imported {loaded.path}: n_hidden {loaded.dims.n_hidden}, {len(loaded.alphabet)} symbols + blank, "
         f"{features.audio_sample_rate} Hz, {features.feature_win_len}/{features.feature_win_step} ms windows"
     )
     print(f"Wrote {path}")

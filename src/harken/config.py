@@ -2,7 +2,7 @@
 
 Each field of these frozen dataclasses is one command-line flag (cli.py generates argparse from them) with
 DeepSpeech 0.9's name and default where DeepSpeech had the option. The resolved configuration is stored in
-every checkpoint, so a model always knows its own geometry, features and alphabet.
+every checkpoint: the model's front end and geometry as its dims (dims.py), the rest as the run's settings.
 """
 
 from __future__ import annotations

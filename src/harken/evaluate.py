@@ -268,7 +268,7 @@ def evaluate(loaded: LoadedModel, config: Config, world: World, log: Callable[[s
     log(describe(text_decoder))
     reports = []
     workers = data.default_workers(config.data.num_workers, world.local_size)
-    front_end = loaded.config.features
+    front_end = loaded.dims.features
     for csv in manifest.split_files(config.data.test_files):
         split = data.load_split("test", config.data, loaded.alphabet, front_end, log, files=str(csv))
         order = data.BatchOrder(split.batches, 0, 0, rank=world.rank, world=world.size)

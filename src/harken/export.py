@@ -70,10 +70,12 @@ class ExportResult:
 
 def metadata(loaded: LoadedModel, options: ExportConfig, scheme: str | None = None) -> dict[str, str]:
     """What an exported file says about itself (ONNX metadata_props; values are strings)."""
-    geometry = config_module.to_dict(loaded.config)
+    dims = loaded.dims
+    model = dims.model_config(loaded.run.model if loaded.run is not None else None)  # dropout: as it was
     info = {
         "format_version": FORMAT_VERSION,
-        "config": {"features": geometry["features"], "model": geometry["model"]},  # no local paths or data
+        # no local paths or data: the front end and the ModelConfig, the layout exports always had
+        "config": {"features": config_module.to_dict(dims.features), "model": config_module.to_dict(model)},
         "alphabet": loaded.alphabet.serialize(),
         "harken_version": __version__,
         "source": loaded.path.name,
@@ -121,7 +123,7 @@ def _export_float(loaded: LoadedModel, path: Path, options: ExportConfig) -> Non
 def _export_int8(loaded: LoadedModel, path: Path, options: ExportConfig) -> None:
     import onnx
 
-    proto = quantization.int8_model(loaded.model, loaded.config.features.n_mfcc)
+    proto = quantization.int8_model(loaded.model, loaded.dims.features.n_mfcc)
     _stamp(proto, loaded, options, quantization.SCHEME)
     onnx.save(proto, str(path))
 
@@ -218,7 +220,7 @@ def parity(
     name = name or path
     import onnxruntime
 
-    cfg = loaded.config.features
+    cfg = loaded.dims.features
     windows = features.utterance_windows(torch.from_numpy(samples), cfg)  # [1, time, n_input]
     with torch.inference_mode():
         reference, _, _ = loaded.model.float().cpu().eval()(windows)  # [1, time, n_classes]
@@ -250,7 +252,7 @@ def export(
     ``enforce_int8=False`` (benchmarks, which measure accuracy themselves) reports the int8 check's figure
     without refusing the file."""
     directory = Path(options.export_dir)
-    samples = check_audio(loaded.config.features, check_path)
+    samples = check_audio(loaded.dims.features, check_path)
     directory.mkdir(parents=True, exist_ok=True)
     float_path, int8_path = directory / "model.onnx", directory / "model.int8.onnx"
     temporary = directory / ".model.onnx.tmp"

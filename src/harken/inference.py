@@ -40,10 +40,10 @@ import numpy as np
 import torch
 
 from harken import audio, checkpoint, decoder, features
-from harken import config as config_module
 from harken.alphabet import Alphabet
-from harken.config import Config, DecoderConfig
+from harken.config import DecoderConfig
 from harken.decoder import BeamSettings, Decoder, settings_from
+from harken.dims import ModelDims
 from harken.scorer import Scorer
 
 METADATA_KEY = "harken"  # the ONNX file's metadata entry harken writes (export.py) and reads
@@ -167,14 +167,13 @@ class Model:
         self.batch_segments = batch_segments
         path = Path(path)
         self.backend: Backend
+        self.dims: ModelDims  # what the model takes (its front end), its geometry and its alphabet
         if path.suffix.lower() == ".onnx":
             if not path.is_file():
                 raise InferenceError(f"{path}: no such file")
             onnx_backend = OnnxBackend(path, threads)
-            self.config: Config = config_module.from_dict(
-                Config, onnx_backend.metadata["config"], stored=True
-            )
-            self.alphabet = Alphabet.from_serialized(onnx_backend.metadata["alphabet"])
+            meta = onnx_backend.metadata
+            self.dims = ModelDims.from_stored_config(meta["config"], meta["alphabet"])
             self.backend = onnx_backend
         else:
             if threads:
@@ -183,7 +182,7 @@ class Model:
                 loaded = checkpoint.load_file(path, device)
             else:
                 loaded = checkpoint.load_model(path, load_evaluate, device)
-            self.config, self.alphabet = loaded.config, loaded.alphabet
+            self.dims = loaded.dims
             self.backend = TorchBackend(loaded)
         self._scorer: Scorer | None = None
         self._settings = BeamSettings()
@@ -246,8 +245,12 @@ class Model:
         self._use(dataclasses.replace(self._settings, hot_words={}), self._scorer)
 
     @property
+    def alphabet(self) -> Alphabet:
+        return self.dims.alphabet
+
+    @property
     def sample_rate(self) -> int:
-        return self.config.features.audio_sample_rate
+        return self.dims.features.audio_sample_rate
 
     def create_stream(self) -> Stream:
         return Stream(self)
@@ -259,7 +262,7 @@ class Model:
     def stt_with_metadata(self, pcm16: bytes | np.ndarray, num_results: int = 1) -> Metadata:
         stream = self.create_stream()
         samples = _floats(pcm16)
-        cfg = self.config.features
+        cfg = self.dims.features
         count = features.n_frames(len(samples), cfg)
         assert isinstance(count, int)
         pieces = min(self.batch_segments, count // SEGMENT_FRAMES)
@@ -324,7 +327,7 @@ class Stream:
 
     def __init__(self, model: Model) -> None:
         self.model = model
-        cfg = model.config.features
+        cfg = model.dims.features
         self._cfg = cfg
         self._samples = np.zeros(0, np.float32)  # not yet turned into frames; starts at a frame boundary
         self._frames = np.zeros((cfg.n_context, cfg.n_mfcc), np.float32)  # left padding, then model frames

@@ -165,9 +165,9 @@ def _decode(
     Raises Cancelled, before decoding, when ``stop()`` is true."""
     if stop():
         raise Cancelled()
-    if features.n_frames(end - begin, model.config.features) == 0:
+    if features.n_frames(end - begin, model.dims.features) == 0:
         return None
-    rate, step = model.sample_rate, model.config.features.feature_win_step / 1000.0
+    rate, step = model.sample_rate, model.dims.features.feature_win_step / 1000.0
     best, *others = model.stt_with_metadata(samples[begin:end], num_results).transcripts
     text = " ".join(best.text.split())
     if not text:
@@ -262,7 +262,7 @@ def _transcribe_file(
     stop: Callable[[], bool],
 ) -> Transcript:
     """transcribe_files for one file; AudioError when it cannot be read at all."""
-    rate, cfg = model.sample_rate, model.config.features
+    rate, cfg = model.sample_rate, model.dims.features
     warnings: list[str] = []  # what audio.read / audio.blocks found missing: one line at most
     meta = audio.info(path)
     if meta.duration > split_above and aggressiveness >= 0:

@@ -58,7 +58,7 @@ def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str]
     frames: list[np.ndarray] = []
     texts: list[str] = []
     device = next(loaded.model.parameters()).device
-    split = data.load_split("dev", config.data, loaded.alphabet, loaded.config.features, log)
+    split = data.load_split("dev", config.data, loaded.alphabet, loaded.dims.features, log)
     loader = data.loader(split.dataset, data.BatchOrder(split.batches, 0, 0), data.default_workers(0))
     loaded.model.eval()
     with torch.inference_mode():
@@ -66,7 +66,7 @@ def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str]
             if not len(batch):
                 continue
             batch = batch.to(device)
-            _, log_probs, lengths = evaluate.batch_losses(loaded.model, batch, loaded.config.features)
+            _, log_probs, lengths = evaluate.batch_losses(loaded.model, batch, loaded.dims.features)
             cpu = log_probs.float().cpu().numpy()
             for row, index in enumerate(batch.indices):
                 frames.append(np.ascontiguousarray(cpu[row, : int(lengths[row])]))

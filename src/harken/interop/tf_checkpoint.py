@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from harken.alphabet import Alphabet, AlphabetError
-from harken.config import Config, FeatureConfig, ModelConfig
+from harken.config import FeatureConfig, ModelConfig
+from harken.dims import ModelDims
 from harken.interop.crc32c import crc32c, unmask
 from harken.interop.tflite import ImportedModel, InteropError, gates_tf_to_torch
 
@@ -431,7 +432,7 @@ def _state_dict(checkpoint: Checkpoint, scope: str, forget_bias: float) -> dict[
 
 
 def read_checkpoint(path: str | Path, alphabet_path: str | Path | None = None) -> ImportedModel:
-    """A DeepSpeech TensorFlow checkpoint (directory, prefix, or its .index) as harken weights and config."""
+    """A DeepSpeech TensorFlow checkpoint (directory, prefix, or its .index) as harken weights and dims."""
     path = Path(path)
     if not path.exists() and not Path(f"{path}.index").exists():
         raise InteropError(f"{path}: no such file or directory")
@@ -455,4 +456,4 @@ def read_checkpoint(path: str | Path, alphabet_path: str | Path | None = None) -
     model = ModelConfig(n_hidden=hidden, relu_clip=float(flags.get("relu_clip", ModelConfig().relu_clip)))
     metadata = {"prefix": str(prefix), "lstm": scope, "forget_bias": forget_bias, "alphabet": described}
     state_dict = _state_dict(checkpoint, scope, forget_bias)
-    return ImportedModel(Config(features=features, model=model), alphabet, state_dict, metadata)
+    return ImportedModel(ModelDims.of(features, model, alphabet), state_dict, metadata)

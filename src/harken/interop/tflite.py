@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from harken.alphabet import Alphabet, AlphabetError
-from harken.config import Config, FeatureConfig, ModelConfig
+from harken.config import FeatureConfig, ModelConfig
+from harken.dims import ModelDims
 
 SUPPORTED_METADATA_VERSIONS = (1, 2, 3, 4, 5, 6)
 
@@ -31,10 +32,13 @@ class InteropError(ValueError):
 
 @dataclass
 class ImportedModel:
-    config: Config
-    alphabet: Alphabet
+    dims: ModelDims
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, Any]
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return self.dims.alphabet
 
 
 def parse_alphabet(blob: bytes) -> Alphabet:
@@ -204,8 +208,8 @@ def read_tflite(path: str | Path) -> ImportedModel:
             f"{path}: the output layer has {layers[-1][0].shape[0]} classes, "
             f"the alphabet {len(alphabet)} symbols + blank"
         )
-    config = Config(features=features, model=ModelConfig(n_hidden=hidden))
-    return ImportedModel(config, alphabet, _state_dict(layers, hidden, path), metadata)
+    dims = ModelDims.of(features, ModelConfig(n_hidden=hidden), alphabet)
+    return ImportedModel(dims, _state_dict(layers, hidden, path), metadata)
 
 
 def run_litert(path: str | Path, windows: np.ndarray, threads: int = 1, builtin: bool = True) -> np.ndarray:

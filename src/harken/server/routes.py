@@ -78,7 +78,7 @@ async def openai_endpoint(request: Request) -> Response:
         return JSONResponse(formats.openai_json(result))
     if response_format == "verbose_json":
         service = service_of(request)
-        step = service.model.config.features.feature_win_step / 1000.0
+        step = service.model.dims.features.feature_win_step / 1000.0
         return JSONResponse(formats.openai_verbose_json(result, model_info(service)["language"], step))
     return text_response(result, response_format)
 

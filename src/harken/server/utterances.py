@@ -184,7 +184,7 @@ class Utterances:
         best, *others = self._stream.finish_stream_with_metadata(self.num_results).transcripts
         self._stream, self._partial, self._utterance_start = self.model.create_stream(), "", end
         first, last = start / self.rate, end / self.rate
-        step = self.model.config.features.feature_win_step / 1000.0
+        step = self.model.dims.features.feature_win_step / 1000.0
         words = words_of(best.tokens, first, last, step)
         final: Event = {
             "type": "final",
