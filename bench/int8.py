@@ -27,7 +27,7 @@ import rtf
 import torch
 
 from harken import audio, checkpoint, decoder, features, metrics
-from harken.importers.synthetic import Synthesizer
+from harken.audio import Synthesizer
 from harken.interop.tflite import run_litert
 
 A = ("բարև ձեզ ինչպես եք", "այսօր եղանակը շատ լավ է", "ես սիրում եմ իմ քաղաքը", "մենք գնում ենք տուն",

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from harken import audio, checkpoint, decoder, export, features, metrics
+from harken.audio import Synthesizer
 from harken.config import ExportConfig
-from harken.importers.synthetic import Synthesizer
 from harken.inference import Model
 from harken.interop.tflite import run_litert
 

@@ -44,7 +44,7 @@ def litert_mfcc():  # type: ignore[no-untyped-def]
 
 
 def _espeak_sample() -> np.ndarray:
-    from harken.importers.synthetic import Synthesizer
+    from harken.audio import Synthesizer
 
     pcm, rate = Synthesizer().speak("turn the kitchen light on please", "en-us+f2")
     return audio.resample(audio.from_pcm16(pcm), rate, 16000)[:16000]  # one second keeps LiteRT quick

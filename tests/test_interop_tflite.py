@@ -55,7 +55,7 @@ def _litert_probabilities(windows: torch.Tensor, delegate: bool) -> np.ndarray:
 
 def test_imported_model_agrees_with_litert(imported) -> None:  # type: ignore[no-untyped-def]
     """Against LiteRT's builtin kernels (DeepSpeech's client): about as close as its XNNPACK kernels are."""
-    from harken.importers.synthetic import Synthesizer
+    from harken.audio import Synthesizer
 
     model = DeepSpeech(imported.dims.features, imported.dims.model_config(), imported.alphabet.n_classes)
     model.load_state_dict(imported.state_dict)
@@ -126,7 +126,7 @@ def test_models_that_are_not_deepspeech_ones(tmp_path: Path, capsys: pytest.Capt
 
 def test_import_model_and_transcribe_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from harken import cli
-    from harken.importers.synthetic import Synthesizer
+    from harken.audio import Synthesizer
 
     if not ARMSPEECH.is_file():
         pytest.fail(f"{ARMSPEECH} is missing: `make test` fetches it (ArmSpeech's sdist from PyPI)")
@@ -149,8 +149,8 @@ def test_fine_tuning_an_imported_model_lowers_its_loss(tmp_path: Path) -> None:
     """Import ArmSpeech, then `harken train --load_checkpoint_dir imported/ --save_checkpoint_dir mine/` on a
     few espeak-ng Armenian sentences: the training loss goes down and the result is a normal checkpoint."""
     from harken import checkpoint
+    from harken.audio import Synthesizer
     from harken.config import CheckpointConfig, Config, DataConfig, RuntimeConfig, TrainConfig
-    from harken.importers.synthetic import Synthesizer
     from harken.train import train
 
     if not ARMSPEECH.is_file():

@@ -32,7 +32,7 @@ from harken import audio, checkpoint, cli, export
 from harken.config import ExportConfig
 from harken.inference import Model
 from harken.server import ServerConfig
-from harken.server.utterances import Endpointing, Resampler, Utterances
+from harken.server.utterances import Endpointing, Utterances
 from harken.train import build, save
 
 from conftest import DATA, LDC93S1_TEXT, ldc_config, wait_until
@@ -322,16 +322,6 @@ def test_utterances_end_at_pauses_wherever_the_messages_are_cut(tiny_model: Path
     assert results[0] == results[1] == results[2]
     assert len(results[0]) >= 2 and results[0][-1][1] == pytest.approx(len(pcm) / 2 / 16000, abs=1e-3)
     assert 2.9 < results[0][0][1] < 4.0  # the first ends within the pause
-
-
-@pytest.mark.parametrize("rates", [(8000, 16000), (44100, 16000), (48000, 16000), (16000, 8000)])
-def test_the_stream_resampler_equals_the_whole_file_conversion(rates: tuple[int, int]) -> None:
-    samples = (np.random.default_rng(0).standard_normal(rates[0]) * 0.3).astype(np.float32)
-    whole = audio.resample(samples, *rates)
-    for size in (1, 441, 10_000):
-        resampler = Resampler(*rates)
-        pieces = [resampler.feed(samples[i : i + size]) for i in range(0, len(samples), size)]
-        np.testing.assert_allclose(np.concatenate([*pieces, resampler.finish()]), whole, atol=1e-6)
 
 
 def test_health_and_models(service: Server) -> None:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
-from harken import audio, cli, data, manifest, storage
+from harken import audio, cli, data, manifest, shards, storage
 from harken.alphabet import Alphabet
 from harken.config import DataConfig, FeatureConfig
 
@@ -17,8 +18,6 @@ def _corpus(tmp_path: Path) -> Path:
     """Three recordings (wav, flac, 44.1 kHz stereo) and their CSV."""
     speech = audio.read(DATA / "LDC93S1.wav", 16000)
     audio.write(tmp_path / "b.wav", speech[:20000], 16000)
-    import soundfile
-
     soundfile.write(str(tmp_path / "c.flac"), speech[:30000], 16000)
     csv = tmp_path / "corpus.csv"
     csv.write_text(
@@ -88,18 +87,18 @@ def test_index_files_spare_reading_audio_and_stale_ones_are_ignored(
     expected = audio.info(tmp_path / "c.flac")
     assert index["members"]["00000002.flac"][2:] == [16000, 1, 30000]
     with monkeypatch.context() as patched:  # the header comes from the index: no audio is opened
-        patched.setattr(audio, "_open", lambda path: pytest.fail(f"{path} was opened"))
+        patched.setattr(soundfile, "SoundFile", lambda source: pytest.fail(f"{source} was opened"))
         assert audio.info(member) == expected
     (tmp_path / "s" / "shard-00000.tar.json").write_text('{"format": "harken-shard-index/1", "tar_size": 1}')
-    audio._INDEX.clear()  # a fresh process: the index describes another tar, so the tar's headers are read
+    shards.forget_indexes()  # a fresh process: the index describes another tar, so the tar's headers are read
     assert audio.info(member) == expected and audio.exists(member)
     (tmp_path / "s" / "shard-00000.tar.json").write_text(
         json.dumps({**index, "members": {**index["members"], "00000002.flac": ["512", 30000]}})
     )  # an entry of the wrong type: the index is not used
-    audio._INDEX.clear()
+    shards.forget_indexes()
     assert audio.info(member) == expected
     (tmp_path / "s" / "shard-00000.tar.json").write_text("{not json")
-    audio._INDEX.clear()
+    shards.forget_indexes()
     np.testing.assert_array_equal(audio.read(member, 16000), audio.read(tmp_path / "c.flac", 16000))
 
 
@@ -151,7 +150,7 @@ def test_training_from_shards_in_object_storage(
     (tmp_path / "s" / "shard-00001.tar.json").unlink()
     _upload(bucket, tmp_path / "s", "no-index")  # without shard-00001's index file: its headers are read
     (tmp_path / "s" / "corpus.csv").unlink()
-    audio._INDEX.clear()
+    shards.forget_indexes()
     member = Path("s3://corpus/no-index/shard-00001.tar#00000003.wav")
     assert audio.exists(member) and audio.info(member).sample_rate == 44100
     argv = ["train", "--train_files", "s3://corpus/shards/corpus.csv", "--epochs", "2", "--n_hidden", "16",
@@ -166,3 +165,16 @@ def test_training_from_shards_in_object_storage(
     assert cli.main([*missing, "--checkpoint_dir", str(tmp_path / "c2")]) == 2
     err = capsys.readouterr().err
     assert "s3://corpus/nothing/train.csv: no such CSV file" in err and err.count("\n") == 1
+
+
+def test_member_paths_and_index_files() -> None:
+    assert shards.split_member(Path("a/shard-00000.tar#00000001.wav")) == (
+        Path("a/shard-00000.tar"),
+        "00000001.wav",
+    )
+    assert shards.split_member(Path("a/b.wav")) is None
+    index = {"format": shards.INDEX_FORMAT, "tar_size": 100, "members": {"a.wav": [512, 10, 16000, 1, 5]}}
+    members = shards.parse_index(json.dumps(index).encode(), 100)
+    assert members == {"a.wav": shards.Member(512, 10, audio.AudioInfo(16000, 1, 5))}
+    assert shards.parse_index(json.dumps(index).encode(), 101) is None  # another version of the tar
+    assert shards.parse_index(b"{not json", 100) is None

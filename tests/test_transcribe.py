@@ -75,7 +75,7 @@ def test_audio_shorter_than_a_window_is_a_per_file_error(tmp_path: Path) -> None
 
 
 def _two_sentences(tmp_path: Path) -> tuple[Path, np.ndarray]:
-    from harken.importers.synthetic import Synthesizer
+    from harken.audio import Synthesizer
 
     synthesizer = Synthesizer()
     pieces = []

@@ -132,7 +132,7 @@ def check_audio(cfg: FeatureConfig, path: Path | None = None) -> np.ndarray:
     """Real speech for the parity check: the given file, else a sentence spoken by espeak-ng."""
     sample_rate = cfg.audio_sample_rate
     if path is None:
-        from harken.importers.synthetic import Synthesizer
+        from harken.audio import Synthesizer
 
         speech = "please turn the kitchen light on and set the timer to five"
         pcm, rate = Synthesizer().speak(speech, "en-us+m3")

@@ -65,13 +65,6 @@ class Transcript:
     warning: str = ""  # one line when only part of the file could be read (truncated, damaged)
 
 
-def _audio_file(path: Path, folder: Path) -> bool:
-    """An audio file of ``folder`` as `harken import folder` takes them: by suffix, hidden names (and
-    hidden folders' contents: .Trash, macOS's ._ resource forks) left out."""
-    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-    return path.suffix.lower() in audio.AUDIO_SUFFIXES and not hidden and path.is_file()
-
-
 def expand(inputs: Iterable[str | Path]) -> list[Path]:
     """Files, folders (their audio files, recursively, sorted) and glob patterns, as a list of paths.
 
@@ -82,7 +75,7 @@ def expand(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _audio_file(p, path))
+            found = audio.audio_files(path)  # as `harken import folder` takes them
         elif not path.exists() and glob.has_magic(text):
             found = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
         else:
@@ -100,16 +93,11 @@ def speech_segments(
     A stretch longer than ``max_seconds`` is cut there. With aggressiveness -1, or a rate WebRTC's
     detector does not take (8, 16, 32, 48 kHz), the whole file is one segment.
     """
-    if aggressiveness < 0 or rate not in (8000, 16000, 32000, 48000) or len(samples) == 0:
+    detector = audio.voice_detector(aggressiveness, rate)
+    if detector is None or len(samples) == 0:
         return [(0, len(samples))] if len(samples) else []
-    import webrtcvad
-
-    detector = webrtcvad.Vad(aggressiveness)
-    frame = rate * 30 // 1000
-    pcm = audio.to_pcm16(samples)
-    voiced = [
-        detector.is_speech(pcm[i : i + frame].tobytes(), rate) for i in range(0, len(pcm) - frame + 1, frame)
-    ]
+    frame = detector.frame  # 30 ms
+    voiced = detector.frames(audio.to_pcm16(samples))
     window = 10  # frames: 300 ms
     limit = max(1, int(max_seconds * 1000 / 30) - 2 * window)  # leaves room for the widening
     frames: list[tuple[int, int]] = []
@@ -219,7 +207,7 @@ def transcribe_blocks(
             segment = _decode(model, pending, begin, end, offset, num_results, stop)
             if segment is not None:
                 yield segment
-        frame = rate * 30 // 1000  # keep the detector's 30 ms frame grid where the whole file has it
+        frame = rate * audio.FRAME_MS // 1000  # keep the detector's frame grid where the whole file has it
         keep = pieces[-1][0] if pieces else max(0, len(pending) - rate) // frame * frame  # silence: ~1 s
         pending, offset = pending[keep:], offset + keep
     for begin, end in speech_segments(pending, rate, aggressiveness, split_above):

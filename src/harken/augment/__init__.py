@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 from harken import audio, features
@@ -37,7 +36,6 @@ from harken.augment.base import (
 from harken.augment.spectral import Add, Dropout, FrequencyMask, Multiply, Pitch, Tempo, TimeMask, Warp
 from harken.augment.waveform import Codec, Overlay, Resample, Reverb, Volume
 from harken.config import FeatureConfig
-from harken.storage import atomic_write
 
 __all__ = [
     "REGISTRY",
@@ -235,10 +233,7 @@ def preview(
         name = path.stem if path.stem not in used else f"{path.stem}-{index}"
         used.add(name)
         target = out / f"{name}.aug.wav"
-        with atomic_write(target, "wb") as handle:
-            soundfile.write(
-                handle, audio.to_pcm16(augmented), augmenter.config.audio_sample_rate, format="WAV"
-            )
+        audio.write(target, augmented, augmenter.config.audio_sample_rate)
         audible = tuple(d.augmentation.NAME for d in fired if d.augmentation.domain in ("sample", "signal"))
         inaudible = tuple(
             d.augmentation.NAME for d in fired if d.augmentation.domain not in ("sample", "signal")

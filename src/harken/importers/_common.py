@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import soundfile
 
 from harken import audio, manifest
 from harken.alphabet import Alphabet
 from harken.config import option, require
-from harken.storage import atomic_write
 from harken.summary import ProgressBar
 
 # Skip reasons (the ones training's validation also has use its words).
@@ -226,22 +224,6 @@ class _Outcome:
     detail: str = ""
 
 
-def _wav_frames(path: Path, sample_rate: int) -> int:
-    """Frames of a mono 16-bit PCM wav at ``sample_rate``; 0 when ``path`` is anything else or absent."""
-    try:
-        meta = soundfile.info(str(path))
-    except (RuntimeError, soundfile.LibsndfileError):
-        return 0
-    usable = (meta.format, meta.subtype, meta.channels, meta.samplerate) == ("WAV", "PCM_16", 1, sample_rate)
-    return int(meta.frames) if usable else 0
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Mono float samples as 16-bit PCM wav, written atomically (a temporary file renamed into place)."""
-    with atomic_write(path, "wb") as handle:
-        soundfile.write(handle, audio.to_pcm16(samples), sample_rate, subtype="PCM_16", format="WAV")
-
-
 def _failure(source: Path, error: audio.AudioError) -> _Outcome:
     if not source.is_file():
         return _Outcome(reason=MISSING)
@@ -254,7 +236,7 @@ def _failure(source: Path, error: audio.AudioError) -> _Outcome:
 def _existing(piece: _Piece, source: Path, sample_rate: int) -> _Outcome | None:
     """The source itself when it may be used as it is, else a wav an earlier run wrote; None: neither."""
     for path, kind in ((source, _AS_IS), (piece.wav, _KEPT)) if piece.as_is else ((piece.wav, _KEPT),):
-        frames = _wav_frames(path, sample_rate) if path.is_file() else 0
+        frames = audio.wav_frames(path, sample_rate) if path.is_file() else 0
         if frames:
             return _Outcome(path, frames, path.stat().st_size, kind)
     return None
@@ -286,7 +268,7 @@ def _convert(job: _Job) -> list[_Outcome]:
             if cut.size == 0:
                 outcome = _Outcome(reason=EMPTY_AUDIO, detail="the time span holds no audio")
             else:
-                write_wav(piece.wav, cut, rate)
+                audio.write(piece.wav, cut, rate)
                 outcome = _Outcome(piece.wav, int(cut.size), piece.wav.stat().st_size, _MADE)
         done.append(outcome)
     return done

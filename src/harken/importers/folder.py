@@ -32,7 +32,8 @@ from harken.importers._common import (
 
 __all__ = ["AUDIO_SUFFIXES", "FolderConfig", "prepare"]
 
-AUDIO_SUFFIXES = audio.AUDIO_SUFFIXES  # one list: `harken transcribe DIR` takes what this imports
+AUDIO_SUFFIXES = audio.AUDIO_SUFFIXES  # one list and one filter (audio.audio_files): `harken transcribe DIR`
+# takes the files this imports
 _EXPECTED = "a folder of audio files, each with a same-named .txt transcript"
 NO_TRANSCRIPT = "no .txt transcript beside the audio file"
 DUPLICATE = "another audio file has the same name (the .wav, or the first by suffix, is used)"
@@ -72,24 +73,6 @@ def split_of(relative: str, config: FolderConfig) -> str:
     return "dev.csv" if draw < config.test_fraction + config.dev_fraction else "train.csv"
 
 
-def _audio_files(source: Path, skip: set[Path]) -> dict[Path, Path]:
-    """Audio file -> its transcript path (which may not exist), in sorted order; folders in ``skip``
-    (absolute paths) and hidden files are left out."""
-    found: dict[Path, Path] = {}
-    for folder, subfolders, files in os.walk(source):
-        here = Path(folder)
-        subfolders[:] = sorted(
-            name
-            for name in subfolders
-            if not name.startswith(".") and Path(os.path.abspath(here / name)) not in skip
-        )
-        for name in sorted(files):
-            path = here / name
-            if path.suffix.lower() in AUDIO_SUFFIXES and not name.startswith("."):
-                found[path] = path.with_suffix(".txt")
-    return found
-
-
 def _preference(path: Path) -> tuple[bool, str]:
     """Of several audio files for one transcript: a wav first, else the first suffix alphabetically."""
     return (path.suffix.lower() != ".wav", path.suffix.lower())
@@ -121,7 +104,7 @@ def prepare(
     source, target = check_source(Path(source), _EXPECTED), check_target(Path(target))
     absolute = Path(os.path.abspath(target))
     skip = {absolute / "wav"} | ({absolute} if absolute != Path(os.path.abspath(source)) else set())
-    files = _audio_files(source, skip)
+    files = {path: path.with_suffix(".txt") for path in audio.audio_files(source, skip)}  # audio: its .txt
     if not files:
         raise ValueError(f"{source}: no audio files (expected {_EXPECTED})")
     report = ImportReport("folder")

@@ -10,68 +10,15 @@ recording without such a pause gives the transcript of the whole file (``Model.s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy.signal import firwin
 
 from harken import audio
 from harken.inference import Model, Stream
 from harken.transcribe import words_of
 
-VAD_RATES = (8000, 16000, 32000, 48000)  # what WebRTC's detector takes
 Event = dict[str, Any]
-
-
-class Resampler:
-    """``audio.resample`` (scipy's ``resample_poly``, zero padding at both ends) fed in pieces: each output
-    sample is computed once the input it depends on has arrived, so the joined output equals the whole
-    signal's conversion to float rounding, whatever the pieces."""
-
-    def __init__(self, rate_in: int, rate_out: int) -> None:
-        ratio = Fraction(rate_out, rate_in)
-        self.up, self.down = ratio.numerator, ratio.denominator
-        max_rate = max(self.up, self.down)
-        half_len = 10 * max_rate
-        taps = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * self.up
-        pre_pad = self.down - half_len % self.down
-        taps = np.concatenate([np.zeros(pre_pad), taps])
-        self.pre_remove = (half_len + pre_pad) // self.down
-        self.width = -(-len(taps) // self.up)  # input samples one output sample reads
-        padded = np.concatenate([taps, np.zeros(self.width * self.up - len(taps))])
-        self.weights = padded.reshape(self.width, self.up).T  # [phase, tap]: taps[phase + tap * up]
-        self.buffer = np.zeros(self.width)  # input from absolute index ``base`` on; zeros before the start
-        self.base = -self.width
-        self.received = 0
-        self.emitted = 0
-
-    def feed(self, samples: np.ndarray) -> np.ndarray:
-        """float samples at rate_in -> the float32 samples at rate_out that they complete."""
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.float64)])
-        self.received += len(samples)
-        # output n reads input up to (n + pre_remove) * down // up, which must have arrived
-        ready = (self.received * self.up - 1) // self.down + 1 - self.pre_remove if self.received else 0
-        return self._emit(ready)
-
-    def finish(self) -> np.ndarray:
-        """The rest of the output, reading zeros after the last input sample."""
-        total = -(-self.received * self.up // self.down)
-        self.buffer = np.concatenate([self.buffer, np.zeros(self.width + self.pre_remove * self.down)])
-        return self._emit(total)
-
-    def _emit(self, end: int) -> np.ndarray:
-        if end <= self.emitted:
-            return np.zeros(0, np.float32)
-        positions = (np.arange(self.emitted, end) + self.pre_remove) * self.down
-        last = positions // self.up  # newest input sample each output reads
-        indexes = last[:, None] - np.arange(self.width)[None, :] - self.base  # [outputs, taps]
-        out = np.einsum("ot,ot->o", self.buffer[indexes], self.weights[positions % self.up])
-        self.emitted = end
-        keep = (self.emitted + self.pre_remove) * self.down // self.up - self.width + 1 - self.base
-        if keep > 0:
-            self.buffer, self.base = self.buffer[keep:], self.base + keep
-        return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -97,13 +44,9 @@ class Utterances:
         self.rate = model.sample_rate
         self.endpointing = endpointing
         self.num_results = num_results  # above 1, finals list the next-best candidates too
-        self._resampler = Resampler(sample_rate, self.rate) if sample_rate != self.rate else None
-        self._vad: Any = None
-        if endpointing.aggressiveness >= 0 and self.rate in VAD_RATES:
-            import webrtcvad
-
-            self._vad = webrtcvad.Vad(endpointing.aggressiveness)
-        self._frame = self.rate * 30 // 1000
+        self._resampler = audio.Resampler(sample_rate, self.rate) if sample_rate != self.rate else None
+        self._vad = audio.voice_detector(endpointing.aggressiveness, self.rate)
+        self._frame = self.rate * audio.FRAME_MS // 1000
         self._odd = b""  # half a sample left over from the last message
         self._unclassified = np.zeros(0, np.int16)  # less than one detector frame
         self._received = 0  # samples at the model's rate so far
@@ -166,13 +109,13 @@ class Utterances:
         origin = start - len(self._unclassified)  # absolute position of pcm[0]
         frames = len(pcm) // self._frame
         self._unclassified = pcm[frames * self._frame :]
-        needed = -(-self.endpointing.endpoint_ms // 30)
+        needed = -(-self.endpointing.endpoint_ms // audio.FRAME_MS)
         longest = int(self.endpointing.max_seconds * self.rate)
         cuts: list[int] = []
         for index in range(frames):
             frame = pcm[index * self._frame : (index + 1) * self._frame]
             end = origin + (index + 1) * self._frame
-            self._silence = 0 if self._vad.is_speech(frame.tobytes(), self.rate) else self._silence + 1
+            self._silence = 0 if self._vad.is_speech(frame) else self._silence + 1
             if self._silence >= needed or end - self._segment_start >= longest:
                 cuts.append(end)
                 self._segment_start, self._silence = end, 0

@@ -48,13 +48,33 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
         audio.read(empty, 16000)
 
 
-def test_pcm16_helpers(tmp_path: Path) -> None:
-    pcm = np.array([0, 1000, -32768, 32767], dtype=np.int16)
-    floats = audio.from_pcm16(pcm.tobytes())
-    np.testing.assert_array_equal(audio.to_pcm16(floats), pcm)
-    path = tmp_path / "x.wav"
+def test_write_gives_back_what_read_reads(tmp_path: Path) -> None:
+    floats = audio.from_pcm16(np.array([0, 1000, -32768, 32767], dtype=np.int16))
+    path = tmp_path / "new" / "x.wav"  # the folder is made
     audio.write(path, floats, 16000)
     np.testing.assert_array_equal(audio.read(path, 16000), floats)
+    meta = soundfile.info(str(path))
+    assert (meta.format, meta.subtype, meta.channels, meta.samplerate) == ("WAV", "PCM_16", 1, 16000)
+    assert audio.wav_frames(path, 16000) == 4 and audio.wav_frames(path, 8000) == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.wav"]  # no temporary file left
+
+
+def test_write_is_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    audio.write(path, np.zeros(100, np.float32), 16000)
+    with pytest.raises(TypeError):
+        audio.write(path, "not samples", 16000)  # type: ignore[arg-type]
+    assert audio.wav_frames(path, 16000) == 100 and [p.name for p in tmp_path.iterdir()] == ["x.wav"]
+
+
+def test_wav_frames_of_anything_else_is_0(tmp_path: Path) -> None:
+    samples, rate = soundfile.read(str(DATA / "LDC93S1.wav"), dtype="int16")
+    flac, stereo = tmp_path / "x.flac", tmp_path / "stereo.wav"
+    soundfile.write(str(flac), samples, rate)
+    soundfile.write(str(stereo), np.stack([samples, samples], axis=1), rate)
+    assert audio.wav_frames(DATA / "LDC93S1.wav", 16000) == len(samples)
+    assert audio.wav_frames(flac, 16000) == audio.wav_frames(stereo, 16000) == 0
+    assert audio.wav_frames(tmp_path / "absent.wav", 16000) == 0
 
 
 def _cut(source: Path, target: Path, fraction: float) -> Path:
