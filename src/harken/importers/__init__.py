@@ -3,7 +3,7 @@
 ``IMPORTERS`` maps an importer's name to its entry: its options (a config dataclass of ``option`` fields,
 from which ``harken import NAME`` takes its flags) and the function that runs it (each importer module's
 ``prepare(source, target, config, progress) -> list of CSV paths``; the synthetic corpus has no source).
-``_common`` holds what the corpus importers share: transcript clean-up, resumable conversion to wav,
+``corpus`` holds what the corpus importers share: transcript clean-up, resumable conversion to wav,
 the import report.
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harken import audio
 from harken.config import option, require
-from harken.importers._common import (
+from harken.importers.corpus import (
     ImportConfig,
     ImportReport,
     Utterance,

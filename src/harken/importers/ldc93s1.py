@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harken.importers._common import ImportConfig, Utterance, check_source, check_target, read_text, run
+from harken.importers.corpus import ImportConfig, Utterance, check_source, check_target, read_text, run
 
 __all__ = ["LDC93S1Config", "prepare", "read_transcript"]
 

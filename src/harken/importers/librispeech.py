@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harken.config import comma_list, option
-from harken.importers._common import ImportConfig, Utterance, check_source, check_target, read_text, run
+from harken.importers.corpus import ImportConfig, Utterance, check_source, check_target, read_text, run
 
 __all__ = ["LibriSpeechConfig", "prepare"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harken.config import comma_list, option, require
-from harken.importers._common import (
+from harken.importers.corpus import (
     ImportConfig,
     ImportReport,
     Skip,

@@ -8,7 +8,7 @@ import soundfile
 
 from harken import audio
 from harken.alphabet import Alphabet
-from harken.importers._common import (
+from harken.importers.corpus import (
     EMPTY_TRANSCRIPT,
     OUT_OF_ALPHABET,
     UNSPOKEN,

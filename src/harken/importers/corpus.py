@@ -172,11 +172,6 @@ def read_text(path: Path) -> str:
         raise ValueError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def split_names(text: str) -> tuple[str, ...]:
-    """``"a,b"`` as ``("a", "b")``, for options naming splits or subsets."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 # --------------------------------------------------------------------------------------------------------
 # Audio
 
