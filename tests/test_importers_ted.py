@@ -6,7 +6,7 @@ import pytest
 import soundfile
 
 from harken import audio
-from harken.importers._common import Skip
+from harken.importers.corpus import Skip
 from harken.importers.ted import UNKNOWN_WORD, TedConfig, clean_transcript, parse_stm, prepare
 
 from conftest import DATA
