@@ -304,3 +304,69 @@ def test_scorer_beam_width_hot_words_and_candidates(ldc_noisy_model: Path) -> No
         model.erase_hot_word("water")
     with pytest.raises(ValueError, match="LDC93S1.wav: not a scorer package"):
         model.enable_scorer(DATA / "LDC93S1.wav")
+
+
+def _clips() -> list[np.ndarray]:
+    """Five overlapping stretches of LDC93S1 of different lengths (1 s to 1.4 s)."""
+    return [PCM[i * 3000 : i * 3000 + 16000 + i * 1700] for i in range(5)]
+
+
+def _alone(model: Model, clip: np.ndarray, chunk: int = 320) -> tuple[np.ndarray, str]:
+    stream = model.create_stream()
+    pieces = _recorded(stream)
+    for start in range(0, len(clip), chunk):
+        stream.feed_audio_content(clip[start : start + chunk])
+    text = stream.finish_stream()
+    return np.concatenate(pieces), text
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx", "int8"])
+def test_streams_stepped_together_equal_each_alone(
+    tiny: tuple[Path, Path], kind: str, tmp_path: Path
+) -> None:
+    """Model.step_streams runs the pending windows of many streams in one call per step (streams with as
+    many new windows stacked, their LSTM states split out again): each stream's log-probs are those it
+    gets alone, in float and in int8 (whose activations are quantized one row at a time)."""
+    if kind == "int8":
+        loaded = checkpoint.load_model(tiny[0])
+        config = ExportConfig(export_dir=str(tmp_path), quantize="int8")
+        path = export.export(loaded, config, DATA / "LDC93S1.wav")[-1].path
+    else:
+        path = tiny[1] if kind == "onnx" else tiny[0]
+    model, clips = Model(path), _clips()
+    alone = [_alone(model, clip) for clip in clips]
+    streams = [model.create_stream() for _ in clips]
+    records = [_recorded(stream) for stream in streams]
+    calls = steps = 0
+    for start in range(0, max(map(len, clips)), 320):
+        for stream, clip in zip(streams, clips, strict=True):
+            if start < len(clip):
+                stream.buffer_audio(clip[start : start + 320])
+        calls += model.step_streams(streams)
+        steps += 1
+    calls += model.step_streams(streams, final=True)
+    texts = [stream.finish_stream() for stream in streams]
+    for record, (log_probs, text), got in zip(records, alone, texts, strict=True):
+        np.testing.assert_allclose(np.concatenate(record), log_probs, atol=1e-5)
+        assert got == text
+    individual = sum(len(pieces) for pieces in records)
+    assert calls <= steps + 5 and calls * 3 < individual  # one call a step, not one a stream
+    with pytest.raises(InferenceError, match="finished"):
+        streams[0].buffer_audio(PCM[:320])
+
+
+def test_step_streams_refuses_other_models_streams_and_a_bad_batch(tiny: tuple[Path, Path]) -> None:
+    one, other = Model(tiny[0]), Model(tiny[1])
+    with pytest.raises(InferenceError, match="streams of this model only"):
+        one.step_streams([one.create_stream(), other.create_stream()])
+    with pytest.raises(InferenceError, match="max_batch must be at least 1"):
+        one.step_streams([one.create_stream()], max_batch=0)
+
+
+def test_step_streams_honours_max_batch(tiny: tuple[Path, Path]) -> None:
+    model = Model(tiny[0])
+    streams = [model.create_stream() for _ in range(5)]
+    for stream in streams:
+        stream.buffer_audio(PCM[:16000])
+    assert model.step_streams(streams, max_batch=2) == 3  # 2 + 2 + 1 streams
+    assert model.step_streams(streams) == 0  # nothing new

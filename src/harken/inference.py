@@ -8,6 +8,10 @@
     partial = stream.intermediate_decode()
     final = stream.finish_stream()
 
+    for stream, chunk in zip(streams, chunks):     # many live streams, one model call a step
+        stream.buffer_audio(chunk)
+    model.step_streams(streams)
+
 A stream computes each MFCC frame once its window of samples has arrived, each context window once its
 future frames have, and runs the acoustic model on what is new with the LSTM state carried over, so its
 final result is the whole file's, exactly (float models); a bidirectional checkpoint is decoded when the
@@ -32,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -255,6 +260,13 @@ class Model:
     def create_stream(self) -> Stream:
         return Stream(self)
 
+    def step_streams(self, streams: Sequence[Stream], final: bool = False, max_batch: int = 64) -> int:
+        """Run the model once for many streams' pending audio (fed with ``Stream.buffer_audio``), in
+        batched calls: see ``step_streams``. Returns the number of model calls."""
+        if any(stream.model is not self for stream in streams):
+            raise InferenceError("step_streams takes streams of this model only")
+        return step_streams(streams, final, max_batch)
+
     def stt(self, pcm16: bytes | np.ndarray) -> str:
         """The transcript of a whole utterance (16-bit samples at ``sample_rate``)."""
         return self.stt_with_metadata(pcm16).transcripts[0].text
@@ -336,9 +348,17 @@ class Stream:
         self._state: State = (zeros, zeros.copy())
         self._search = model.decoder().stream()
         self._finished = False
+        self._flushed = False  # the end's windows have been handed out: no more audio
 
     def feed_audio_content(self, pcm16: bytes | np.ndarray) -> None:
-        if self._finished:
+        """Take more audio and run the model on what it completes."""
+        self.buffer_audio(pcm16)
+        self._run(final=False)
+
+    def buffer_audio(self, pcm16: bytes | np.ndarray) -> None:
+        """Take more audio, computing its frames but not running the model: ``Model.step_streams`` then
+        runs it for many streams at once."""
+        if self._finished or self._flushed:
             raise InferenceError("the stream is finished; create a new one")
         self._samples = np.concatenate([self._samples, _floats(pcm16)])
         count = features.n_frames(len(self._samples), self._cfg)
@@ -350,25 +370,42 @@ class Stream:
         mfcc = self._normalize(raw).numpy()
         self._samples = self._samples[count * self._cfg.step_samples :]
         self._frames = np.concatenate([self._frames, mfcc])
-        self._run(final=False)
 
     def _run(self, final: bool) -> None:
         """Run the model on every window whose future context has arrived (all of them when final)."""
+        windows = self.take_windows(final)
+        if windows is not None:
+            log_probs, state = self.model.backend(windows[np.newaxis], self.state)
+            self.accept_output(log_probs[0], state)
+
+    @property
+    def state(self) -> State:
+        """The recurrent state (h, c), each [directions, 1, n_hidden], after the windows run so far."""
+        return self._state
+
+    def take_windows(self, final: bool = False) -> np.ndarray | None:
+        """The context windows [ready, n_input] whose future frames have arrived (all of them, the end
+        padded, when ``final``: the stream then takes no more audio), handed out once; None when there
+        are none yet. Their model output goes back through ``accept_output``."""
         context = self._cfg.n_context
-        if self.model.backend.directions > 1 and not final:
-            return  # a bidirectional model reads the utterance backwards too: decode it when it is complete
+        if self._flushed or (self.model.backend.directions > 1 and not final):
+            return None  # a bidirectional model reads the utterance backwards too: run it when complete
         if final:
+            self._flushed = True
             self._frames = np.concatenate([self._frames, np.zeros((context, self._cfg.n_mfcc), np.float32)])
         ready = len(self._frames) - 2 * context  # windows whose 2 * context + 1 frames are all here
         if ready <= 0:
-            return
+            return None
         frames = torch.from_numpy(self._frames).unsqueeze(0)  # [1, frames, n_mfcc]
-        windows = features.context_windows(frames, context)[
-            :, context : context + ready
-        ]  # [1, ready, n_input]
-        log_probs, self._state = self.model.backend(np.ascontiguousarray(windows.numpy()), self._state)
-        self._accept(log_probs[0])
+        windows = features.context_windows(frames, context)[0, context : context + ready]  # [ready, n_input]
         self._frames = self._frames[ready:]  # keep the 2 * context frames the next windows still need
+        return np.ascontiguousarray(windows.numpy())
+
+    def accept_output(self, log_probs: np.ndarray, state: State) -> None:
+        """The model's output for the windows ``take_windows`` gave: log_probs [ready, n_classes] (decoded
+        once, as they come) and the state after them."""
+        self._state = state
+        self._accept(log_probs)
 
     def _accept(self, log_probs: np.ndarray) -> None:
         """New frames' log-probs [time, n_classes]: decoded once, as they come."""
@@ -416,3 +453,31 @@ class Stream:
             self._run(final=True)
             self._finished = True
         return self._metadata(self._search.finish(num_results))
+
+
+def step_streams(streams: Sequence[Stream], final: bool = False, max_batch: int = 64) -> int:
+    """Run the model once for the pending windows of many streams of one model: streams with the same
+    number of new windows go through the model together (their LSTM states stacked in, split out), up
+    to ``max_batch`` at a time, so the recurrent weights are read once per step for all of them. Each
+    stream's output equals what it would get alone (float models; int8 rows are quantized one at a
+    time, so batching changes nothing there either). ``final``: the streams' last windows (they then
+    take no more audio; ``finish_stream`` gives their finals). Returns the number of model calls."""
+    if max_batch < 1:
+        raise InferenceError(f"max_batch must be at least 1, got {max_batch}")
+    groups: dict[tuple[int, int], list[tuple[Stream, np.ndarray]]] = {}
+    for stream in streams:
+        windows = stream.take_windows(final)
+        if windows is not None:
+            groups.setdefault((id(stream.model.backend), len(windows)), []).append((stream, windows))
+    calls = 0
+    for group in groups.values():
+        for start in range(0, len(group), max_batch):
+            chunk = group[start : start + max_batch]
+            windows = np.stack([w for _, w in chunk])  # [batch, ready, n_input]
+            h0 = np.concatenate([s.state[0] for s, _ in chunk], axis=1)  # [directions, batch, n_hidden]
+            c0 = np.concatenate([s.state[1] for s, _ in chunk], axis=1)
+            log_probs, (hn, cn) = chunk[0][0].model.backend(windows, (h0, c0))  # [batch, ready, n_classes]
+            for row, (stream, _) in enumerate(chunk):
+                stream.accept_output(log_probs[row], (hn[:, row : row + 1], cn[:, row : row + 1]))
+            calls += 1
+    return calls
