@@ -355,6 +355,11 @@ class Stream:
         self.buffer_audio(pcm16)
         self._run(final=False)
 
+    def step(self) -> None:
+        """Run the model on the windows the audio buffered so far completes (``feed_audio_content`` does
+        this itself)."""
+        self._run(final=False)
+
     def buffer_audio(self, pcm16: bytes | np.ndarray) -> None:
         """Take more audio, computing its frames but not running the model: ``Model.step_streams`` then
         runs it for many streams at once."""
@@ -455,29 +460,58 @@ class Stream:
         return self._metadata(self._search.finish(num_results))
 
 
-def step_streams(streams: Sequence[Stream], final: bool = False, max_batch: int = 64) -> int:
+def step_streams(
+    streams: Sequence[Stream],
+    final: bool = False,
+    max_batch: int = 64,
+    failed: dict[int, Exception] | None = None,
+) -> int:
     """Run the model once for the pending windows of many streams of one model: streams with the same
     number of new windows go through the model together (their LSTM states stacked in, split out), up
     to ``max_batch`` at a time, so the recurrent weights are read once per step for all of them. Each
     stream's output equals what it would get alone (float models; int8 rows are quantized one at a
     time, so batching changes nothing there either). ``final``: the streams' last windows (they then
-    take no more audio; ``finish_stream`` gives their finals). Returns the number of model calls."""
+    take no more audio; ``finish_stream`` gives their finals). With ``failed``, what goes wrong with a
+    stream is recorded there under its index instead of raised, and the others go on. Returns the
+    number of model calls."""
     if max_batch < 1:
         raise InferenceError(f"max_batch must be at least 1, got {max_batch}")
-    groups: dict[tuple[int, int], list[tuple[Stream, np.ndarray]]] = {}
-    for stream in streams:
-        windows = stream.take_windows(final)
+    groups: dict[tuple[int, int], list[tuple[int, Stream, np.ndarray]]] = {}
+    for index, stream in enumerate(streams):
+        try:
+            windows = stream.take_windows(final)
+        except Exception as error:
+            if failed is None:
+                raise
+            failed[index] = error
+            continue
         if windows is not None:
-            groups.setdefault((id(stream.model.backend), len(windows)), []).append((stream, windows))
+            key = (id(stream.model.backend), len(windows))
+            groups.setdefault(key, []).append((index, stream, windows))
     calls = 0
     for group in groups.values():
         for start in range(0, len(group), max_batch):
-            chunk = group[start : start + max_batch]
-            windows = np.stack([w for _, w in chunk])  # [batch, ready, n_input]
-            h0 = np.concatenate([s.state[0] for s, _ in chunk], axis=1)  # [directions, batch, n_hidden]
-            c0 = np.concatenate([s.state[1] for s, _ in chunk], axis=1)
-            log_probs, (hn, cn) = chunk[0][0].model.backend(windows, (h0, c0))  # [batch, ready, n_classes]
-            for row, (stream, _) in enumerate(chunk):
-                stream.accept_output(log_probs[row], (hn[:, row : row + 1], cn[:, row : row + 1]))
+            _step_together(group[start : start + max_batch], failed)
             calls += 1
     return calls
+
+
+def _step_together(chunk: list[tuple[int, Stream, np.ndarray]], failed: dict[int, Exception] | None) -> None:
+    """One model call for streams with as many new windows each, their outputs handed back."""
+    try:
+        windows = np.stack([w for _, _, w in chunk])  # [batch, ready, n_input]
+        h0 = np.concatenate([s.state[0] for _, s, _ in chunk], axis=1)  # [directions, batch, n_hidden]
+        c0 = np.concatenate([s.state[1] for _, s, _ in chunk], axis=1)
+        log_probs, (hn, cn) = chunk[0][1].model.backend(windows, (h0, c0))  # [batch, ready, n_classes]
+    except Exception as error:
+        if failed is None:
+            raise
+        failed.update((index, error) for index, _, _ in chunk)
+        return
+    for row, (index, stream, _) in enumerate(chunk):
+        try:
+            stream.accept_output(log_probs[row], (hn[:, row : row + 1], cn[:, row : row + 1]))
+        except Exception as error:
+            if failed is None:
+                raise
+            failed[index] = error

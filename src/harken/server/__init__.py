@@ -28,6 +28,13 @@ class ServerConfig:
         0, "requests or stream steps decoded at once, each on its own thread (0: CPU count)"
     )
     threads: int = option(1, "threads one decode uses inside the runtime")
+    batch_streams: bool = option(
+        True, "run the model for all live streams' new audio in one batched call (off: each stream alone)"
+    )
+    batch_wait_ms: float = option(
+        2.0, "longest a stream's step waits for others to join its batch, in milliseconds (0-100)"
+    )
+    max_batch: int = option(64, "most streams one batched model call takes")
     max_queued: int = option(16, "HTTP requests that may wait for a free worker; more are answered 503")
     max_streams: int = option(16, "WebSocket streams open at once; more are refused with 503")
     max_upload_mb: float = option(100.0, "largest upload in MB (10^6 bytes); larger ones are answered 413")
@@ -94,6 +101,8 @@ class ServerConfig:
                      "max_connections_per_client"):  # fmt: skip
             require(getattr(self, name) >= 1, name, getattr(self, name), "1 or more")
         require(self.endpoint_ms >= 30, "endpoint_ms", self.endpoint_ms, "30 or more")
+        require(0 <= self.batch_wait_ms <= 100, "batch_wait_ms", self.batch_wait_ms, "0 to 100")
+        require(1 <= self.max_batch <= 1024, "max_batch", self.max_batch, "1 to 1024")
         for name in ("vad_aggressiveness", "endpoint_aggressiveness"):
             require(-1 <= getattr(self, name) <= 3, name, getattr(self, name), "-1 to 3")
 

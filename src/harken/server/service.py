@@ -25,6 +25,7 @@ from harken import __version__
 from harken.inference import Model
 from harken.scorer import ScorerError, parse_hot_words
 from harken.server import ServerConfig
+from harken.server.batcher import Batcher
 from harken.server.utterances import Endpointing
 
 if TYPE_CHECKING:
@@ -157,10 +158,14 @@ class Service:
     stopping: threading.Event = field(default_factory=threading.Event)  # decodes in flight give up
     views: OrderedDict[tuple[Any, ...], Model] = field(default_factory=OrderedDict)
     views_lock: threading.Lock = field(default_factory=threading.Lock)
+    batcher: Batcher | None = None  # --batch_streams: the streams' steps, batched
 
     def __post_init__(self) -> None:
         self.files = ThreadPoolExecutor(self.config.workers, thread_name_prefix="harken-file")
         self.streams = ThreadPoolExecutor(self.config.workers, thread_name_prefix="harken-stream")
+        if self.config.batch_streams:
+            wait = self.config.batch_wait_ms / 1000
+            self.batcher = Batcher(self.streams, wait, self.config.max_batch)
 
     def model_for(self, options: DecodeOptions) -> Model:
         """The model configured for ``options`` (the service's own when they change nothing); the last

@@ -220,7 +220,11 @@ class StreamSession:
                 if len(self.buffer) < MAX_BUFFERED:
                     self.room.set()
                 if chunk and self.ended != "closed":
-                    events = await loop.run_in_executor(pool, utterances.feed, chunk)
+                    batcher = self.service.batcher
+                    if batcher is not None:  # with the other streams' steps, in one model call
+                        events = await batcher.step(utterances, chunk)
+                    else:
+                        events = await loop.run_in_executor(pool, utterances.feed, chunk)
                     await self._send(events, utterances.seconds)
                     if utterances.seconds >= limit:
                         self.stop("too_long", f"more than {limit:g} s of audio (--max_audio_seconds)")

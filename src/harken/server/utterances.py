@@ -63,12 +63,34 @@ class Utterances:
         return self._received / self.rate
 
     def feed(self, pcm: bytes) -> list[Event]:
+        """Take ``pcm``, run the model on it (this stream alone) and say what changed."""
+        events = self.take(pcm)
+        self.stream.step()  # the model on what ``take`` buffered
+        return events + self.partial()
+
+    def take(self, pcm: bytes) -> list[Event]:
+        """Take ``pcm`` up to the model: the finals of the utterances it ends, and the rest buffered in
+        ``stream`` for a model step (``inference.step_streams`` steps many streams' together); then
+        ``partial``."""
         data = self._odd + pcm
         self._odd = data[len(data) // 2 * 2 :]
         samples = audio.from_pcm16(data[: len(data) // 2 * 2])
         if self._resampler is not None:
             samples = self._resampler.feed(samples)
         return self._take(samples)
+
+    @property
+    def stream(self) -> Stream:
+        """The current utterance's stream."""
+        return self._stream
+
+    def partial(self) -> list[Event]:
+        """``{"type": "partial", "text"}`` when the current utterance's text has changed, else nothing."""
+        partial = " ".join(self._stream.intermediate_decode().split())
+        if partial == self._partial:
+            return []
+        self._partial = partial
+        return [{"type": "partial", "text": partial}]
 
     def finish(self) -> list[Event]:
         """The last final (always sent, possibly with empty text)."""
@@ -80,20 +102,17 @@ class Utterances:
         return [event for event in events if event["type"] == "final"] + [final]
 
     def _take(self, samples: np.ndarray) -> list[Event]:
+        """Finals of the utterances ``samples`` end; the rest buffered (the model not run on it)."""
         events: list[Event] = []
         first = self._received
         done = 0
         for cut in self._cuts(samples):
-            self._stream.feed_audio_content(samples[done : cut - first])
+            self._stream.buffer_audio(samples[done : cut - first])
             done = cut - first
             final = self._final(cut)
             if final["text"]:
                 events.append(final)
-        self._stream.feed_audio_content(samples[done:])
-        partial = " ".join(self._stream.intermediate_decode().split())
-        if partial != self._partial:
-            self._partial = partial
-            events.append({"type": "partial", "text": partial})
+        self._stream.buffer_audio(samples[done:])
         return events
 
     def _cuts(self, samples: np.ndarray) -> list[int]:

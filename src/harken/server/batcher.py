@@ -1,0 +1,104 @@
+"""Live streams' model steps gathered into batched calls (``inference.step_streams``).
+
+A stream's step first takes its audio up to the model (``Utterances.take``: resampling, endpointing,
+features); the batcher then holds it until the batch in flight has finished, or ``wait`` seconds when
+none is, so that the steps of every stream that is ready join one call: the LSTM's weights are read once
+per step for all of them instead of once per stream. One job runs at a time per batcher, on the
+service's stream pool; the next batch gathers while it runs. A stream whose step fails gets its own
+error; the others in its batch go on. A lone stream waits at most ``wait`` (a few ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from harken.inference import step_streams
+from harken.server.utterances import Event, Utterances
+
+
+@dataclass
+class _Step:
+    utterances: Utterances
+    pcm: bytes
+    done: asyncio.Future[list[Event]]
+
+
+@dataclass
+class Batcher:
+    """Steps of many streams, run ``max_batch`` at most to a model call, on ``pool``."""
+
+    pool: Executor
+    wait: float = 0.002  # seconds a step waits for others when no batch is in flight
+    max_batch: int = 64
+    pending: list[_Step] = field(default_factory=list)
+    running: list[_Step] = field(default_factory=list)  # the batch on the pool now
+    busy: bool = False  # a batch is running (or about to): new steps wait for it
+    batches: int = 0  # batches run, and the steps they held (for the service's counters)
+    steps: int = 0
+
+    async def step(self, utterances: Utterances, pcm: bytes) -> list[Event]:
+        """Take ``pcm`` into ``utterances`` and run the model on it with the other streams ready now:
+        the finals it ends and the partial it changes, as ``Utterances.feed`` gives them alone."""
+        done: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self.pending.append(_Step(utterances, pcm, done))
+        if not self.busy:
+            self.busy = True
+            asyncio.get_running_loop().create_task(self._run())
+        return await done
+
+    async def _run(self) -> None:
+        """Run batches until no step is waiting."""
+        loop = asyncio.get_running_loop()
+        try:
+            if self.wait > 0:
+                await asyncio.sleep(self.wait)  # the first step of a quiet spell: let others join
+            while self.pending:
+                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+                self.running = batch
+                try:
+                    results = await loop.run_in_executor(self.pool, run_batch, batch, self.max_batch)
+                except Exception as error:  # the pool is shut down: every step of the batch fails
+                    results = [error] * len(batch)
+                self.batches, self.steps = self.batches + 1, self.steps + len(batch)
+                for item, result in zip(batch, results, strict=True):
+                    _settle(item, result)
+        finally:
+            self.busy = False
+            for item in self.running + self.pending:  # left behind by a cancellation
+                _settle(item, RuntimeError("the service is stopping"))
+            self.running, self.pending = [], []
+
+
+def _settle(item: _Step, result: list[Event] | Exception) -> None:
+    if item.done.done():
+        return
+    if isinstance(result, Exception):
+        item.done.set_exception(result)
+    else:
+        item.done.set_result(result)
+
+
+def run_batch(batch: list[_Step], max_batch: int) -> list[list[Event] | Exception]:
+    """On a worker thread: every step's audio taken, one model step for them all, the partials."""
+    results: list[list[Event] | Exception] = []
+    for item in batch:
+        try:
+            results.append(item.utterances.take(item.pcm))
+        except Exception as error:
+            results.append(error)
+    ready = [i for i, result in enumerate(results) if not isinstance(result, Exception)]
+    failed: dict[int, Exception] = {}
+    step_streams([batch[i].utterances.stream for i in ready], max_batch=max_batch, failed=failed)
+    for position, index in enumerate(ready):
+        events = results[index]
+        assert not isinstance(events, Exception)
+        if position in failed:
+            results[index] = failed[position]
+            continue
+        try:
+            results[index] = events + batch[index].utterances.partial()
+        except Exception as error:
+            results[index] = error
+    return results
