@@ -1,13 +1,17 @@
 """Load on ``harken serve`` over loopback: live streams, HTTP requests, memory per open stream.
 
-    .venv/bin/python bench/serve_load.py [--model runs/demo/checkpoints] [--seconds 8] [--max_n 64]
-        [--serve_args "--beam_width 1"]
+    .venv/bin/python bench/serve_load.py [--model runs/demo/checkpoints | model.int8.onnx] [--seconds 8]
+        [--max_n 128] [--decoders greedy,default] [--batching on,off] [--serve_args "..."]
+
+Every combination of --decoders (greedy: --beam_width 1; default: the service's own decoder) and
+--batching (on: the live streams' steps batched, --batch_streams; off: each stream alone) runs against
+its own server, in turn, in one run, and a last table puts them side by side.
 
 1. Streams: N clients each send 20 ms frames of speech paced by the wall clock (real time) for
    --seconds, then eof. N keeps up when no stream is refused or dropped, every partial result arrives
-   within 300 ms of the audio it covers (its ``time``: seconds decoded when it was sent) and every last final
-   within 300 ms of the end of the audio. N grows (1, 2, 4, 8, 12, 16, 24, ...) until it does not keep up
-   or passes --max_n; the largest N that kept up is the figure.
+   within 300 ms of the audio it covers (its ``time``: seconds decoded when it was sent) and every last
+   final within 300 ms of the end of the audio. N grows (1, 2, 4, 8, 12, 16, 24, ...) until it does not keep
+   up or passes --max_n; the largest N that kept up is the figure.
 2. HTTP: --clients clients post a 5 s file (WAV) for --http_seconds: requests per second, median and p95.
 3. Memory: the server's resident memory with --open streams open (each fed 1 s of audio) minus before, per
    stream.
@@ -132,7 +136,7 @@ async def live_stream(url: str, pcm: np.ndarray, delay: float) -> dict[str, Any]
 async def streams(url: str, n: int, pcm: np.ndarray) -> dict[str, Any]:
     results = await asyncio.gather(*(live_stream(url, pcm, i * 0.02 / n) for i in range(n)))
     worst, final = max(r["lag"] for r in results), max(r["final"] for r in results)
-    kept_up = all(r["ok"] for r in results) and worst <= LIMIT
+    kept_up = all(r["ok"] for r in results) and worst <= LIMIT and final <= LIMIT
     return {"n": n, "kept_up": kept_up, "worst_lag": worst, "final_lag": final,
             "dropped": sum(not r["ok"] for r in results)}  # fmt: skip
 
@@ -178,45 +182,77 @@ async def memory(url: str, pid: int, count: int, pcm: np.ndarray) -> float:
     return (during - before) / count
 
 
+def search(url: str, pcm: np.ndarray, max_n: int) -> int:
+    """The largest N of real-time streams that keeps up (0: not even one)."""
+    best = 0
+    for n in (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 160, 192, 256):
+        if n > max_n:
+            break
+        result = asyncio.run(streams(url, n, pcm))
+        verdict = "keeps up" if result["kept_up"] else "falls behind"
+        lag, final, dropped = result["worst_lag"] * 1000, result["final_lag"] * 1000, result["dropped"]
+        print(f"  streams N={n:3d}: partials at most {lag:5.0f} ms behind, last final {final:5.0f} ms "
+              f"after the audio, dropped {dropped} -> {verdict}", flush=True)  # fmt: skip
+        if not result["kept_up"]:
+            break
+        best = n
+    return best
+
+
+DECODERS = {"greedy": ["--beam_width", "1"], "default": []}
+BATCHING = {"on": ["--batch_streams", "true"], "off": ["--batch_streams", "false"]}
+
+
+def measure(
+    model: Path, flags: list[str], args: argparse.Namespace, pcm: np.ndarray, five: Path
+) -> dict[str, Any]:
+    """One server's figures: memory per stream, the largest N of real-time streams, HTTP throughput."""
+    with server(model, flags) as (url, pid):
+        ws_url = url.replace("http://", "ws://")
+        idle = rss_mb(pid)
+        per_stream = asyncio.run(memory(ws_url, pid, args.open, pcm))
+        rest = f"server at rest: {idle:.0f} MB"
+        print(f"  memory per open stream ({args.open} open): {per_stream:.2f} MB ({rest})")
+        best = search(ws_url, pcm[: int(args.seconds * RATE)], args.max_n)
+        load = asyncio.run(http_load(url, five.read_bytes(), args.clients, args.http_seconds))
+        timing = f"median {load['p50'] * 1000:.0f} ms, p95 {load['p95'] * 1000:.0f} ms"
+        rate = f"{load['requests_per_s']:.1f} requests/s"
+        print(f"  HTTP, 5 s files, {args.clients} clients: {rate} ({timing}, failures {load['failures']})")
+    return {"streams": best, "rps": load["requests_per_s"], "mb": per_stream}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / "runs" / "demo" / "checkpoints")
     parser.add_argument("--seconds", type=float, default=8.0, help="audio per live stream")
-    parser.add_argument("--max_n", type=int, default=64)
+    parser.add_argument("--max_n", type=int, default=128)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--http_seconds", type=float, default=10.0)
     parser.add_argument("--open", type=int, default=32, help="streams held open for the memory figure")
-    parser.add_argument("--serve_args", default="", help="more flags for harken serve, e.g. '--beam_width 1'")
+    parser.add_argument("--decoders", default="greedy,default", help="greedy and/or default, comma-separated")
+    parser.add_argument("--batching", default="on,off", help="on and/or off, comma-separated")
+    parser.add_argument("--serve_args", default="", help="more flags for every harken serve")
     args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
     model = model_file(args.model)
     pcm = speech(max(args.seconds, 5.0))
-    WORK.mkdir(parents=True, exist_ok=True)
     five = WORK / "five.wav"
     audio.write(five, audio.from_pcm16(pcm[: 5 * RATE]), RATE)
     print(f"model {model} ({model.stat().st_size / 1e6:.1f} MB), serve flags: {args.serve_args or '(none)'}")
-    with server(model, shlex.split(args.serve_args)) as (url, pid):
-        ws_url = url.replace("http://", "ws://")
-        idle = rss_mb(pid)
-        per_stream = asyncio.run(memory(ws_url, pid, args.open, pcm))
-        print(f"memory per open stream ({args.open} open, 5 s into an utterance): {per_stream:.2f} MB "
-              f"(server at rest: {idle:.0f} MB)")  # fmt: skip
-        best = 0
-        for n in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128):
-            if n > args.max_n:
-                break
-            result = asyncio.run(streams(ws_url, n, pcm[: int(args.seconds * RATE)]))
-            verdict = "keeps up" if result["kept_up"] else "falls behind"
-            lag, final, dropped = result["worst_lag"] * 1000, result["final_lag"] * 1000, result["dropped"]
-            print(f"streams N={n:3d}: partials at most {lag:5.0f} ms behind, last final {final:5.0f} ms "
-                  f"after the audio, dropped {dropped} -> {verdict}", flush=True)  # fmt: skip
-            if not result["kept_up"]:
-                break
-            best = n
-        print(f"largest N of real-time 20 ms streams within {LIMIT * 1000:.0f} ms: {best}")
-        load = asyncio.run(http_load(url, five.read_bytes(), args.clients, args.http_seconds))
-        timing = f"median {load['p50'] * 1000:.0f} ms, p95 {load['p95'] * 1000:.0f} ms"
-        print(f"HTTP, 5 s files, {args.clients} clients: {load['requests_per_s']:.1f} requests/s ({timing}, "
-              f"failures {load['failures']})")  # fmt: skip
+    rows = []
+    for decoder in args.decoders.split(","):
+        for batching in args.batching.split(","):
+            print(f"decoder {decoder}, batching {batching}:", flush=True)
+            flags = [*DECODERS[decoder], *BATCHING[batching], *shlex.split(args.serve_args)]
+            rows.append((decoder, batching, measure(model, flags, args, pcm, five)))
+    print(f"\nreal-time 20 ms streams with every partial and last final within {LIMIT * 1000:.0f} ms:")
+    print("decoder  batching  streams  HTTP req/s  MB/stream  streams vs batching off")
+    for decoder, batching, row in rows:
+        off = next((r for d, b, r in rows if d == decoder and b == "off"), None)
+        ratio = f"{row['streams'] / off['streams']:.2f}x" if off and off["streams"] else "-"
+        print(
+            f"{decoder:8s} {batching:9s} {row['streams']:7d}  {row['rps']:10.1f}  {row['mb']:9.2f}  {ratio}"
+        )
 
 
 if __name__ == "__main__":

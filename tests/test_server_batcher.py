@@ -61,11 +61,11 @@ async def _together(model: Model, batcher: Batcher, size: int) -> list[list[Even
     return await asyncio.gather(*(one(p, r) for p, r in zip(_recordings(), RATES, strict=True)))
 
 
-@pytest.mark.parametrize("size", [640, 3200])
-def test_streams_stepped_together_give_what_each_gives_alone(model: Model, size: int) -> None:
+@pytest.mark.parametrize(("size", "runners"), [(640, 1), (3200, 1), (640, 2)])
+def test_streams_stepped_together_give_what_each_gives_alone(model: Model, size: int, runners: int) -> None:
     expected = [_alone(model, pcm, rate, size) for pcm, rate in zip(_recordings(), RATES, strict=True)]
     with ThreadPoolExecutor(2) as pool:
-        batcher = Batcher(pool, wait=0.002, max_batch=4)
+        batcher = Batcher(pool, wait=0.002, max_batch=4, runners=runners)
         got = asyncio.run(_together(model, batcher, size))
     assert got == expected
     assert any(e["type"] == "final" and e["text"] for events in got for e in events)

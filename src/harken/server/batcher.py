@@ -3,9 +3,11 @@
 A stream's step first takes its audio up to the model (``Utterances.take``: resampling, endpointing,
 features); the batcher then holds it until the batch in flight has finished, or ``wait`` seconds when
 none is, so that the steps of every stream that is ready join one call: the LSTM's weights are read once
-per step for all of them instead of once per stream. One job runs at a time per batcher, on the
-service's stream pool; the next batch gathers while it runs. A stream whose step fails gets its own
-error; the others in its batch go on. A lone stream waits at most ``wait`` (a few ms).
+per step for all of them instead of once per stream. Up to ``runners`` batches run at once on the
+service's stream pool (one per worker, so every core has work: the steps' resampling, features and
+decoding run in Python beside the model call); the next batch gathers while they run. A stream whose
+step fails gets its own error; the others in its batch go on. A lone stream waits at most ``wait`` (a
+few ms).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ class Batcher:
     pool: Executor
     wait: float = 0.002  # seconds a step waits for others when no batch is in flight
     max_batch: int = 64
+    runners: int = 1  # batches run at once (the pool's workers)
     pending: list[_Step] = field(default_factory=list)
-    running: list[_Step] = field(default_factory=list)  # the batch on the pool now
-    busy: bool = False  # a batch is running (or about to): new steps wait for it
+    active: int = 0  # runners started and not yet done
     batches: int = 0  # batches run, and the steps they held (for the service's counters)
     steps: int = 0
 
@@ -43,20 +45,20 @@ class Batcher:
         the finals it ends and the partial it changes, as ``Utterances.feed`` gives them alone."""
         done: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self.pending.append(_Step(utterances, pcm, done))
-        if not self.busy:
-            self.busy = True
+        if self.active < self.runners:
+            self.active += 1
             asyncio.get_running_loop().create_task(self._run())
         return await done
 
     async def _run(self) -> None:
         """Run batches until no step is waiting."""
         loop = asyncio.get_running_loop()
+        batch: list[_Step] = []
         try:
             if self.wait > 0:
-                await asyncio.sleep(self.wait)  # the first step of a quiet spell: let others join
+                await asyncio.sleep(self.wait)  # let the other streams' steps join this one's
             while self.pending:
                 batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
-                self.running = batch
                 try:
                     results = await loop.run_in_executor(self.pool, run_batch, batch, self.max_batch)
                 except Exception as error:  # the pool is shut down: every step of the batch fails
@@ -65,10 +67,12 @@ class Batcher:
                 for item, result in zip(batch, results, strict=True):
                     _settle(item, result)
         finally:
-            self.busy = False
-            for item in self.running + self.pending:  # left behind by a cancellation
+            self.active -= 1
+            left = [*batch, *self.pending] if self.active == 0 else batch  # after a cancellation
+            for item in left:
                 _settle(item, RuntimeError("the service is stopping"))
-            self.running, self.pending = [], []
+            if self.active == 0:
+                self.pending = []
 
 
 def _settle(item: _Step, result: list[Event] | Exception) -> None:

@@ -165,7 +165,7 @@ class Service:
         self.streams = ThreadPoolExecutor(self.config.workers, thread_name_prefix="harken-stream")
         if self.config.batch_streams:
             wait = self.config.batch_wait_ms / 1000
-            self.batcher = Batcher(self.streams, wait, self.config.max_batch)
+            self.batcher = Batcher(self.streams, wait, self.config.max_batch, self.config.workers)
 
     def model_for(self, options: DecodeOptions) -> Model:
         """The model configured for ``options`` (the service's own when they change nothing); the last
