@@ -172,6 +172,7 @@ def test_bad_bool_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--n_hidden", "0"], "--n_hidden 0: must be positive"),
         (["train", "--plateau_epochs", "0"], "--plateau_epochs 0: must be 1 or more"),
         (["train", "--dropout_rate", "1.5"], "--dropout_rate 1.5: must be -1 or in [0, 1)"),
+        (["train", "--num_workers", "99999999999999999999"], "must be -1 (automatic) to 128"),
     ],
 )
 def test_bad_input_gives_one_line(

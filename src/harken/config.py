@@ -246,7 +246,7 @@ class DataConfig:
         _require_all(self, {
             **{f"{split}_batch_size": (_positive, "positive") for split in ("train", "dev", "test")},
             **{f"limit_{split}": (_non_negative, "0 (all) or more") for split in ("train", "dev", "test")},
-            "num_workers": (lambda n: n >= -1, "-1 (automatic) or more"),
+            "num_workers": (lambda n: -1 <= n <= MAX_WORKERS, f"-1 (automatic) to {MAX_WORKERS}"),
         })  # fmt: skip
         if self.device_features and self.feature_cache:
             raise ValueError(
@@ -294,6 +294,8 @@ class CheckpointConfig:
 
 # --preset NAME: the option values a preset stands for (options given on the command line win; a given
 # --augment replaces the preset's whole set). docs/training.md says how they were chosen.
+MAX_WORKERS = 128  # data loader processes: each holds a copy of the dataset's state (hundreds of MB)
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small_data": {
         "model": {"dropout_rate": 0.1},
