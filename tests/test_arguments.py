@@ -136,3 +136,36 @@ def test_the_library_defaults_do_not_depend_on_the_environment(monkeypatch: pyte
     monkeypatch.setenv("XDG_DATA_HOME", "/elsewhere")
     assert Config().load_dir == before == Path("~/.local/share/harken/checkpoints").expanduser()
     assert arguments.COMMAND_OPTIONS["transcribe"]["decoder"] is None
+
+
+LM = ["lm", "build", "--text", "a", "--output", "x"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "section", "cls", "message"),
+    [
+        (["transcribe", "a", "--batch_segments", "0"], "transcribe", TranscribeOptions, "--batch_segments 0"),
+        (["shard", "--from", "a", "--output=o", "--shard_size=0"], "shard", ShardOptions, "--shard_size 0"),
+        ([*LM, "--binary_q_bits", "0"], "lm", LmConfig, "--binary_q_bits 0"),
+        ([*LM, "--binary_a_bits=-1"], "lm", LmConfig, "--binary_a_bits -1"),
+    ],
+)
+def test_out_of_range_values_are_refused_by_their_options_in_the_one_style(
+    argv: list[str], section: str, cls: type, message: str
+) -> None:
+    """(review of #18) Every option's range is checked where it is declared, in the one style: today
+    --batch_segments and --shard_size are checked deep in the library ("batch_segments must be at least 1,
+    got 0"; "--shard_size must be at least 1, got 0") and lm build's --binary_q_bits / --binary_a_bits not
+    at all (build_binary fails with "ERROR", or takes -1)."""
+    args = build_parser().parse_args(argv)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}: must be"):
+        section_options(args, section, cls)
+
+
+@pytest.mark.parametrize("flag", ["--lm_alpha", "--lm_beta"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_decoder_weights_must_be_finite(flag: str, value: str) -> None:
+    """(review of #18) --lm_alpha nan / --lm_beta inf are taken and decode to an empty transcript."""
+    args = build_parser().parse_args(["transcribe", "a.wav", f"{flag}={value}"])
+    with pytest.raises(ValueError, match=f"^{flag} {value}: must be"):
+        config_from_args(args)

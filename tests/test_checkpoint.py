@@ -181,3 +181,18 @@ def test_import_keeps_the_run_of_a_checkpoint_and_stores_none_for_a_model(tmp_pa
     assert checkpoint.stored_dims(payload) == loaded.dims
     bare = checkpoint.model_payload(loaded.dims, loaded.model.state_dict())
     assert bare["run"] is None and checkpoint.stored_run(bare) is None
+
+
+@pytest.mark.parametrize("drop", ["dims", "model"])
+def test_a_format_2_checkpoint_missing_a_part_is_a_checkpoint_error(tmp_path: Path, drop: str) -> None:
+    """(review of #18) A version-2 payload without its dims goes down the format-1 path and ends in
+    KeyError: 'config' (a traceback from `harken transcribe --model x.pt`), not a one-line error."""
+    source = Path(__file__).parent / "data" / "tf_checkpoint" / "deepspeech-0.9"
+    path, _ = checkpoint.import_model(source, tmp_path / "imported")
+    payload = torch.load(path, weights_only=False)
+    assert payload["version"] == 2
+    del payload[drop]
+    broken = tmp_path / "broken.pt"
+    torch.save(payload, broken)
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.load_file(broken)
