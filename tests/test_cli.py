@@ -278,9 +278,9 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
         (["--hot_words", "water:-40"], "hot-words need a scorer"),
         (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
         (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
-        (["--beam_width", "0"], "--beam_width 0: must be at least 1"),
+        (["--beam_width", "0"], "--beam_width 0: must be 1 to 10000"),
         (["--candidate_transcripts", "0"], "--candidate_transcripts 0: must be at least 1"),
-        (["--batch_segments", "0"], "batch_segments must be at least 1"),
+        (["--batch_segments", "0"], "--batch_segments 0: must be 1 to 64"),
     ]:
         assert cli.main([*base, *bad]) == 2
         err = capsys.readouterr().err
@@ -414,3 +414,17 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch: pytest.Monkey
     monkeypatch.setitem(cli.HANDLERS, "alphabet", upload)
     assert cli.main(["alphabet", "--from", "x.csv"]) == 2
     assert "harken: error: Broken pipe" in capsys.readouterr().err
+
+
+def test_train_exports_with_export_dir_as_deepspeech_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`harken train --export_dir X` exports the trained model (DeepSpeech's training did); an export
+    option without --export_dir is refused before any training."""
+    common = ["train", "--train_files", str(DATA / "LDC93S1.csv"), "--n_hidden", "16", "--epochs", "1"]
+    common += ["--noshow_progressbar", "--num_workers", "0", "--checkpoint_dir", str(tmp_path / "ckpt")]
+    assert cli.main([*common, "--quantize", "int8"]) == 2
+    assert "--quantize is an export option: give --export_dir too" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+    assert cli.main([*common, "--export_dir", str(tmp_path / "out")]) == 0
+    assert "Wrote " in capsys.readouterr().out and (tmp_path / "out" / "model.onnx").is_file()

@@ -72,7 +72,7 @@ def test_command(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["import", "ldc93s1", "/nonexistent/ldc", "out"], "/nonexistent/ldc: no such folder"),
         (
             ["import", "ldc93s1", str(DATA), "out", "--sample_rate", "100"],
-            "--sample_rate 100: must be 8000 Hz or more",
+            "--sample_rate 100: must be 8000 to 192000 Hz",
         ),
         (["import", "ldc93s1", str(DATA), "out", "--filter_alphabet", "nope.txt"], "nope.txt: cannot read"),
     ],

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from harken import __version__
 from harken import config as config_module
@@ -75,6 +75,7 @@ class TranscribeOptions:
         require(
             self.candidate_transcripts >= 1, "candidate_transcripts", self.candidate_transcripts, "at least 1"
         )
+        require(1 <= self.batch_segments <= 64, "batch_segments", self.batch_segments, "1 to 64")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class ShardOptions:
     csv: str = option("", "CSV manifests, comma-joined", required=True, flag="from")
     output: Path = option(Path(), "folder for shard-*.tar and the new CSV", required=True)
     shard_size: int = option(1000, "recordings per tar")
+
+    def __post_init__(self) -> None:
+        require(self.shard_size >= 1, "shard_size", self.shard_size, "1 or more")
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,13 @@ COMMAND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
         "decoder": ("scorer_path", "beam_width", "cutoff_prob", "cutoff_top_n"),
     },
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors on one line: what is wrong and where to read more (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_bool(text: str) -> bool:
@@ -315,7 +326,7 @@ def _add_transcribe_command(commands: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="harken",
         description="Train and run DeepSpeech speech-to-text models.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

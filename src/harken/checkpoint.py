@@ -83,9 +83,30 @@ def read(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a harken checkpoint")
-    if payload.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: written by a newer harken (format {payload['version']})")
+    version = payload.get("version", 1)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path}: written by a newer harken (format {version})")
+    check_parts(path, payload)
     return payload
+
+
+def check_parts(path: Path, payload: dict[str, Any]) -> None:
+    """CheckpointError naming what is missing or unreadable in a damaged payload of its format."""
+    needed = ("dims", "model") if payload.get("version", 1) >= 2 else ("config", "alphabet", "model")
+    missing = [
+        part
+        for part in needed
+        if payload.get(part) is None or (part != "alphabet" and not isinstance(payload[part], dict))
+    ]
+    if missing:
+        raise CheckpointError(f"{path}: a damaged checkpoint (no readable {', '.join(missing)})")
+    try:
+        stored_dims(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path}: a damaged checkpoint: its model dimensions do not read ({why})"
+        ) from None
 
 
 def newest(
@@ -117,14 +138,14 @@ def kinds_for(mode: str, training: bool) -> tuple[str, ...]:
 
 def stored_dims(payload: dict[str, Any]) -> ModelDims:
     """The model's dimensions: ``payload["dims"]``, or (format 1) what the whole stored config says."""
-    if "dims" in payload:
+    if payload.get("version", 1) >= 2:
         return ModelDims.from_dict(payload["dims"])
     return ModelDims.from_stored_config(payload["config"], payload["alphabet"])
 
 
 def stored_run(payload: dict[str, Any]) -> Config | None:
     """The settings of the run that saved ``payload``, with the model's dims (None: an imported model)."""
-    if "dims" not in payload:  # format 1: one config held both
+    if payload.get("version", 1) < 2:  # format 1: one config held both
         return config_module.from_dict(Config, payload["config"], stored=True)
     if payload.get("run") is None:
         return None

@@ -44,12 +44,19 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train; then, with --export_dir (as DeepSpeech's training did), export the model it picks."""
     from harken.train import train
 
     config = _config(args)
+    given = given_options(args)["export"]
+    exporting = ExportConfig(**given)  # checked before hours of training, not after
+    if given and not exporting.export_dir:
+        raise ValueError(f"--{next(iter(given))} is an export option: give --export_dir too")
     result = train(config, environ=os.environ)
     if result.main:  # under torchrun: rank 0 only
         print(f"Checkpoints in {result.checkpoint_dir}")
+        if exporting.export_dir:
+            _export(result.checkpoint_dir, config.checkpoint.load_evaluate, exporting)
     return 0
 
 
@@ -156,18 +163,22 @@ def _transcribe_all(
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from harken import checkpoint
-    from harken.export import export
-
     config = _config(args)
     options = ExportConfig(**given_options(args)["export"])
     if not options.export_dir:
         raise ValueError("no --export_dir given")
-    loaded = checkpoint.load_model(config.load_dir, config.checkpoint.load_evaluate)
+    _export(config.load_dir, config.checkpoint.load_evaluate, options)
+    return 0
+
+
+def _export(directory: Path, mode: str, options: ExportConfig) -> None:
+    from harken import checkpoint
+    from harken.export import export
+
+    loaded = checkpoint.load_model(directory, mode)
     print(f"Exporting {loaded.path}")
     for result in export(loaded, options, Path(options.check_audio) if options.check_audio else None):
         print(f"Wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB): {result.parity}")
-    return 0
 
 
 def run_import_model(args: argparse.Namespace) -> int:

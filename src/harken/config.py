@@ -8,6 +8,7 @@ every checkpoint: the model's front end and geometry as its dims (dims.py), the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,11 +69,11 @@ def _require_all(config: Any, checks: dict[str, tuple[Any, str]]) -> None:
 
 
 def _positive(value: float) -> bool:
-    return value > 0
+    return 0 < value < math.inf  # nan and inf are neither
 
 
 def _non_negative(value: float) -> bool:
-    return value >= 0
+    return 0 <= value < math.inf
 
 
 def _rate(value: float) -> bool:
@@ -128,7 +129,7 @@ class FeatureConfig:
             "feature_norm": (lambda v: v in FEATURE_NORMS, " or ".join(FEATURE_NORMS)),
             "feature_norm_window": (lambda w: 0 < w <= 30000, "1 to 30000 frames (a stream keeps them)"),
             "feature_norm_silence": (lambda d: 0 < d <= 200, "more than 0 and at most 200 dB"),
-            "audio_sample_rate": (_positive, "a positive number of Hz"),
+            "audio_sample_rate": (lambda r: 1000 <= r <= 384000, "1000 to 384000 Hz"),
             "feature_win_len": (_positive, "a positive number of milliseconds"),
             "feature_win_step": (_positive, "a positive number of milliseconds"),
             "n_mel_channels": (_positive, "positive"),
@@ -377,7 +378,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _require_all(self, {
-            "epochs": (_non_negative, "0 or more"),
+            "epochs": (lambda e: 0 <= e <= 1_000_000, "0 to 1000000"),
+            "random_seed": (lambda s: 0 <= s < 2**63, "0 to 2^63 - 1"),
             "gradient_accumulation": (_positive, "1 or more"),
             "learning_rate": (_positive, "positive"),
             "beta1": (lambda b: 0 <= b < 1, "in [0, 1)"),
@@ -449,12 +451,18 @@ class DecoderConfig:
 
     def __post_init__(self) -> None:
         check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)
+        for name in ("lm_alpha", "lm_beta"):
+            value = getattr(self, name)
+            require(value is None or math.isfinite(value), name, value, "a finite number")
+
+
+MAX_BEAM_WIDTH = 10000  # flashlight keeps every beam's hypotheses: memory and time grow with it
 
 
 def check_search(beam_width: int, cutoff_prob: float, cutoff_top_n: int) -> None:
     """The ranges of a beam search's settings (the flags' and ``decoder.BeamSettings``'s, which the
     Model API changes)."""
-    require(beam_width >= 1, "beam_width", beam_width, "at least 1")
+    require(1 <= beam_width <= MAX_BEAM_WIDTH, "beam_width", beam_width, f"1 to {MAX_BEAM_WIDTH}")
     require(0.0 < cutoff_prob <= 1.0, "cutoff_prob", cutoff_prob, "in (0, 1]")
     require(cutoff_top_n >= 1, "cutoff_top_n", cutoff_top_n, "at least 1")
 

@@ -12,6 +12,7 @@ environment's ``bin`` folder, once.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import subprocess
@@ -110,6 +111,11 @@ class LmConfig:
         )  # fmt: skip
         require(0 <= self.max_oov_fraction <= 1, "max_oov_fraction", self.max_oov_fraction, "0 to 1")
         require(self.binary_type in ("trie", "probing"), "binary_type", self.binary_type, "trie or probing")
+        require(1 <= self.binary_q_bits <= 25, "binary_q_bits", self.binary_q_bits, "1 to 25")
+        require(0 <= self.binary_a_bits <= 255, "binary_a_bits", self.binary_a_bits, "0 to 255")
+        for name in ("default_alpha", "default_beta"):
+            require(math.isfinite(getattr(self, name)), name, getattr(self, name), "a finite number")
+        require(not self.kenlm_bin or Path(self.kenlm_bin).is_dir(), "kenlm_bin", self.kenlm_bin, "a folder")
         if self.bytes_output_mode and self.alphabet_config_path:
             raise ValueError(
                 "--bytes_output_mode builds a scorer of characters: give no --alphabet_config_path"
@@ -127,9 +133,13 @@ def find_tools(folder: str = "") -> dict[str, Path]:
     """Paths of lmplz and build_binary (looked for in ``folder``, then the environment's bin, then PATH),
     or a ToolError that says how to get them."""
     found: dict[str, Path] = {}
-    folders = [Path(folder)] if folder else []
+    if folder:  # a folder given is the one to use: a tool missing there is an error, not a fallback
+        missing = [tool for tool in TOOLS if not os.access(Path(folder) / tool, os.X_OK)]
+        if missing:
+            raise ToolError(f"--kenlm_bin {folder}: no {' or '.join(missing)} there (run `harken lm setup`)")
+        return {tool: Path(folder) / tool for tool in TOOLS}
     for tool in TOOLS:
-        for place in [*folders, Path(sys.prefix) / "bin"]:
+        for place in [Path(sys.prefix) / "bin"]:
             if (place / tool).is_file() and os.access(place / tool, os.X_OK):
                 found[tool] = place / tool
                 break

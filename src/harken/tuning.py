@@ -8,6 +8,7 @@ first trial, so the pair written back is never worse on this set than the one it
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,8 +36,8 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         require(self.n_trials >= 1, "n_trials", self.n_trials, "1 or more")
-        require(self.lm_alpha_max >= 0, "lm_alpha_max", self.lm_alpha_max, "0 or more")
-        require(self.lm_beta_max >= 0, "lm_beta_max", self.lm_beta_max, "0 or more")
+        require(0 <= self.lm_alpha_max < math.inf, "lm_alpha_max", self.lm_alpha_max, "a finite 0 or more")
+        require(0 <= self.lm_beta_max < math.inf, "lm_beta_max", self.lm_beta_max, "a finite 0 or more")
 
 
 @dataclass(frozen=True)

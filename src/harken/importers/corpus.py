@@ -74,7 +74,7 @@ class ImportConfig:
     jobs: int = option(0, "conversion processes (0: one per CPU core)")
 
     def __post_init__(self) -> None:
-        require(self.sample_rate >= 8000, "sample_rate", self.sample_rate, "8000 Hz or more")
+        require(8000 <= self.sample_rate <= 192000, "sample_rate", self.sample_rate, "8000 to 192000 Hz")
         require(self.max_duration >= 0, "max_duration", self.max_duration, "0 (no limit) or more seconds")
         require(self.jobs >= 0, "jobs", self.jobs, "0 (one per CPU core) or more")
 

@@ -187,7 +187,7 @@ class SyntheticConfig:
         require(0.0 < self.heldout_fraction < 1.0, "heldout_fraction", self.heldout_fraction, "in (0, 1)")
         require(self.heldout_repeats >= 1, "heldout_repeats", self.heldout_repeats, "1 or more")
         require(0.0 <= self.dev_fraction < 1.0, "dev_fraction", self.dev_fraction, "in [0, 1)")
-        require(self.sample_rate >= 8000, "sample_rate", self.sample_rate, "8000 Hz or more")
+        require(8000 <= self.sample_rate <= 192000, "sample_rate", self.sample_rate, "8000 to 192000 Hz")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ in utterances.py, the page in static/. Starlette and uvicorn are imported only w
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -93,16 +94,18 @@ class ServerConfig:
     def __post_init__(self) -> None:
         require(0 <= self.port <= 65535, "port", self.port, "0-65535")
         for name in ("max_upload_mb", "max_audio_seconds", "idle_timeout", "total_timeout", "header_timeout"):
-            require(getattr(self, name) > 0, name, getattr(self, name), "positive")
+            require(0 < getattr(self, name) < math.inf, name, getattr(self, name), "positive and finite")
         for name in ("workers", "max_queued", "shutdown_timeout", "max_hot_words", "max_requests_per_client",
                      "max_streams_per_client"):  # fmt: skip
-            require(getattr(self, name) >= 0, name, getattr(self, name), "0 or more")
+            require(0 <= getattr(self, name) < math.inf, name, getattr(self, name), "0 or more")
         for name in ("threads", "max_streams", "max_beam_width", "max_candidates", "max_connections",
                      "max_connections_per_client"):  # fmt: skip
             require(getattr(self, name) >= 1, name, getattr(self, name), "1 or more")
         require(self.endpoint_ms >= 30, "endpoint_ms", self.endpoint_ms, "30 or more")
         require(0 <= self.batch_wait_ms <= 100, "batch_wait_ms", self.batch_wait_ms, "0 to 100")
         require(1 <= self.max_batch <= 1024, "max_batch", self.max_batch, "1 to 1024")
+        require(self.threads <= 256, "threads", self.threads, "1 to 256")
+        require(self.workers <= 1024, "workers", self.workers, "0 (one per CPU) to 1024")
         for name in ("vad_aggressiveness", "endpoint_aggressiveness"):
             require(-1 <= getattr(self, name) <= 3, name, getattr(self, name), "-1 to 3")
 
