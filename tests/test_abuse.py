@@ -239,15 +239,16 @@ def test_a_client_that_never_reads_or_never_ends(target: Server, baseline: tuple
 def test_an_abandoned_request_stops_its_decode(
     target: Server, baseline: tuple[str, float], tmp_path: Path
 ) -> None:
-    """A client that gives up on a long file (2 minutes, decoded a stretch at a time) stops its decode at
-    the next stretch: /healthz counts it as cancelled, and the single worker is free again."""
+    """A client that gives up on a long file (4 minutes, decoded a stretch at a time, at the widest beam
+    the service allows so that it takes a while) stops its decode at the next stretch: /healthz counts it
+    as cancelled, and the single worker is free again."""
     speech = audio.read(WAV, 16000)
     long = tmp_path / "long.flac"
-    pieces = np.concatenate([np.concatenate([speech, np.zeros(8000, np.float32)])] * 35)
+    pieces = np.concatenate([np.concatenate([speech, np.zeros(8000, np.float32)])] * 70)
     soundfile.write(str(long), pieces, 16000)
     before = target.get("/healthz").json()["cancelled"]
     body = long.read_bytes()
-    head = f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    head = f"POST /v1/transcribe?beam_width=64 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
     with socket.create_connection(("127.0.0.1", target.port), timeout=60) as connection:
         connection.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         wait_until(lambda: target.get("/healthz").json()["requests"] == 1, 60, "the upload")

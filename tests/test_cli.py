@@ -278,7 +278,7 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
         (["--hot_words", "water:-40"], "hot-words need a scorer"),
         (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
         (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
-        (["--beam_width", "0"], "--beam_width 0: must be 1 to 10000"),
+        (["--beam_width", "-1"], "--beam_width -1: must be 0 (automatic) to 10000"),
         (["--candidate_transcripts", "0"], "--candidate_transcripts 0: must be at least 1"),
         (["--batch_segments", "0"], "--batch_segments 0: must be 1 to 64"),
     ]:

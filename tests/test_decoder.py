@@ -202,3 +202,25 @@ def test_cutoff_prob_keeps_the_likeliest_labels() -> None:
     assert decoder._pruned(log_probs, 1.0) is log_probs
     with pytest.raises(ValueError, match="cutoff_prob"):
         decoder.BeamSettings(cutoff_prob=0.0)
+
+
+def test_the_default_beam_is_500_with_a_scorer_and_16_without() -> None:
+    """--beam_width 0 (the default): DeepSpeech's 500 with a scorer; 16 without, where wider searches
+    found nothing more (bench/beam_default.py); a width given is kept either way."""
+    from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig
+    from harken.decoder import settings_from
+    from harken.scorer import Scorer
+
+    scorer = Scorer(DATA / "pruned_lm.scorer", Alphabet.default())
+    automatic = settings_from(DecoderConfig())
+    assert (
+        (automatic.width(None), automatic.width(scorer))
+        == (BEAM_WITHOUT_SCORER, BEAM_WITH_SCORER)
+        == (16, 500)
+    )
+    given = settings_from(DecoderConfig(beam_width=64))
+    assert given.width(None) == given.width(scorer) == 64
+    assert (
+        not decoder.Decoder(Alphabet.default(), automatic).greedy
+        and decoder.Decoder(Alphabet.default(), decoder.BeamSettings(1)).greedy
+    )

@@ -564,7 +564,7 @@ def test_russian_sample_overfits_in_utf8_byte_mode(tmp_path: Path) -> None:
     for epochs in (1000, 1400, 1800):
         train(replace(config, train=replace(config.train, epochs=epochs)), log=lambda _: None)
         model = Model(tmp_path)
-        beam = model.stt(pcm)  # beam search (width 500), no scorer
+        beam = model.stt(pcm)  # beam search (width 16: the default without a scorer)
         model.set_beam_width(1)
         heard.append((beam, model.stt(pcm)))  # and greedy
         if heard[-1] == (text, text):

@@ -442,7 +442,11 @@ class DecoderConfig:
         "external scorer (.scorer: KenLM + vocabulary) for the beam search; empty: none",
         aliases=("scorer",),
     )
-    beam_width: int = option(500, "beam width of the CTC beam search (1 without a scorer: greedy)")
+    beam_width: int = option(
+        0,
+        "beam width of the CTC beam search (0: 500 with a scorer, as DeepSpeech; 16 without one, the same "
+        "WER as 500 there at 1/20 of the cost, docs/benchmarks.md; 1 without a scorer: greedy)",
+    )
     lm_alpha: float | None = option(None, "language model weight (default: the scorer's own)")
     lm_beta: float | None = option(None, "word insertion bonus (default: the scorer's own)")
     cutoff_prob: float = option(1.0, "per frame, keep the likeliest labels until this much probability")
@@ -457,12 +461,15 @@ class DecoderConfig:
 
 
 MAX_BEAM_WIDTH = 10000  # flashlight keeps every beam's hypotheses: memory and time grow with it
+# --beam_width 0: the width with a scorer (DeepSpeech's) and without one (bench/beam_default.py: on the demo
+# model 16 loses nothing against 500 without a scorer, on its test set and on held-out voices and sentences)
+BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER = 500, 16
 
 
 def check_search(beam_width: int, cutoff_prob: float, cutoff_top_n: int) -> None:
     """The ranges of a beam search's settings (the flags' and ``decoder.BeamSettings``'s, which the
     Model API changes)."""
-    require(1 <= beam_width <= MAX_BEAM_WIDTH, "beam_width", beam_width, f"1 to {MAX_BEAM_WIDTH}")
+    require(0 <= beam_width <= MAX_BEAM_WIDTH, "beam_width", beam_width, f"0 (automatic) to {MAX_BEAM_WIDTH}")
     require(0.0 < cutoff_prob <= 1.0, "cutoff_prob", cutoff_prob, "in (0, 1]")
     require(cutoff_top_n >= 1, "cutoff_top_n", cutoff_top_n, "at least 1")
 

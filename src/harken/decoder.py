@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from harken.alphabet import Alphabet
-from harken.config import DecoderConfig, check_search
+from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
 from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
 
 
@@ -82,7 +82,7 @@ def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, alphabet: Alpha
 class BeamSettings:
     """How the beam search runs (DeepSpeech's flag names; alpha/beta None: the scorer's defaults)."""
 
-    beam_width: int = 500
+    beam_width: int = 0  # 0: BEAM_WITH_SCORER with a scorer, BEAM_WITHOUT_SCORER without
     cutoff_prob: float = 1.0  # keep a frame's likeliest labels until their probabilities sum to this
     cutoff_top_n: int = 300  # and at most this many of them
     alpha: float | None = None
@@ -94,6 +94,13 @@ class BeamSettings:
 
     def __post_init__(self) -> None:
         check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)
+
+    def width(self, scorer: Scorer | None) -> int:
+        """The beam width searched: ``beam_width``, or (0) the default for searching with or without a
+        scorer."""
+        if self.beam_width:
+            return self.beam_width
+        return BEAM_WITHOUT_SCORER if scorer is None else BEAM_WITH_SCORER
 
     def weights(self, scorer: Scorer) -> tuple[float, float]:
         """(alpha, beta): these settings' where given, else the scorer's defaults."""
@@ -134,20 +141,20 @@ class BeamDecoder:
         space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
         self._space = space
         top_n = min(settings.cutoff_top_n, alphabet.n_classes)
-        threshold = settings.beam_threshold
+        threshold, width = settings.beam_threshold, settings.width(scorer)
         if threshold is None:
             threshold = 10.0 if scorer is None else 25.0
         if scorer is None:
             if settings.hot_words:
                 raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
             options: Any = fl.LexiconFreeDecoderOptions(
-                settings.beam_width, top_n, threshold, 0.0, 0.0, True, fl.CriterionType.CTC
+                width, top_n, threshold, 0.0, 0.0, True, fl.CriterionType.CTC
             )
             self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
         elif scorer.utf8:  # characters for words: scored by the LM as their last byte arrives
             self._words = list(scorer.vocabulary)
             options = fl.LexiconFreeDecoderOptions(  # its LM runs in Python: the likeliest bytes only
-                settings.beam_width, min(top_n, UTF8_TOP_N), threshold, 1.0, 0.0, True, fl.CriterionType.CTC
+                width, min(top_n, UTF8_TOP_N), threshold, 1.0, 0.0, True, fl.CriterionType.CTC
             )
             alpha, beta = settings.weights(scorer)
             self._lm = scorer.character_lm(settings.hot_words, alpha, beta)  # held: flashlight calls into it
@@ -156,7 +163,7 @@ class BeamDecoder:
             trie, lm, self._words = scorer.search_parts(settings.hot_words)
             alpha, beta = settings.weights(scorer)
             options = fl.LexiconDecoderOptions(
-                settings.beam_width, top_n, threshold, alpha * LN10, beta,
+                width, top_n, threshold, alpha * LN10, beta,
                 float("-inf"), 0.0, True, fl.CriterionType.CTC,
             )  # fmt: skip
             unknown = self._words.index(UNKNOWN)
@@ -250,7 +257,7 @@ class Decoder:
 
     @property
     def greedy(self) -> bool:
-        return self.settings.beam_width == 1 and self.scorer is None
+        return self.settings.width(self.scorer) == 1 and self.scorer is None
 
     def stream(self) -> GreedyDecoder | BeamDecoder:
         """A new search to feed frames to as they come."""

@@ -229,10 +229,10 @@ def describe(text_decoder: decoder.Decoder) -> str:
         return "Decoding: greedy"
     settings, scorer = text_decoder.settings, text_decoder.scorer
     if scorer is None:
-        return f"Decoding: beam search, width {settings.beam_width}, no scorer"
+        return f"Decoding: beam search, width {settings.width(scorer)}, no scorer"
     alpha, beta = settings.weights(scorer)
     return (
-        f"Decoding: beam search, width {settings.beam_width}, scorer {scorer.path} "
+        f"Decoding: beam search, width {settings.width(scorer)}, scorer {scorer.path} "
         f"({len(scorer.vocabulary) - 1:,} words, alpha {alpha:.4g}, beta {beta:.4g})"
     )
 

@@ -23,8 +23,9 @@ early so its state has settled: the LSTM's recurrent weights are then read once 
 where one pass reads them once per frame (they dominate the time). ``batch_segments=1`` runs one pass, as a
 stream does.
 
-Decoding is DeepSpeech's: a CTC beam search (width 500 unless ``set_beam_width`` says otherwise; 1 without
-a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and hot words::
+Decoding is DeepSpeech's: a CTC beam search (width 500 with a scorer, 16 without, unless ``set_beam_width``
+says otherwise; 1 without a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and
+hot words::
 
     model.enable_scorer("my.scorer"); model.set_scorer_alpha_beta(0.93, 1.18)
     model.add_hot_word("harken", 7.5)
@@ -224,7 +225,7 @@ class Model:
 
     @property
     def beam_width(self) -> int:
-        return self._settings.beam_width
+        return self._settings.width(self._scorer)
 
     def set_beam_width(self, beam_width: int) -> None:
         self._use(dataclasses.replace(self._settings, beam_width=beam_width), self._scorer)

@@ -93,7 +93,7 @@ def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) ->
     frames, texts, alphabet = dev_log_probs(config, log)
     scorer = Scorer(config.decoder.scorer_path, alphabet)
     base = settings_from(config.decoder)
-    log(f"Tuning on {len(frames)} dev samples, beam width {base.beam_width}, {search.n_trials} trials")
+    log(f"Tuning on {len(frames)} dev samples, beam width {base.width(scorer)}, {search.n_trials} trials")
     start = (scorer.alpha, scorer.beta)
 
     def objective(trial: optuna.Trial) -> float:

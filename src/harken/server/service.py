@@ -256,7 +256,7 @@ def decoding_info(model: Model) -> dict[str, Any]:
         return {"beam_width": 1, "scorer": False, "hot_words": {}}
     decoder = model.decoder()
     settings = decoder.settings
-    return {"beam_width": settings.beam_width, "scorer": decoder.scorer is not None,
+    return {"beam_width": settings.width(decoder.scorer), "scorer": decoder.scorer is not None,
             "hot_words": dict(settings.hot_words)}  # fmt: skip
 
 
