@@ -56,7 +56,7 @@ async def _together(model: Model, batcher: Batcher, size: int) -> list[list[Even
         for i in range(0, len(pcm), size):
             events += await batcher.step(utterances, pcm[i : i + size])
             await asyncio.sleep(0)
-        return events + utterances.finish()
+        return events + await batcher.finish(utterances)  # the streams end together: one call
 
     return await asyncio.gather(*(one(p, r) for p, r in zip(_recordings(), RATES, strict=True)))
 
@@ -69,7 +69,7 @@ def test_streams_stepped_together_give_what_each_gives_alone(model: Model, size:
         got = asyncio.run(_together(model, batcher, size))
     assert got == expected
     assert any(e["type"] == "final" and e["text"] for events in got for e in events)
-    assert batcher.steps == sum(-(-len(p) // size) for p in _recordings())
+    assert batcher.steps == sum(-(-len(p) // size) for p in _recordings()) + len(RATES)  # and the ends
     assert batcher.batches * 2 <= batcher.steps  # steps ran several to a batch (at most 4)
 
 

@@ -23,7 +23,7 @@ from harken.server.utterances import Event, Utterances
 @dataclass
 class _Step:
     utterances: Utterances
-    pcm: bytes
+    pcm: bytes | None  # None: the end of the stream (its last final)
     done: asyncio.Future[list[Event]]
 
 
@@ -43,6 +43,14 @@ class Batcher:
     async def step(self, utterances: Utterances, pcm: bytes) -> list[Event]:
         """Take ``pcm`` into ``utterances`` and run the model on it with the other streams ready now:
         the finals it ends and the partial it changes, as ``Utterances.feed`` gives them alone."""
+        return await self._queue(utterances, pcm)
+
+    async def finish(self, utterances: Utterances) -> list[Event]:
+        """The end of the stream, with the other streams ending now (their last windows in one call): its
+        last finals, as ``Utterances.finish`` gives them alone."""
+        return await self._queue(utterances, None)
+
+    async def _queue(self, utterances: Utterances, pcm: bytes | None) -> list[Event]:
         done: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         self.pending.append(_Step(utterances, pcm, done))
         if self.active < self.runners:
@@ -85,24 +93,29 @@ def _settle(item: _Step, result: list[Event] | Exception) -> None:
 
 
 def run_batch(batch: list[_Step], max_batch: int) -> list[list[Event] | Exception]:
-    """On a worker thread: every step's audio taken, one model step for them all, the partials."""
+    """On a worker thread: every step's audio taken (every ending stream's end), one model step for the
+    steps and one for the endings, then the partials and the last finals."""
     results: list[list[Event] | Exception] = []
     for item in batch:
         try:
-            results.append(item.utterances.take(item.pcm))
+            results.append(
+                item.utterances.take(item.pcm) if item.pcm is not None else item.utterances.flush()
+            )
         except Exception as error:
             results.append(error)
-    ready = [i for i, result in enumerate(results) if not isinstance(result, Exception)]
-    failed: dict[int, Exception] = {}
-    step_streams([batch[i].utterances.stream for i in ready], max_batch=max_batch, failed=failed)
-    for position, index in enumerate(ready):
-        events = results[index]
-        assert not isinstance(events, Exception)
-        if position in failed:
-            results[index] = failed[position]
-            continue
-        try:
-            results[index] = events + batch[index].utterances.partial()
-        except Exception as error:
-            results[index] = error
+    for final in (False, True):
+        chosen = [i for i, r in enumerate(results) if (batch[i].pcm is None) == final and isinstance(r, list)]
+        failed: dict[int, Exception] = {}
+        step_streams([batch[i].utterances.stream for i in chosen], final, max_batch, failed)
+        for position, index in enumerate(chosen):
+            events = results[index]
+            assert isinstance(events, list)
+            if position in failed:
+                results[index] = failed[position]
+                continue
+            utterances = batch[index].utterances
+            try:
+                results[index] = events + (utterances.last_final() if final else utterances.partial())
+            except Exception as error:
+                results[index] = error
     return results

@@ -233,7 +233,10 @@ class StreamSession:
                     break
             if self.ended == "closed":
                 return
-            finals = await loop.run_in_executor(pool, utterances.finish)
+            if self.service.batcher is not None:  # with the other streams ending now
+                finals = await self.service.batcher.finish(utterances)
+            else:
+                finals = await loop.run_in_executor(pool, utterances.finish)
         except Exception as error:  # a failure in decoding: tell the client, then close
             self.ended, self.message = "failed", f"decoding failed ({type(error).__name__})"
             finals = []

@@ -94,12 +94,19 @@ class Utterances:
 
     def finish(self) -> list[Event]:
         """The last final (always sent, possibly with empty text)."""
-        events: list[Event] = []
-        if self._resampler is not None:
-            events = self._take(self._resampler.finish())
+        return self.flush() + self.last_final()
+
+    def flush(self) -> list[Event]:
+        """The end of the audio taken up to the model (the resampler's last samples): the finals of the
+        utterances it ends; then ``last_final`` (``inference.step_streams(final=True)`` may run the
+        model on ``stream``'s last windows first, with other streams')."""
+        return self._take(self._resampler.finish()) if self._resampler is not None else []
+
+    def last_final(self) -> list[Event]:
+        """The final of the utterance under way when the audio ended (always, possibly with empty text)."""
         final = self._final(self._received)
         self.finished = True
-        return [event for event in events if event["type"] == "final"] + [final]
+        return [final]
 
     def _take(self, samples: np.ndarray) -> list[Event]:
         """Finals of the utterances ``samples`` end; the rest buffered (the model not run on it)."""
