@@ -26,6 +26,7 @@ All functions are pure and run on whatever device their input lives on.
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import lru_cache
 
@@ -95,13 +96,20 @@ def _dct_matrix(n_channels: int, n_mfcc: int) -> np.ndarray:
 def _constants(
     config: FeatureConfig, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    n_fft = _fft_length(config.window_samples)
-    upper = config.audio_sample_rate / 2.0
-    window = torch.hann_window(config.window_samples, periodic=True, dtype=torch.float64, device=device)
-    mel = torch.from_numpy(
-        _mel_matrix(n_fft // 2 + 1, config.audio_sample_rate, config.n_mel_channels, upper)
-    )
-    dct = torch.from_numpy(_dct_matrix(config.n_mel_channels, config.n_mfcc))
+    """(window [window_samples], mel [n_bins, n_mel_channels], dct [n_mel_channels, n_mfcc]), float64: made
+    once per front end and device (a stream computes features every 20 ms; nothing writes into them)."""
+    key = (config.window_samples, config.audio_sample_rate, config.n_mel_channels, config.n_mfcc)
+    return _made_constants(*key, str(device))
+
+
+@functools.lru_cache(maxsize=16)
+def _made_constants(
+    window_samples: int, rate: int, n_mel_channels: int, n_mfcc: int, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n_fft = _fft_length(window_samples)
+    window = torch.hann_window(window_samples, periodic=True, dtype=torch.float64, device=device)
+    mel = torch.from_numpy(_mel_matrix(n_fft // 2 + 1, rate, n_mel_channels, rate / 2.0))
+    dct = torch.from_numpy(_dct_matrix(n_mel_channels, n_mfcc))
     return window, mel.to(device), dct.to(device)
 
 
@@ -129,7 +137,7 @@ def spectrogram(samples: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     if count == 0:
         empty = batch.new_zeros((batch.shape[0], 0, n_bins), dtype=torch.float32)
         return empty[0] if squeeze else empty
-    window = torch.hann_window(size, periodic=True, dtype=torch.float64, device=batch.device)
+    window = _constants(config, batch.device)[0]  # [window]
     frames = batch.to(torch.float64).unfold(-1, size, step)  # [batch, n_frames, window]
     spectrum = torch.fft.rfft(frames * window, n=_fft_length(size))  # [batch, n_frames, n_bins]
     power = (spectrum.real.square() + spectrum.imag.square()).to(torch.float32)  # AudioSpectrogram's output
