@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
+from test_step import out_of_memory_above as _out_of_memory_above
 
 from harken import checkpoint, cli, data, distributed, evaluate, precision
 from harken import step as step_module
@@ -293,17 +294,6 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
     accumulated = train(_five(tmp_path, "accumulated", 2, gradient_accumulation=2), **QUIET)
     assert big.progress.step == accumulated.progress.step == 4  # two updates an epoch: 4 + 1 samples
     _assert_same(_final(tmp_path / "big"), _final(tmp_path / "accumulated"))
-
-
-def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, samples: int) -> None:
-    real = step_module.ctc_losses
-
-    def losses(learner, batch):  # type: ignore[no-untyped-def]
-        if len(batch) > samples:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(learner, batch)
-
-    monkeypatch.setattr(step_module, "ctc_losses", losses)
 
 
 def test_out_of_memory_names_the_batch_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

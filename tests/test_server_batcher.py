@@ -5,31 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_server import WAV, tiny_model
 
-from harken import audio, checkpoint, export
-from harken.config import ExportConfig
+from harken import audio
 from harken.inference import Model
 from harken.server.batcher import Batcher
 from harken.server.utterances import Endpointing, Event, Utterances
-from harken.train import build, save
 
-from conftest import DATA, ldc_config
-
-WAV = DATA / "LDC93S1.wav"
+__all__ = ["tiny_model"]  # the fixture, shared with test_server
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    """An untrained n_hidden 32 model, exported (its outputs are still the same for the same input)."""
-    directory = tmp_path_factory.mktemp("tiny")
-    save(build(ldc_config(directory / "ckpt", epochs=1, n_hidden=32), log=lambda _: None))
-    (result,) = export.export(
-        checkpoint.load_model(directory / "ckpt"), ExportConfig(export_dir=str(directory)), WAV
-    )
-    return Model(result.path)
+def model(tiny_model: Path) -> Model:
+    """test_server's untrained n_hidden 32 model, exported (its outputs are still the same for the same
+    input)."""
+    return Model(tiny_model)
 
 
 def _recordings() -> list[bytes]:

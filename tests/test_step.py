@@ -27,7 +27,7 @@ def _learner(tmp_path: Path, **settings: object) -> tuple[Learner, list[data.Bat
     return run.learner, [one, two]
 
 
-def _out_of_memory_above(monkeypatch: pytest.MonkeyPatch, samples: int) -> None:
+def out_of_memory_above(monkeypatch: pytest.MonkeyPatch, samples: int) -> None:
     real = step.ctc_losses
 
     def losses(learner: Learner, batch: data.Batch) -> torch.Tensor:
@@ -48,7 +48,7 @@ def test_a_step_returns_the_mean_loss_and_changes_the_weights(tmp_path: Path) ->
 
 def test_out_of_memory_names_the_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     learner, (_, two) = _learner(tmp_path)
-    _out_of_memory_above(monkeypatch, 1)
+    out_of_memory_above(monkeypatch, 1)
     with pytest.raises(step.OutOfMemory, match=r"training 2 samples at a time \(epoch 3, batch 4\): lower "
                        r"--train_batch_size \(now 2.*--auto_batch_size"):  # fmt: skip
         step.optimizer_step(learner, [two], "epoch 3, batch 4", print)
@@ -60,7 +60,7 @@ def test_auto_batch_size_trains_in_pieces_to_the_same_loss(
     whole, (_, two) = _learner(tmp_path / "whole")
     expected, _ = step.optimizer_step(whole, [two], "", print)
     pieces, (_, two) = _learner(tmp_path / "pieces", auto_batch_size=True)
-    _out_of_memory_above(monkeypatch, 1)
+    out_of_memory_above(monkeypatch, 1)
     logs: list[str] = []
     loss, _ = step.optimizer_step(pieces, [two], "epoch 1, batch 1", logs.append)
     assert pieces.pieces == 2 and len(logs) == 1 and "in 2 pieces of at most 1 samples" in logs[0]

@@ -139,14 +139,10 @@ def find_tools(folder: str = "") -> dict[str, Path]:
             raise ToolError(f"--kenlm_bin {folder}: no {' or '.join(missing)} there (run `harken lm setup`)")
         return {tool: Path(folder) / tool for tool in TOOLS}
     for tool in TOOLS:
-        for place in [Path(sys.prefix) / "bin"]:
-            if (place / tool).is_file() and os.access(place / tool, os.X_OK):
-                found[tool] = place / tool
-                break
-        else:
-            on_path = shutil.which(tool)
-            if on_path:
-                found[tool] = Path(on_path)
+        local = Path(sys.prefix) / "bin" / tool  # where `harken lm setup` puts them
+        on_path = local if local.is_file() and os.access(local, os.X_OK) else shutil.which(tool)
+        if on_path:
+            found[tool] = Path(on_path)
     missing = [tool for tool in TOOLS if tool not in found]
     if missing:
         raise ToolError(
