@@ -275,7 +275,7 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
     assert cli.main([*base, "--scorer_path", scorer, "--hot_words", "water:-40", "--extended"]) == 0
     assert "water" not in capsys.readouterr().out.split()
     for bad, message in [
-        (["--hot_words", "water:-40"], "hot-words need a scorer"),
+        (["--hot_words", "watér:-40"], "hot word 'watér': the model's alphabet cannot spell it"),
         (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
         (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
         (["--beam_width", "-1"], "--beam_width -1: must be 0 (automatic) to 10000"),

@@ -178,8 +178,37 @@ def test_hot_words_boost_and_suppress(scorer: decoder.Scorer) -> None:
     assert "greasi" not in best({"greasi": 1.0})  # not enough to beat the LM
     assert best({"suite": 20.0}).startswith("she had your dark suite in")  # a word the vocabulary lacks
     assert "water" not in best({"water": -30.0}).split()
-    with pytest.raises(decoder.ScorerError, match="hot-words need a scorer"):
-        decoder.Decoder(ALPHABET, decoder.BeamSettings(hot_words={"water": 1.0}))
+
+
+def test_hot_phrases_with_a_scorer_boost_only_whole_phrases(scorer: decoder.Scorer) -> None:
+    def best(hot: dict[str, float]) -> str:
+        settings = decoder.BeamSettings(beam_width=100, hot_words=hot)
+        return decoder.Decoder(ALPHABET, settings, scorer).decode(NOISY)[0].text
+
+    assert "dark suite in greasy" in best({"dark suite in": 10.0})  # "suite": outside the vocabulary
+    assert best({"dark suite out": 10.0}) == LDC  # "dark suite" then "in": the credit is taken back
+    assert best({"suite out": 10.0}) == LDC
+    suppressed = best({"wash water": -30.0})
+    assert "wash water" not in suppressed and suppressed != LDC
+    assert best({"wash soap": -30.0}) == LDC  # a phrase that is not there changes nothing
+
+
+def test_hot_phrases_without_a_scorer() -> None:
+    def best(hot: dict[str, float], width: int = 16) -> str:
+        settings = decoder.BeamSettings(beam_width=width, hot_words=hot)
+        return decoder.Decoder(ALPHABET, settings).decode(NOISY)[0].text
+
+    plain = "she had youo dark suitein greasi wash water all year"
+    assert best({}) == plain
+    assert "greasy wash" in best({"greasy wash": 2.0})
+    assert "your dark" in best({"your dark": 2.0}) and "greasi" in best({"your dark": 2.0})
+    assert best({"greasy soap": 2.0}) == plain  # it diverges at "w": the credit of "greasy " is taken back
+    assert "greasy wash" in best({"greasy": 2.0})
+    assert "dark suit in" in best({"suit": 1.0})  # a word boundary must follow the phrase: " " over "e"
+    assert best({"wash": -20.0}) != plain and " wash " not in best({"wash": -20.0})
+    assert best({"greasy wash": 2.0}, width=1) == best({"greasy wash": 2.0}, width=16)  # never greedy
+    with pytest.raises(decoder.ScorerError, match="hot word 'café': the model's alphabet cannot spell"):
+        decoder.Decoder(ALPHABET, decoder.BeamSettings(hot_words={"café": 1.0}))
 
 
 def test_alpha_and_beta_change_the_outcome(scorer: decoder.Scorer) -> None:

@@ -298,8 +298,14 @@ def test_scorer_beam_width_hot_words_and_candidates(ldc_noisy_model: Path) -> No
     model.disable_scorer()
     with pytest.raises(InferenceError, match="no scorer enabled"):
         model.set_scorer_alpha_beta(1.0, 1.0)
-    with pytest.raises(ValueError, match="hot-words need a scorer"):
-        model.add_hot_word("water", 2.0)
+    model.add_hot_word("dark suit", 2.0)  # without a scorer too
+    assert model.hot_words == {"dark suit": 2.0}
+    model.set_hot_words({"greasy wash": 1.0, "water": 1.5})
+    assert model.hot_words == {"greasy wash": 1.0, "water": 1.5}
+    with pytest.raises(ValueError, match="hot word 'café'"):
+        model.set_hot_words({"café": 1.0})
+    assert model.hot_words == {"greasy wash": 1.0, "water": 1.5}  # unchanged by the refusal
+    model.clear_hot_words()
     with pytest.raises(InferenceError, match="not a hot word"):
         model.erase_hot_word("water")
     with pytest.raises(ValueError, match="LDC93S1.wav: not a scorer package"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import io
 import json
 import os
@@ -324,6 +325,49 @@ def test_utterances_end_at_pauses_wherever_the_messages_are_cut(tiny_model: Path
     assert 2.9 < results[0][0][1] < 4.0  # the first ends within the pause
 
 
+def test_hot_phrases_change_from_the_next_utterance(tiny_model: Path) -> None:
+    """Speech, pause, speech, pause, speech: hot phrases given after the first utterance's final decode
+    the utterance after the one then under way (it started at the pause, with the old ones)."""
+    model = Model(tiny_model)
+    boosted = copy.copy(model)
+    boosted.set_hot_words({"zebra crossing": 100.0})
+    speech = audio.to_pcm16(audio.read(WAV, 16000))
+    pause = np.zeros(16000, np.int16)
+    utterances = Utterances(model, 16000, Endpointing(endpoint_ms=600))
+    events = utterances.feed(np.concatenate([speech, pause]).tobytes())
+    utterances.use(boosted)
+    events += utterances.feed(np.concatenate([speech, pause, speech]).tobytes()) + utterances.finish()
+    texts = [e["text"] for e in events if e["type"] == "final"]
+    assert len(texts) == 3, texts
+    assert "zebra crossing" not in texts[0] + texts[1] and "zebra crossing" in texts[2]
+
+
+def test_hot_phrases_in_a_message_mid_stream(service: Server) -> None:
+    pcm = WAV.read_bytes()[44:]
+
+    async def change(hot_words: Any) -> tuple[list[dict[str, Any]], int | None]:
+        url = f"{service.stream_url}?sample_rate=16000"
+        async with connect(url, additional_headers=service.headers) as ws:
+            await ws.send(pcm[:32000])
+            await ws.send(json.dumps({"hot_words": hot_words}))
+            await ws.send(pcm[32000:])
+            await ws.send(json.dumps({"eof": 1}))
+            return await received(ws), ws.close_code
+
+    def error(messages: list[dict[str, Any]]) -> str:
+        (line,) = [m["error"] for m in messages if m["type"] == "error"]
+        return str(line)
+
+    messages, code = asyncio.run(change("zebra crossing:5,dog:2"))
+    assert code == 1000 and messages[-1]["type"] == "final"
+    messages, code = asyncio.run(change("caf\u00e9:1"))
+    assert code == 1008 and "hot word 'caf\u00e9'" in error(messages) and messages[-1]["type"] == "final"
+    messages, code = asyncio.run(change(",".join(f"w{i}:1" for i in range(500))))
+    assert code == 1008 and "at most" in error(messages)
+    messages, code = asyncio.run(change(["zebra:1"]))
+    assert code == 1003 and "hot_words" in error(messages)
+
+
 def test_health_and_models(service: Server) -> None:
     assert service.get("/healthz").json() == {"status": "ok", "requests": 0, "streams": 0, "cancelled": 0}
     (info,) = service.get("/v1/models").json()["data"]
@@ -449,7 +493,7 @@ def test_audio_too_long_non_audio_and_bad_fields_are_refused(service: Server, tm
         ("/v1/transcribe?output_format=doc", {"content": WAV.read_bytes()}, "output_format 'doc'"),
         ("/v1/transcribe?beam_width=0", {"content": WAV.read_bytes()}, "beam_width '0'"),
         ("/v1/transcribe?hot_words=coffee", {"content": WAV.read_bytes()}, "expected word:boost"),
-        ("/v1/transcribe?hot_words=coffee:2", {"content": WAV.read_bytes()}, "need a scorer"),
+        ("/v1/transcribe?hot_words=caf%C3%A9:2", {"content": WAV.read_bytes()}, "cannot spell"),
         ("/v1/transcribe?scorer=true", {"content": WAV.read_bytes()}, "no scorer loaded"),
     ]
     for path, kwargs, message in cases:
@@ -555,8 +599,8 @@ def test_a_silent_socket_is_closed(service: Server) -> None:
         assert messages == [{"type": "error", "error": "nothing received for 2 s (--idle_timeout): closing"}]
     messages, code, _ = asyncio.run(silent('{"rate": 16000}'))
     assert code == 1003 and "sample_rate" in messages[0]["error"]
-    messages, code, _ = asyncio.run(silent('{"sample_rate": 16000, "hot_words": "a:1"}'))
-    assert code == 1008 and "scorer" in messages[0]["error"]
+    messages, code, _ = asyncio.run(silent('{"sample_rate": 16000, "hot_words": "caf\u00e9:1"}'))
+    assert code == 1008 and "cannot spell" in messages[0]["error"]
 
     async def bad_rate() -> None:
         async with connect(service.stream_url + "?sample_rate=nine", additional_headers=service.headers):

@@ -451,7 +451,9 @@ class DecoderConfig:
     lm_beta: float | None = option(None, "word insertion bonus (default: the scorer's own)")
     cutoff_prob: float = option(1.0, "per frame, keep the likeliest labels until this much probability")
     cutoff_top_n: int = option(300, "per frame, keep at most this many labels")
-    hot_words: str = option("", 'words to boost or suppress: "word:boost,word:boost" (needs a scorer)')
+    hot_words: str = option(
+        "", 'words or phrases to boost or suppress: "word:boost,fiona walker:boost" (a scorer or none)'
+    )
 
     def __post_init__(self) -> None:
         check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)

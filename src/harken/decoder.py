@@ -18,6 +18,7 @@ import torch
 
 from harken.alphabet import Alphabet
 from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
+from harken.phrases import PhraseGraph, character_graph, phrase_lm
 from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
 
 
@@ -124,6 +125,19 @@ def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
     return out
 
 
+def phrase_graph(alphabet: Alphabet, hot_words: Mapping[str, float]) -> PhraseGraph:
+    """Hot phrases for the search without a scorer: spelled in the model's labels, boundaries at its
+    space. ScorerError (one line) for a phrase the alphabet cannot spell."""
+    if " " not in alphabet.symbols:
+        raise ScorerError("hot words: the model's alphabet has no space, so it has no words to boost")
+    for phrase in hot_words:
+        missing = alphabet.unknown(phrase)
+        if not phrase.split() or missing:
+            shown = "".join(sorted(set(missing)))[:10]
+            raise ScorerError(f"hot word {phrase!r}: the model's alphabet cannot spell it ({shown!r})")
+    return character_graph(hot_words, alphabet.encode, alphabet.encode(" ")[0])
+
+
 UTF8_TOP_N = 8  # bytes per frame a search with a UTF-8 scorer tries (the Russian sample: same text as 256)
 
 
@@ -131,7 +145,13 @@ class BeamDecoder:
     """A beam search that goes on where it stopped, like :class:`GreedyDecoder`: ``extend`` with the next
     frames, ``result`` for the best transcript so far, ``finish`` for the final n best."""
 
-    def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
+    def __init__(
+        self,
+        alphabet: Alphabet,
+        settings: BeamSettings,
+        scorer: Scorer | None = None,
+        phrases: PhraseGraph | None = None,  # the hot phrases' graph without a scorer (made if None)
+    ) -> None:
         from flashlight.lib.text import decoder as fl
 
         self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
@@ -144,13 +164,15 @@ class BeamDecoder:
         threshold, width = settings.beam_threshold, settings.width(scorer)
         if threshold is None:
             threshold = 10.0 if scorer is None else 25.0
-        if scorer is None:
-            if settings.hot_words:
-                raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
+        if scorer is None:  # hot phrases: their bonus is the LM's score, in natural log (weight 1)
+            if settings.hot_words and phrases is None:
+                phrases = phrase_graph(alphabet, settings.hot_words)
+            self._lm = None if phrases is None else phrase_lm(phrases)
             options: Any = fl.LexiconFreeDecoderOptions(
-                width, top_n, threshold, 0.0, 0.0, True, fl.CriterionType.CTC
+                width, top_n, threshold, 1.0, 0.0, True, fl.CriterionType.CTC
             )
-            self._search: Any = fl.LexiconFreeDecoder(options, fl.ZeroLM(), space, alphabet.blank, [])
+            lm = fl.ZeroLM() if self._lm is None else self._lm
+            self._search: Any = fl.LexiconFreeDecoder(options, lm, space, alphabet.blank, [])
         elif scorer.utf8:  # characters for words: scored by the LM as their last byte arrives
             self._words = list(scorer.vocabulary)
             options = fl.LexiconFreeDecoderOptions(  # its LM runs in Python: the likeliest bytes only
@@ -160,7 +182,8 @@ class BeamDecoder:
             self._lm = scorer.character_lm(settings.hot_words, alpha, beta)  # held: flashlight calls into it
             self._search = fl.LexiconFreeDecoder(options, self._lm, space, alphabet.blank, [])
         else:
-            trie, lm, self._words = scorer.search_parts(settings.hot_words)
+            trie, make_lm, self._words = scorer.search_parts(settings.hot_words)
+            self._lm = lm = make_lm()  # held: flashlight calls into it
             alpha, beta = settings.weights(scorer)
             options = fl.LexiconDecoderOptions(
                 width, top_n, threshold, alpha * LN10, beta,
@@ -245,10 +268,11 @@ class Decoder:
 
     def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
         self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
-        if scorer is None and settings.hot_words:
-            raise ScorerError("hot-words need a scorer (--scorer): they weigh the scorer's word scores")
+        self._phrases: PhraseGraph | None = None  # made once: its transitions are remembered
+        if scorer is None and settings.hot_words:  # its one-line refusals now, not in the first search
+            self._phrases = phrase_graph(alphabet, settings.hot_words)
         if scorer is not None and settings.hot_words:
-            scorer.check_hot_words(settings.hot_words)  # now, not in the first search
+            scorer.check_hot_words(settings.hot_words)
 
     @classmethod
     def from_config(cls, alphabet: Alphabet, config: DecoderConfig) -> Decoder:
@@ -257,14 +281,14 @@ class Decoder:
 
     @property
     def greedy(self) -> bool:
-        return self.settings.width(self.scorer) == 1 and self.scorer is None
+        return self.settings.width(self.scorer) == 1 and self.scorer is None and not self.settings.hot_words
 
     def stream(self) -> GreedyDecoder | BeamDecoder:
         """A new search to feed frames to as they come."""
         return (
             GreedyDecoder(self.alphabet)
             if self.greedy
-            else BeamDecoder(self.alphabet, self.settings, self.scorer)
+            else BeamDecoder(self.alphabet, self.settings, self.scorer, self._phrases)
         )
 
     def decode(self, log_probs: torch.Tensor | np.ndarray, n_best: int = 1) -> list[Decoded]:

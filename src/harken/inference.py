@@ -25,10 +25,10 @@ stream does.
 
 Decoding is DeepSpeech's: a CTC beam search (width 500 with a scorer, 16 without, unless ``set_beam_width``
 says otherwise; 1 without a scorer is greedy), with a KenLM scorer once ``enable_scorer`` is called, and
-hot words::
+hot words and phrases, with or without a scorer (boosted only where the whole phrase is said)::
 
     model.enable_scorer("my.scorer"); model.set_scorer_alpha_beta(0.93, 1.18)
-    model.add_hot_word("harken", 7.5)
+    model.add_hot_word("harken", 7.5); model.add_hot_word("fiona walker", 6.0)
     candidates = model.stt_with_metadata(pcm16, num_results=3).transcripts
 """
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,7 +216,7 @@ class Model:
         self._use(self._settings, Scorer(path, self.alphabet))
 
     def disable_scorer(self) -> None:
-        self._use(dataclasses.replace(self._settings, hot_words={}), None)
+        self._use(self._settings, None)  # hot words stay: the search without a scorer boosts them too
 
     def set_scorer_alpha_beta(self, alpha: float, beta: float) -> None:
         if self._scorer is None:
@@ -235,11 +235,20 @@ class Model:
         return dict(self._settings.hot_words)
 
     def add_hot_word(self, word: str, boost: float) -> None:
-        """Make ``word`` likelier (boost > 0) or less likely (boost < 0); needs a scorer."""
+        """Make ``word`` likelier (boost > 0) or less likely (boost < 0). A phrase of several words
+        ("fiona walker") is boosted only where it is whole; the boost is per word, natural log (weighed
+        by alpha with a scorer); with a scorer, words outside its vocabulary become spellable."""
+        word = " ".join(word.split())
         self._use(
             dataclasses.replace(self._settings, hot_words={**self._settings.hot_words, word: boost}),
             self._scorer,
         )
+
+    def set_hot_words(self, hot_words: Mapping[str, float]) -> None:
+        """Replace every hot word / phrase at once (``{"fiona walker": 6.0}``): one decoder built, not one
+        per phrase as with ``add_hot_word``."""
+        normal = {" ".join(phrase.split()): float(boost) for phrase, boost in hot_words.items()}
+        self._use(dataclasses.replace(self._settings, hot_words=normal), self._scorer)
 
     def erase_hot_word(self, word: str) -> None:
         if word not in self._settings.hot_words:

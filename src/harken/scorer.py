@@ -22,6 +22,7 @@ from typing import Any
 from harken import __version__
 from harken.alphabet import Alphabet, ByteAlphabet
 from harken.interop import scorer_package
+from harken.phrases import boosted_word_lm, word_graph
 from harken.storage import atomic_write
 
 FORMAT = "harken-scorer"
@@ -138,26 +139,6 @@ def set_defaults(path: Path, alpha: float, beta: float) -> None:
             os.pwrite(file.fileno(), struct.pack("<dd", alpha, beta), package.alpha_offset)
     except OSError as error:
         raise ScorerError(f"{path}: cannot store the new alpha and beta ({error.strerror})") from None
-
-
-def _hot_word_lm(kenlm: Any, to_lm: list[int], boosts: dict[int, float]) -> Any:
-    """KenLM with DeepSpeech's hot-word boosts: ``boost`` (natural-log units, weighed by alpha like the LM
-    score) is added to a hot word's log-probability each time the search proposes it. Words a hot-word
-    list adds to the vocabulary are scored as KenLM's unknown word plus their boost."""
-    from flashlight.lib.text.decoder import LM
-
-    class HotWordLM(LM):
-        def start(self, start_with_nothing: bool) -> Any:
-            return kenlm.start(start_with_nothing)
-
-        def score(self, state: Any, word: int) -> tuple[Any, float]:
-            out, score = kenlm.score(state, to_lm[word])
-            return out, score + boosts.get(word, 0.0) / LN10
-
-        def finish(self, state: Any) -> tuple[Any, float]:
-            return kenlm.finish(state)
-
-    return HotWordLM()
 
 
 _PENDING = 1 << 28  # LM state keys (C ints) of part-spelled characters: past KenLM's word ids (-1: </s>)
@@ -291,7 +272,8 @@ class Scorer:
             self.search_parts(hot_words)  # builds (and keeps) the trie the first search will use
 
     def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
-        """(spelling trie, LM, word texts) for a word scorer's beam search with these hot words."""
+        """(spelling trie, a maker of the search's LM, word texts) for a word scorer's beam search with
+        these hot phrases. Each search needs its own LM (it keeps the phrases' states)."""
         from flashlight.lib.text.decoder import SmearingMode, Trie
 
         key = tuple(sorted(hot_words.items()))
@@ -301,27 +283,34 @@ class Scorer:
         index = {word: position for position, word in enumerate(words)}
         to_lm = list(range(len(words)))
         boosts: dict[int, float] = {}
-        for word, boost in hot_words.items():
-            if " " in word or self.alphabet.unknown(word):
-                raise ScorerError(f"hot word {word!r}: one word the model's alphabet can spell, please")
-            if word not in index:
-                index[word] = len(words)
-                words.append(word)
-                to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
-            boosts[index[word]] = boost
-        lm = _hot_word_lm(self.kenlm, to_lm, boosts) if hot_words else self.kenlm
+        for phrase, boost in hot_words.items():
+            if not phrase.split() or self.alphabet.unknown(phrase):
+                raise ScorerError(f"hot word {phrase!r}: words the model's alphabet can spell, please")
+            for word in phrase.split():
+                if word not in index:  # out of the scorer's vocabulary: spellable, scored as <unk>
+                    index[word] = len(words)
+                    words.append(word)
+                    to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
+                ahead = boost if len(phrase.split()) == 1 else max(boost, 0.0)  # a part may not complete
+                boosts[index[word]] = max(boosts.get(index[word], ahead), ahead)
+        graph = word_graph(hot_words, index)
+        kenlm = self.kenlm
+
+        def make_lm() -> Any:
+            return boosted_word_lm(kenlm, to_lm, graph, LN10) if hot_words else kenlm
+
         unigrams = self._unigrams()
         space = self.alphabet.encode(" ")[0]
         trie = Trie(self.alphabet.n_classes, space)
         for position, word in enumerate(words):
             if word == UNKNOWN:
                 continue
-            score = unigrams[to_lm[position]] + boosts.get(position, 0.0) / LN10
+            score = unigrams[to_lm[position]] + boosts.get(position, 0.0) / LN10  # the look-ahead
             trie.insert(spelling(word, self.alphabet), position, score)
         trie.smear(SmearingMode.MAX)
         if len(self._tries) > 8:
             self._tries.clear()
-        self._tries[key] = (trie, lm, words)
+        self._tries[key] = (trie, make_lm, words)
         return self._tries[key]
 
 
@@ -333,7 +322,7 @@ def parse_hot_words(text: str) -> dict[str, float]:
         try:
             if not colon or not word.strip():
                 raise ValueError
-            hot[word.strip()] = float(boost)
+            hot[" ".join(word.split())] = float(boost)
         except ValueError:
             raise ScorerError(f'--hot_words: {item!r} is not word:boost (e.g. "cat:10.5,dog:-2")') from None
     return hot

@@ -133,9 +133,9 @@ def configure(model: Model, options: DecodeOptions) -> Model:
             raise ServiceError(400, "scorer=true: no scorer loaded (start harken serve with --scorer)")
         if options.beam_width is not None:
             view.set_beam_width(options.beam_width)
-        for word, boost in options.hot_words:
-            view.add_hot_word(word, boost)
-    except ValueError as error:  # the decoder's own one-line refusals (hot words without a scorer ...)
+        if options.hot_words:
+            view.set_hot_words(dict(options.hot_words))
+    except ValueError as error:  # the decoder's own one-line refusals (a word it cannot spell ...)
         raise ServiceError(400, str(error).strip().splitlines()[0]) from None
     return view
 

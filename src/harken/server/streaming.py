@@ -4,7 +4,9 @@ The client names its sample rate (``?sample_rate=`` or a first text message ``{"
 then sends binary 16-bit little-endian PCM in messages of any size, and ends with ``{"eof": 1}`` (or just
 closes). The server sends ``{"type": "partial", "text", "time"}`` whenever the current utterance's text
 changes (``time``: seconds of audio decoded so far), ``{"type": "final", ...}`` when voice activity says
-an utterance has ended, a last final at the end, and then closes (1000). A limit that ends a stream first
+an utterance has ended, a last final at the end, and then closes (1000). A text message
+``{"hot_words": "phrase:boost,..."}`` between audio messages changes the hot phrases from the next
+utterance on ("" clears them). A limit that ends a stream first
 sends ``{"type": "error", "error"}`` and the last final, then closes with 1008 (1001 when the service
 shuts down, 1003 for a message that is not the protocol's, 1011 when the service fails).
 
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
-from harken.server.service import ServiceError, decode_options, release_memory
+from harken.server.service import DecodeOptions, ServiceError, decode_options, release_memory
 from harken.server.utterances import Event, Utterances
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class StreamSession:
         self.ready = asyncio.Event()  # the sample rate is known, or the stream has ended
         self.reader: asyncio.Task[None] | None = None
         self.deadline = 0.0
+        self.change: DecodeOptions | None = None  # new options for the next utterance (hot words)
 
     def stop(self, why: str, message: str = "") -> None:
         """End the stream: no more reading; what was received is decoded and its last final sent."""
@@ -202,8 +205,29 @@ class StreamSession:
             if isinstance(body, dict) and body.get("eof"):
                 self.stop("eof")
                 return
-            self.stop("protocol", 'expected binary 16-bit PCM or {"eof": 1}')
+            if isinstance(body, dict) and set(body) == {"hot_words"}:
+                self._change_hot_words(body["hot_words"])
+                continue
+            self.stop("protocol", 'expected binary 16-bit PCM, {"hot_words": "..."} or {"eof": 1}')
             return
+
+    def _change_hot_words(self, value: Any) -> None:
+        """``{"hot_words": "phrase:boost,..."}`` mid-stream: checked now, used from the next utterance
+        ("" clears them)."""
+        if not isinstance(value, str):
+            self.stop("protocol", 'hot_words: expected a string "phrase:boost,phrase:boost"')
+            return
+        fields = {**self.fields, "hot_words": value}
+        try:
+            options = decode_options(fields, self.service.config)
+            alphabet = self.service.model.alphabet
+            for phrase, _ in options.hot_words:
+                if alphabet.unknown(phrase):
+                    raise ServiceError(400, f"hot word {phrase[:40]!r}: the model's alphabet cannot spell it")
+        except ServiceError as error:
+            self.stop("options", error.message)
+            return
+        self.change, self.fields = options, fields
 
     async def _decode(self, utterances: Utterances) -> None:
         loop = asyncio.get_running_loop()
@@ -219,6 +243,8 @@ class StreamSession:
                     self.arrived.set()  # more is waiting: the next step takes it
                 if len(self.buffer) < MAX_BUFFERED:
                     self.room.set()
+                if self.change is not None:
+                    await self._reconfigure(utterances)
                 if chunk and self.ended != "closed":
                     batcher = self.service.batcher
                     if batcher is not None:  # with the other streams' steps, in one model call
@@ -241,6 +267,19 @@ class StreamSession:
             self.ended, self.message = "failed", f"decoding failed ({type(error).__name__})"
             finals = []
         await self._close(finals if utterances.seconds or self.ended == "eof" else [])
+
+    async def _reconfigure(self, utterances: Utterances) -> None:
+        """The stream's next utterances decode with the options a message changed."""
+        options, self.change = self.change, None
+        if options is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            utterances.use(await loop.run_in_executor(self.service.streams, self.service.model_for, options))
+        except ServiceError as error:  # refused by the decoder: said even when the audio has ended
+            if self.ended != "closed":
+                self.ended, self.message = "options", error.message
+            self.stop("options")
 
     def _step_bytes(self, utterances: Utterances) -> int:
         """How much buffered audio one decoding step takes: at most STEP_SECONDS (so a step's time and

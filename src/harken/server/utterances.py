@@ -57,6 +57,11 @@ class Utterances:
         self._partial = ""
         self.finished = False
 
+    def use(self, model: Model) -> None:
+        """Decode the next utterances with ``model`` (the same network configured otherwise: other hot
+        words, say); the utterance under way finishes as it started."""
+        self.model = model
+
     @property
     def seconds(self) -> float:
         """Audio received so far, in seconds."""
