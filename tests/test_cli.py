@@ -276,6 +276,7 @@ def test_transcribe_with_scorer_candidates_and_hot_words(
     assert "water" not in capsys.readouterr().out.split()
     for bad, message in [
         (["--hot_words", "watér:-40"], "hot word 'watér': the model's alphabet cannot spell it"),
+        (["--hot_words", "dark suit:inf"], "hot word 'dark suit': boost inf"),
         (["--scorer", wav], "LDC93S1.wav: not a scorer package"),
         (["--scorer", scorer, "--hot_words", "water"], "'water' is not word:boost"),
         (["--beam_width", "-1"], "--beam_width -1: must be 0 (automatic) to 10000"),

@@ -191,6 +191,12 @@ def test_hot_phrases_with_a_scorer_boost_only_whole_phrases(scorer: decoder.Scor
     suppressed = best({"wash water": -30.0})
     assert "wash water" not in suppressed and suppressed != LDC
     assert best({"wash soap": -30.0}) == LDC  # a phrase that is not there changes nothing
+    assert best({"suite in": -30.0}) == LDC  # to avoid: its unknown word "suite" is not made spellable
+    with pytest.raises(ValueError, match="hot word 'suit': boost nan"):
+        decoder.BeamSettings(hot_words={"suit": float("nan")})
+    with pytest.raises(ValueError, match="hot word ' ': expected a word or phrase"):
+        decoder.BeamSettings(hot_words={" ": 1.0})
+    assert decoder.BeamSettings(hot_words={" dark  suit ": 1}).hot_words == {"dark suit": 1.0}
 
 
 def test_hot_phrases_without_a_scorer() -> None:

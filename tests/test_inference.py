@@ -304,6 +304,10 @@ def test_scorer_beam_width_hot_words_and_candidates(ldc_noisy_model: Path) -> No
     assert model.hot_words == {"greasy wash": 1.0, "water": 1.5}
     with pytest.raises(ValueError, match="hot word 'café'"):
         model.set_hot_words({"café": 1.0})
+    with pytest.raises(InferenceError, match="hot word 3"):
+        model.set_hot_words({3: 1.0})  # type: ignore[dict-item]
+    with pytest.raises(InferenceError, match="boost 'x'"):
+        model.add_hot_word("water", "x")  # type: ignore[arg-type]
     assert model.hot_words == {"greasy wash": 1.0, "water": 1.5}  # unchanged by the refusal
     model.clear_hot_words()
     with pytest.raises(InferenceError, match="not a hot word"):

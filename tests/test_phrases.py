@@ -3,6 +3,7 @@ it left or ended inside."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def characters() -> PhraseGraph:
         ("fiona walkers", 0.0),  # no boundary after it: not the phrase
         ("xfiona walker", 0.0),  # no boundary before it
         ("fiona walk", 0.0),  # the utterance ends inside it
+        ("fiona", 0.0),  # ... at a word boundary inside it
+        ("call fiona", 0.0),
         ("fiona wa lker", 0.0),
         ("concatenate", 0.0),
         ("a cat sat", 2.0),
@@ -83,6 +86,25 @@ def test_words() -> None:
     assert said("cat") == pytest.approx(2.0) and said("cat flap") == pytest.approx(4.0)
     _, trace = bonus(graph, [1, 2])
     assert trace == pytest.approx([6.0, 12.0])  # each word its boost as it arrives
+
+
+def test_the_end_is_a_boundary_that_keeps_only_whole_phrases() -> None:
+    """For random phrase sets and random label sequences, the bonus at the end is the sum of the boosts of
+    the whole phrases found at word boundaries (characters) or anywhere (words)."""
+    rng = random.Random(7)
+    for _ in range(300):
+        phrases = {}
+        for _ in range(rng.randint(1, 4)):
+            words = [rng.choice(["a", "b", "ab", "ba"]) for _ in range(rng.randint(1, 3))]
+            phrases[" ".join(words)] = rng.choice([-2.0, 1.0, 3.0])
+        graph = character_graph(phrases, ALPHABET.encode, SPACE)
+        text = " ".join(rng.choice(["a", "b", "ab", "ba", "c"]) for _ in range(rng.randint(0, 6)))
+        padded = f" {text} "
+        expected = sum(  # every start, overlapping ones too
+            boost * len(p.split()) * sum(padded.startswith(f" {p} ", i) for i in range(len(padded)))
+            for p, boost in phrases.items()
+        )
+        assert spoken(graph, text) == pytest.approx(expected), (phrases, text)
 
 
 def test_transitions_are_remembered(characters: PhraseGraph) -> None:

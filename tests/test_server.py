@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from harken import audio, checkpoint, cli, export
 from harken.config import ExportConfig
 from harken.inference import Model
 from harken.server import ServerConfig
+from harken.server.service import DecodeOptions, ServiceError, configure
 from harken.server.utterances import Endpointing, Utterances
 from harken.train import build, save
 
@@ -325,21 +326,46 @@ def test_utterances_end_at_pauses_wherever_the_messages_are_cut(tiny_model: Path
     assert 2.9 < results[0][0][1] < 4.0  # the first ends within the pause
 
 
-def test_hot_phrases_change_from_the_next_utterance(tiny_model: Path) -> None:
-    """Speech, pause, speech, pause, speech: hot phrases given after the first utterance's final decode
-    the utterance after the one then under way (it started at the pause, with the old ones)."""
-    model = Model(tiny_model)
+def test_hot_phrases_change_from_the_utterance_not_yet_heard(ldc_model: Path) -> None:
+    """Speech, pause, speech, pause, speech, fed in 30 ms pieces (the detector's frames: an utterance ends
+    where a piece ends). Hot phrases given as the first final comes decode the second utterance, of which
+    nothing has been heard yet; given in the middle of the second one's speech, they wait for the third."""
+    model = Model(ldc_model)
     boosted = copy.copy(model)
-    boosted.set_hot_words({"zebra crossing": 100.0})
+    boosted.set_hot_words({"wash water all year": 30.0})
     speech = audio.to_pcm16(audio.read(WAV, 16000))
-    pause = np.zeros(16000, np.int16)
-    utterances = Utterances(model, 16000, Endpointing(endpoint_ms=600))
-    events = utterances.feed(np.concatenate([speech, pause]).tobytes())
-    utterances.use(boosted)
-    events += utterances.feed(np.concatenate([speech, pause, speech]).tobytes()) + utterances.finish()
-    texts = [e["text"] for e in events if e["type"] == "final"]
-    assert len(texts) == 3, texts
-    assert "zebra crossing" not in texts[0] + texts[1] and "zebra crossing" in texts[2]
+    pcm = np.concatenate([speech, np.zeros(16000, np.int16)] * 2 + [speech])
+    piece = 480
+
+    def finals(change: Callable[[int, list[dict[str, Any]]], bool]) -> tuple[list[str], Model]:
+        utterances = Utterances(model, 16000, Endpointing(endpoint_ms=600))
+        events: list[dict[str, Any]] = []
+        changed = False
+        for start in range(0, len(pcm), piece):
+            events += utterances.feed(pcm[start : start + piece].tobytes())
+            if not changed and change(start, events):
+                utterances.use(boosted)
+                changed = True
+        texts = [e["text"] for e in events + utterances.finish() if e["type"] == "final"]
+        return texts, utterances.model
+
+    plain, _ = finals(lambda *_: False)
+    assert len(plain) == 3 and "all year" not in plain[1], plain  # "... wash water all y usha"
+    first, _ = finals(lambda _, events: len(events) > 0 and events[-1]["type"] == "final")
+    assert first[0] == plain[0] and "wash water all year" in first[1], first
+    middle = len(speech) + 16000 + len(speech) // 2
+    second, last = finals(lambda start, _: start >= middle)
+    assert second[:2] == plain[:2] and last is boosted, second
+
+
+def test_a_requests_hot_words_add_to_the_services(tiny_model: Path) -> None:
+    model = Model(tiny_model)
+    model.set_hot_words({"chair": 1.0, "green": 2.0})
+    view = configure(model, DecodeOptions(hot_words=(("green", 5.0), ("green bowl", 3.0))))
+    assert view.hot_words == {"chair": 1.0, "green": 5.0, "green bowl": 3.0}
+    assert model.hot_words == {"chair": 1.0, "green": 2.0}  # the service's own, untouched
+    with pytest.raises(ServiceError, match="hot word 'caf\u00e9'"):
+        configure(model, DecodeOptions(hot_words=(("caf\u00e9", 1.0),)))
 
 
 def test_hot_phrases_in_a_message_mid_stream(service: Server) -> None:
@@ -366,6 +392,18 @@ def test_hot_phrases_in_a_message_mid_stream(service: Server) -> None:
     assert code == 1008 and "at most" in error(messages)
     messages, code = asyncio.run(change(["zebra:1"]))
     assert code == 1003 and "hot_words" in error(messages)
+
+    async def churn() -> tuple[list[dict[str, Any]], int | None]:  # more changes than its audio pays for
+        url = f"{service.stream_url}?sample_rate=16000"
+        async with connect(url, additional_headers=service.headers) as ws:
+            for index in range(50):
+                await ws.send(json.dumps({"hot_words": f"zebra:{index % 7 + 1}"}))
+                await ws.send(pcm[:640])
+            await ws.send(json.dumps({"eof": 1}))
+            return await received(ws), ws.close_code
+
+    messages, code = asyncio.run(churn())
+    assert code == 1008 and "hot_words: changed 5 times" in error(messages)
 
 
 def test_health_and_models(service: Server) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from harken.alphabet import Alphabet
 from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
-from harken.phrases import PhraseGraph, character_graph, phrase_lm
+from harken.phrases import PhraseGraph, character_graph, checked, phrase_lm
 from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
 
 
@@ -95,6 +95,7 @@ class BeamSettings:
 
     def __post_init__(self) -> None:
         check_search(self.beam_width, self.cutoff_prob, self.cutoff_top_n)
+        object.__setattr__(self, "hot_words", checked(self.hot_words))  # one-line ValueErrors
 
     def width(self, scorer: Scorer | None) -> int:
         """The beam width searched: ``beam_width``, or (0) the default for searching with or without a
@@ -132,7 +133,7 @@ def phrase_graph(alphabet: Alphabet, hot_words: Mapping[str, float]) -> PhraseGr
         raise ScorerError("hot words: the model's alphabet has no space, so it has no words to boost")
     for phrase in hot_words:
         missing = alphabet.unknown(phrase)
-        if not phrase.split() or missing:
+        if missing:
             shown = "".join(sorted(set(missing)))[:10]
             raise ScorerError(f"hot word {phrase!r}: the model's alphabet cannot spell it ({shown!r})")
     return character_graph(hot_words, alphabet.encode, alphabet.encode(" ")[0])

@@ -50,6 +50,7 @@ from harken.alphabet import Alphabet
 from harken.config import DecoderConfig
 from harken.decoder import BeamSettings, Decoder, settings_from
 from harken.dims import ModelDims
+from harken.phrases import checked
 from harken.scorer import Scorer
 
 METADATA_KEY = "harken"  # the ONNX file's metadata entry harken writes (export.py) and reads
@@ -238,19 +239,19 @@ class Model:
         """Make ``word`` likelier (boost > 0) or less likely (boost < 0). A phrase of several words
         ("fiona walker") is boosted only where it is whole; the boost is per word, natural log (weighed
         by alpha with a scorer); with a scorer, words outside its vocabulary become spellable."""
-        word = " ".join(word.split())
-        self._use(
-            dataclasses.replace(self._settings, hot_words={**self._settings.hot_words, word: boost}),
-            self._scorer,
-        )
+        self.set_hot_words({**self._settings.hot_words, word: boost})
 
     def set_hot_words(self, hot_words: Mapping[str, float]) -> None:
         """Replace every hot word / phrase at once (``{"fiona walker": 6.0}``): one decoder built, not one
         per phrase as with ``add_hot_word``."""
-        normal = {" ".join(phrase.split()): float(boost) for phrase, boost in hot_words.items()}
+        try:
+            normal = checked(hot_words)
+        except (ValueError, AttributeError) as error:
+            raise InferenceError(str(error)) from None
         self._use(dataclasses.replace(self._settings, hot_words=normal), self._scorer)
 
     def erase_hot_word(self, word: str) -> None:
+        word = " ".join(str(word).split())
         if word not in self._settings.hot_words:
             raise InferenceError(f"{word!r} is not a hot word")
         rest = {w: b for w, b in self._settings.hot_words.items() if w != word}

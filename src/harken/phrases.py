@@ -22,8 +22,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+MAX_PHRASES = 10_000  # hot phrases one search takes (the service's own limit is lower: --max_hot_words)
+MAX_PHRASE_CHARACTERS = 200
+MAX_BOOST = 1000.0  # |boost| per word, natural log: far past anything acoustics can outweigh
+
 ROOT = 0  # no phrase under way; without a scorer: at a word boundary, where a phrase may start
 MID_WORD = 1  # without a scorer: inside a word no phrase starts at
+
+
+def checked(hot_words: Mapping[str, float]) -> dict[str, float]:
+    """Hot phrases with their spaces normalised (``" fiona  walker "`` is ``"fiona walker"``); ValueError
+    with one line for an empty or too long phrase, a boost that is not a finite number within
+    ±MAX_BOOST, or too many phrases."""
+    if len(hot_words) > MAX_PHRASES:
+        raise ValueError(f"hot words: {len(hot_words):,} phrases, at most {MAX_PHRASES:,}")
+    normal: dict[str, float] = {}
+    for phrase, boost in hot_words.items():
+        shown = repr(phrase)[:40]
+        if not isinstance(phrase, str) or not phrase.split():
+            raise ValueError(f"hot word {shown}: expected a word or phrase, e.g. 'fiona walker'")
+        if len(phrase) > MAX_PHRASE_CHARACTERS:
+            raise ValueError(f"hot word {shown}...: longer than {MAX_PHRASE_CHARACTERS} characters")
+        if isinstance(boost, bool) or not isinstance(boost, (int, float)) or not abs(boost) <= MAX_BOOST:
+            raise ValueError(f"hot word {shown}: boost {boost!r}, expected a number within ±{MAX_BOOST:g}")
+        normal[" ".join(phrase.split())] = float(boost)
+    return normal
 
 
 class PhraseGraph:
@@ -97,13 +120,16 @@ class PhraseGraph:
 
     def step(self, node: int, label: int) -> tuple[int, float]:
         """(the node after ``label``, the change in the hypothesis' bonus)."""
+        if node <= MID_WORD and label not in self.children[ROOT]:  # no phrase under way nor starting:
+            if self.boundary is None or label == self.boundary:  # the common case, not remembered
+                return ROOT, 0.0
+            return MID_WORD, 0.0
         key = (node, label)
         known = self.transitions.get(key)
         if known is not None:
             return known
         if node == MID_WORD:  # only a boundary leads out of a word no phrase starts at
-            target = ROOT if label == self.boundary else MID_WORD
-            result = (target, 0.0)
+            result = (ROOT if label == self.boundary else MID_WORD, 0.0)
         else:
             history = self.paths[node] + (label,)
             target = self._longest(history)
@@ -116,7 +142,7 @@ class PhraseGraph:
         """The change in the bonus when the utterance ends at ``node`` (the end is a boundary)."""
         if self.boundary is None or node == MID_WORD:
             return -self.pending[node]
-        return self.step(node, self.boundary)[1]
+        return self._banked(self.paths[node] + (self.boundary,)) - self.pending[node]
 
 
 def character_graph(phrases: Mapping[str, float], encode: Any, space: int) -> PhraseGraph:

@@ -283,9 +283,13 @@ class Scorer:
         index = {word: position for position, word in enumerate(words)}
         to_lm = list(range(len(words)))
         boosts: dict[int, float] = {}
+        sayable: dict[str, float] = {}
         for phrase, boost in hot_words.items():
             if not phrase.split() or self.alphabet.unknown(phrase):
                 raise ScorerError(f"hot word {phrase!r}: words the model's alphabet can spell, please")
+            if boost <= 0 and any(word not in index for word in phrase.split()):
+                continue  # a phrase to avoid that the vocabulary cannot spell anyway: adding it would
+            sayable[phrase] = boost  # make its words spellable
             for word in phrase.split():
                 if word not in index:  # out of the scorer's vocabulary: spellable, scored as <unk>
                     index[word] = len(words)
@@ -293,11 +297,11 @@ class Scorer:
                     to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
                 ahead = boost if len(phrase.split()) == 1 else max(boost, 0.0)  # a part may not complete
                 boosts[index[word]] = max(boosts.get(index[word], ahead), ahead)
-        graph = word_graph(hot_words, index)
+        graph = word_graph(sayable, index)
         kenlm = self.kenlm
 
         def make_lm() -> Any:
-            return boosted_word_lm(kenlm, to_lm, graph, LN10) if hot_words else kenlm
+            return boosted_word_lm(kenlm, to_lm, graph, LN10) if sayable else kenlm
 
         unigrams = self._unigrams()
         space = self.alphabet.encode(" ")[0]

@@ -99,7 +99,7 @@ def _hot_words(text: str, config: ServerConfig) -> tuple[tuple[str, float], ...]
         if not math.isfinite(boost) or abs(boost) > MAX_BOOST:
             limit = f"expected -{MAX_BOOST:g} to {MAX_BOOST:g}"
             raise ServiceError(400, f"hot_words: {word[:20]!r} boost {boost:g}: {limit}")
-    return tuple(hot_words.items())
+    return tuple(sorted(hot_words.items()))  # in order: the same set is the same configured model
 
 
 def decode_options(fields: Mapping[str, str], config: ServerConfig) -> DecodeOptions:
@@ -133,8 +133,8 @@ def configure(model: Model, options: DecodeOptions) -> Model:
             raise ServiceError(400, "scorer=true: no scorer loaded (start harken serve with --scorer)")
         if options.beam_width is not None:
             view.set_beam_width(options.beam_width)
-        if options.hot_words:
-            view.set_hot_words(dict(options.hot_words))
+        if options.hot_words:  # the request's add to (or override) the service's own --hot_words
+            view.set_hot_words({**view.hot_words, **dict(options.hot_words)})
     except ValueError as error:  # the decoder's own one-line refusals (a word it cannot spell ...)
         raise ServiceError(400, str(error).strip().splitlines()[0]) from None
     return view

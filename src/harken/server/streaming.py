@@ -5,8 +5,8 @@ then sends binary 16-bit little-endian PCM in messages of any size, and ends wit
 closes). The server sends ``{"type": "partial", "text", "time"}`` whenever the current utterance's text
 changes (``time``: seconds of audio decoded so far), ``{"type": "final", ...}`` when voice activity says
 an utterance has ended, a last final at the end, and then closes (1000). A text message
-``{"hot_words": "phrase:boost,..."}`` between audio messages changes the hot phrases from the next
-utterance on ("" clears them). A limit that ends a stream first
+``{"hot_words": "phrase:boost,..."}`` between audio messages changes the hot phrases: from the utterance
+under way if nothing has been heard in it yet, else from the next one ("" clears them). A limit that ends a stream first
 sends ``{"type": "error", "error"}`` and the last final, then closes with 1008 (1001 when the service
 shuts down, 1003 for a message that is not the protocol's, 1011 when the service fails).
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 MAX_BUFFERED = 4 * 1024 * 1024  # bytes of audio a connection may have waiting for its decoder
 STEP_SECONDS = 2.0  # most audio one decoding step takes from the buffer
 RATES = range(4000, 192001)
+CHANGES_AT_ONCE = 4  # hot-word changes a stream may make before its audio pays for them:
+SECONDS_PER_CHANGE = 2.0  # then one per this much audio (each change may build a decoder and a trie)
 CLOSE_CODES = {"eof": 1000, "shutdown": 1001, "protocol": 1003, "failed": 1011}  # else 1008
 
 
@@ -81,6 +83,8 @@ class StreamSession:
         self.reader: asyncio.Task[None] | None = None
         self.deadline = 0.0
         self.change: DecodeOptions | None = None  # new options for the next utterance (hot words)
+        self.changes = 0  # hot-word messages taken
+        self.received = 0  # bytes of audio received
 
     def stop(self, why: str, message: str = "") -> None:
         """End the stream: no more reading; what was received is decoded and its last final sent."""
@@ -171,6 +175,7 @@ class StreamSession:
             self.stop("protocol", f"first message: {error}")
 
     def _keep(self, data: bytes) -> None:
+        self.received += len(data)
         self.buffer += data
         self.arrived.set()
         if len(self.buffer) >= MAX_BUFFERED:
@@ -212,10 +217,16 @@ class StreamSession:
             return
 
     def _change_hot_words(self, value: Any) -> None:
-        """``{"hot_words": "phrase:boost,..."}`` mid-stream: checked now, used from the next utterance
-        ("" clears them)."""
+        """``{"hot_words": "phrase:boost,..."}`` mid-stream: checked now, used from the utterance under way
+        if nothing has been heard in it yet, else from the next one ("" clears them)."""
         if not isinstance(value, str):
             self.stop("protocol", 'hot_words: expected a string "phrase:boost,phrase:boost"')
+            return
+        seconds = self.received / 2 / (self.rate or self.service.model.sample_rate)
+        self.changes += 1
+        if self.changes > CHANGES_AT_ONCE + seconds / SECONDS_PER_CHANGE:
+            limit = f"{CHANGES_AT_ONCE} at once, then one per {SECONDS_PER_CHANGE:g} s of audio"
+            self.stop("options", f"hot_words: changed {self.changes} times in {seconds:.1f} s of audio ({limit})")
             return
         fields = {**self.fields, "hot_words": value}
         try:
@@ -269,7 +280,7 @@ class StreamSession:
         await self._close(finals if utterances.seconds or self.ended == "eof" else [])
 
     async def _reconfigure(self, utterances: Utterances) -> None:
-        """The stream's next utterances decode with the options a message changed."""
+        """The stream decodes with the options a message changed (``Utterances.use``)."""
         options, self.change = self.change, None
         if options is None:
             return

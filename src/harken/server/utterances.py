@@ -55,12 +55,18 @@ class Utterances:
         self._silence = 0  # detector frames of non-speech at the end of the current utterance
         self._stream: Stream = model.create_stream()
         self._partial = ""
+        self._unheard: list[np.ndarray] = []  # the current utterance's audio while its text is empty
         self.finished = False
 
     def use(self, model: Model) -> None:
-        """Decode the next utterances with ``model`` (the same network configured otherwise: other hot
-        words, say); the utterance under way finishes as it started."""
+        """Decode with ``model`` (the same network configured otherwise: other hot words, say) from the
+        utterance under way if nothing has been heard in it yet (its audio is decoded again), else from
+        the next one."""
         self.model = model
+        if not self._partial:
+            self._stream = model.create_stream()
+            if self._unheard:
+                self._stream.buffer_audio(np.concatenate(self._unheard))
 
     @property
     def seconds(self) -> float:
@@ -95,6 +101,7 @@ class Utterances:
         if partial == self._partial:
             return []
         self._partial = partial
+        self._unheard = []  # heard: a change of model waits for the next utterance
         return [{"type": "partial", "text": partial}]
 
     def finish(self) -> list[Event]:
@@ -119,13 +126,20 @@ class Utterances:
         first = self._received
         done = 0
         for cut in self._cuts(samples):
-            self._stream.buffer_audio(samples[done : cut - first])
+            self._buffer(samples[done : cut - first])
             done = cut - first
             final = self._final(cut)
             if final["text"]:
                 events.append(final)
-        self._stream.buffer_audio(samples[done:])
+        self._buffer(samples[done:])
         return events
+
+    def _buffer(self, samples: np.ndarray) -> None:
+        """Into the current utterance's stream (and kept while it has no text: at most an utterance's
+        length, --endpoint max 30 s)."""
+        self._stream.buffer_audio(samples)
+        if not self._partial and len(samples):
+            self._unheard.append(samples)
 
     def _cuts(self, samples: np.ndarray) -> list[int]:
         """Where utterances end (absolute sample positions) within ``samples``, which follow what came."""
@@ -157,6 +171,7 @@ class Utterances:
         start = self._utterance_start
         best, *others = self._stream.finish_stream_with_metadata(self.num_results).transcripts
         self._stream, self._partial, self._utterance_start = self.model.create_stream(), "", end
+        self._unheard = []
         first, last = start / self.rate, end / self.rate
         step = self.model.dims.features.feature_win_step / 1000.0
         words = words_of(best.tokens, first, last, step)
