@@ -47,6 +47,7 @@ RECORDING_VOICES = (
 )
 TEST_VOICES = ("en-us+benjamin", "en-gb-x-rp+Lee")
 SENTENCES, TEST_SENTENCES, RECORDED = 600, 40, 150
+TRIALS = 30  # alpha/beta trials in --sweep and --orders (100 in the worked example): 2 cores' time
 
 _APPLIANCES = ("microwave", "dishwasher", "blender", "kettle", "toaster", "oven", "fridge", "freezer")
 _FOODS = ("chicken", "bread", "salmon", "peas", "pizza", "soup", "rice", "pasta", "bagel", "lasagna")
@@ -155,7 +156,7 @@ def sweep(base: Path, text: Path, output: Path, test_csv: Path, minutes: list[fl
         config = AdaptConfig(
             text=text, output=folder / "out", checkpoint_dir=base, csv=folder / "train.csv",
             dev_csv=output / "data" / "dev.csv", test_csv=test_csv, min_finetune_minutes=0,
-            export_onnx=False, show_progressbar=False,
+            n_trials=TRIALS, export_onnx=False, show_progressbar=False,
         )  # fmt: skip
         state = adapt(config, log=lambda _: None)
         tuned, tuned_more = state.steps["tuned"], state.steps["fine-tuned"]
@@ -214,10 +215,10 @@ def main() -> None:
     started = time.perf_counter()
     adapt(AdaptConfig(text=text, output=output, checkpoint_dir=args.base, csv=recordings, test_csv=test_csv))
     print(f"harken adapt took {time.perf_counter() - started:.0f} s in all")
-    if args.orders:
-        orders(args.base, text, output, test_csv)
     if args.sweep:
         sweep(args.base, text, output, test_csv, [0.5, 1.0, 2.0])
+    if args.orders:
+        orders(args.base, text, output, test_csv)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def test_too_little_audio_adapts_the_scorer_only_and_a_rerun_resumes(
     state = adapt(config, log=lines.append)
     assert list(state.steps) == ["base", "scorer", "tuned"]
     note = next(line for line in lines if line.startswith("note:"))
-    assert "0.4 min of training audio after the dev split, under --min_finetune_minutes 2" in note
+    assert "0.4 min of training audio after the dev split, under --min_finetune_minutes 0.5" in note
     assert state.steps["base"].dev is not None and state.steps["base"].dev.clips == 3
     assert len(manifest.read_csv(tmp_path / "out" / "data" / "train.csv")) == 9
     stored = (tmp_path / "out" / "adapt.json").read_text()
