@@ -307,6 +307,17 @@ def _add_lm_commands(commands: Any) -> None:
     kinds.add_parser("setup", help="compile KenLM's lmplz and build_binary (needed by `lm build`) once")
 
 
+def _add_adapt_command(commands: Any) -> None:
+    from harken.adaptation import AdaptConfig
+
+    adapt = commands.add_parser(
+        "adapt",
+        help="adapt a model to a domain: its text (and a few recordings) in; a folder with the model, a "
+        "tuned scorer and a report of dev WER at each step out (re-run the same command to resume)",
+    )
+    add_options(adapt, "adapt", AdaptConfig)
+
+
 def _add_serve_command(commands: Any) -> None:
     from harken.server import ServerConfig
 
@@ -350,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(import_model, "import_model", ImportModelOptions, switch=True)
     _add_lm_commands(commands)
+    _add_adapt_command(commands)
     shard = commands.add_parser("shard", help="pack a corpus into tar shards that train like its CSV")
     add_options(shard, "shard", ShardOptions)
     alphabet = commands.add_parser("alphabet", help="the alphabet that spells the CSV manifests' transcripts")

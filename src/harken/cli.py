@@ -214,6 +214,16 @@ def run_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_adapt(args: argparse.Namespace) -> int:
+    from harken.adaptation import AdaptConfig, adapt
+
+    options = section_options(args, "adapt", AdaptConfig)
+    if not given_options(args).get("adapt", {}).get("kenlm_bin") and os.environ.get("HARKEN_KENLM_BIN"):
+        options = replace(options, kenlm_bin=os.environ["HARKEN_KENLM_BIN"])
+    adapt(options)
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from harken.inference import Model
     from harken.model import choose_device
@@ -277,6 +287,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "transcribe": run_transcribe,
     "import": run_import,
     "lm": run_lm,
+    "adapt": run_adapt,
     "alphabet": run_alphabet,
     "shard": run_shard,
     "import-model": run_import_model,

@@ -18,7 +18,7 @@ import torch
 from harken import checkpoint, data, evaluate, metrics
 from harken.alphabet import Alphabet
 from harken.config import Config, option, require
-from harken.decoder import Decoder, settings_from
+from harken.decoder import BeamSettings, Decoder, settings_from
 from harken.model import choose_device
 from harken.scorer import Scorer, ScorerError, set_defaults
 from harken.summary import ProgressBar
@@ -82,18 +82,19 @@ def _rates(decoder: Decoder, frames: list[np.ndarray], texts: list[str]) -> tupl
     return metrics.wer(texts, hypotheses), metrics.cer(texts, hypotheses)
 
 
-def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) -> TuneResult:
-    """Search (alpha, beta) in [0, lm_alpha_max] x [0, lm_beta_max]; store the best pair in the scorer."""
+def search_pair(
+    frames: list[np.ndarray],
+    texts: list[str],
+    decoding: tuple[Alphabet, Scorer, BeamSettings],
+    search: TuneConfig = TuneConfig(),
+    progress: bool = True,
+) -> TuneResult:
+    """The best (alpha, beta) in [0, lm_alpha_max] x [0, lm_beta_max] for decoding the log-probs ``frames``
+    into ``texts`` with ``decoding`` (the model's alphabet, the scorer, the beam's other settings); the
+    scorer's own pair is the first trial, so the result is never worse on this set. Writes nothing."""
     import optuna
 
-    if not config.decoder.scorer_path:
-        raise ScorerError("lm tune needs --scorer")
-    if not config.data.dev_files:
-        raise ScorerError("lm tune needs --dev_files")
-    frames, texts, alphabet = dev_log_probs(config, log)
-    scorer = Scorer(config.decoder.scorer_path, alphabet)
-    base = settings_from(config.decoder)
-    log(f"Tuning on {len(frames)} dev samples, beam width {base.width(scorer)}, {search.n_trials} trials")
+    alphabet, scorer, base = decoding
     start = (scorer.alpha, scorer.beta)
 
     def objective(trial: optuna.Trial) -> float:
@@ -107,11 +108,11 @@ def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
     study.enqueue_trial({"alpha": start[0], "beta": start[1]})
-    with ProgressBar("Tuning alpha and beta", search.n_trials, config.runtime.show_progressbar) as bar:
+    with ProgressBar("Tuning alpha and beta", search.n_trials, progress) as bar:
         study.optimize(objective, n_trials=search.n_trials, callbacks=[lambda s, t: bar.advance()])
     best = study.best_trial
     first = study.trials[0]
-    result = TuneResult(
+    return TuneResult(
         alpha=best.params["alpha"],
         beta=best.params["beta"],
         wer=float(best.value or 0.0),
@@ -119,6 +120,20 @@ def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) ->
         start_wer=float(first.value or 0.0),
         trials=len(study.trials),
     )
+
+
+def tune(config: Config, search: TuneConfig = TuneConfig(), log: Log = print) -> TuneResult:
+    """Search (alpha, beta) in [0, lm_alpha_max] x [0, lm_beta_max]; store the best pair in the scorer."""
+    if not config.decoder.scorer_path:
+        raise ScorerError("lm tune needs --scorer")
+    if not config.data.dev_files:
+        raise ScorerError("lm tune needs --dev_files")
+    frames, texts, alphabet = dev_log_probs(config, log)
+    scorer = Scorer(config.decoder.scorer_path, alphabet)
+    base = settings_from(config.decoder)
+    log(f"Tuning on {len(frames)} dev samples, beam width {base.width(scorer)}, {search.n_trials} trials")
+    start = (scorer.alpha, scorer.beta)
+    result = search_pair(frames, texts, (alphabet, scorer, base), search, config.runtime.show_progressbar)
     log(
         f"Best: alpha {result.alpha:.4f}, beta {result.beta:.4f}: WER {result.wer:.4f}, CER {result.cer:.4f} "
         f"(the scorer's pair {start[0]:.4f}, {start[1]:.4f}: WER {result.start_wer:.4f})"

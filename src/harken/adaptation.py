@@ -1,0 +1,570 @@
+"""``harken adapt``: a base model and a domain's text (and a few of its recordings) in; out, a folder that
+``harken transcribe`` and ``harken serve`` use as it is.
+
+The steps, each timed and measured on the dev recordings (and on --test_csv, which nothing is chosen on):
+
+1. **base**: the model as it is, no scorer (what ``transcribe`` does without one);
+2. **+ scorer**: a KenLM scorer built from the text (``language_model.build``), its order and pruning
+   chosen by the text's size (``adaptation_inputs.SCORER_SIZES``), with its default alpha and beta;
+3. **+ tuned**: alpha and beta searched on the dev set (``tuning.search_pair``) and stored in the scorer;
+4. **+ fine-tuned**: the model trained further on the recordings (``train.train``: every layer kept,
+   ``--preset small_data``, docs/training.md's learning rate), measured with the tuned scorer and with a
+   pair re-tuned for it; it replaces the base model only where it is better on the dev set.
+
+The folder then holds ``model.pt`` (and ``model.onnx`` where the model exports), ``lm.scorer`` with the
+chosen alpha and beta, ``report.json`` and ``adapt.json`` (the finished steps: re-running the command skips
+them; an interrupted fine-tune resumes as ``harken train`` does, from ``finetune/``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harken import adaptation_inputs as inputs
+from harken import checkpoint, features, manifest, metrics
+from harken.adaptation_inputs import AdaptError, DevSplit, DomainText
+from harken.adaptation_report import LABELS, Rates, RunState, StepResult, table, write_report
+from harken.alphabet import Alphabet, ByteAlphabet
+from harken.config import Config, option, require
+from harken.decoder import BeamSettings, Decoder
+from harken.inference import Model
+from harken.language_model import prune_counts
+from harken.manifest import Sample
+from harken.model import choose_device
+from harken.scorer import Scorer, set_defaults
+from harken.storage import atomic_write
+from harken.summary import ProgressBar
+from harken.tuning import TuneConfig, TuneResult, search_pair
+
+Log = Callable[[str], None]
+MODEL_FILES = (".tflite", ".pt", ".onnx")
+# The least training audio measured to help (docs/adaptation.md, bench/adapt.py --sweep): on the kitchen
+# example half a minute (16 clips) already took test WER from 74.4 % (base, tuned scorer) to 70.8 %; less
+# was not measured, so less is not fine-tuned.
+MIN_FINETUNE_MINUTES = 0.5
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """``harken adapt``'s options."""
+
+    text: Path = option(Path(), "the domain's text: one sentence a line (.txt, or .gz)", required=True)
+    output: Path = option(Path(), "the folder to write (re-run the same command to resume)", required=True)
+    checkpoint_dir: Path | None = option(None, "the base model: a harken checkpoint directory")
+    model: Path | None = option(
+        None, "the base model as a file: .tflite (DeepSpeech / Coqui), .pt, or .onnx (the scorer only)"
+    )
+    csv: Path | None = option(
+        None,
+        "recordings of the domain (a CSV manifest): dev data is split off unless --dev_csv is given (whole "
+        "speakers when the CSV has a speaker, speaker_id or client_id column), the rest fine-tunes",
+    )
+    dev_csv: Path | None = option(None, "recordings to measure and tune on (default: split off --csv)")
+    test_csv: Path | None = option(
+        None, "recordings measured at every step and never chosen on: the honest figure in the report"
+    )
+    dev_fraction: float = option(0.2, "share of --csv split off as dev data when no --dev_csv is given")
+    min_dev: int = option(10, "recordings the dev split takes at least")
+    split_seed: int = option(1234, "seed of the dev split")
+    order: int = option(0, "the scorer's n-gram order (0: by the text's size, docs/design.md)")
+    prune: tuple[int, ...] = option(
+        (), "lmplz --prune counts, e.g. '0 0 1' (default: by the text's size)", parse=prune_counts,
+        metavar="COUNTS",
+    )  # fmt: skip
+    n_trials: int = option(100, "alpha/beta pairs tried on the dev set (each step that tunes)")
+    epochs: int = option(60, "fine-tuning epochs (docs/training.md: 60 for minutes of speech)")
+    learning_rate: float = option(0.001, "fine-tuning learning rate (docs/training.md)")
+    train_batch_size: int = option(16, "fine-tuning batch size")
+    min_finetune_minutes: float = option(
+        MIN_FINETUNE_MINUTES,
+        "training audio (minutes, after the dev split) below which the model is not fine-tuned: the "
+        "scorer alone is adapted (docs/adaptation.md: the least measured to help, on synthetic speech)",
+    )
+    export_onnx: bool = option(True, "also write model.onnx (for serving without torch)")
+    kenlm_bin: str = option("", "the folder holding KenLM's lmplz and build_binary (default: as lm build)")
+    device: str = option("auto", "torch device: auto, cpu, cuda, cuda:1 ...")
+    show_progressbar: bool = option(True, "show progress bars with an ETA")
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint_dir is None) == (self.model is None):
+            raise AdaptError("give the base model: one of --checkpoint_dir and --model")
+        if self.model is not None and self.model.suffix.lower() not in MODEL_FILES:
+            raise AdaptError(f"--model {self.model}: expected a .tflite, .pt or .onnx file")
+        require(0 < self.dev_fraction < 1, "dev_fraction", self.dev_fraction, "in (0, 1)")
+        require(self.min_dev >= 1, "min_dev", self.min_dev, "1 or more")
+        require(self.order == 0 or 1 <= self.order <= 6, "order", self.order, "0 (automatic) or 1 to 6")
+        require(self.n_trials >= 1, "n_trials", self.n_trials, "1 or more")
+        require(self.epochs >= 1, "epochs", self.epochs, "1 or more")
+        require(0 < self.learning_rate < 1, "learning_rate", self.learning_rate, "in (0, 1)")
+        require(self.train_batch_size >= 1, "train_batch_size", self.train_batch_size, "1 or more")
+        require(
+            self.min_finetune_minutes >= 0, "min_finetune_minutes", self.min_finetune_minutes, "0 or more"
+        )
+
+    @property
+    def base(self) -> Path:
+        return self.model if self.model is not None else self.checkpoint_dir  # type: ignore[return-value]
+
+
+@dataclass
+class Plan:
+    """What the checks found: the run's data, the scorer's size and whether it fine-tunes (and why not)."""
+
+    config: AdaptConfig
+    model: Model  # the base model, loaded
+    text: DomainText
+    split: DevSplit | None  # None: no recordings
+    test: list[Sample]
+    train_seconds: float
+    order: int
+    prune: tuple[int, ...]
+    no_finetune: str  # why the model is not fine-tuned ("" when it is)
+
+    @property
+    def alphabet(self) -> Alphabet:
+        return self.model.alphabet
+
+    @property
+    def dev(self) -> list[Sample]:
+        return self.split.dev if self.split is not None else []
+
+
+def prepare(config: AdaptConfig, log: Log = print) -> Plan:
+    """Check every input and plan the run; AdaptError (one line) on what cannot work. Writes nothing."""
+    base = config.base
+    if not base.exists():
+        raise AdaptError(f"--{'model' if config.model else 'checkpoint_dir'} {base}: no such file or folder")
+    model = Model(base, device=str(choose_device(config.device)))
+    text = inputs.read_text(config.text, model.alphabet)
+    split = _split(config)
+    test = inputs.read_recordings(config.test_csv, "test_csv")[0] if config.test_csv else []
+    train_seconds = inputs.seconds(split.train) if split is not None else 0.0
+    order, prune = inputs.scorer_size(text.running_words)
+    plan = Plan(
+        config, model, text, split, test, train_seconds, config.order or order, config.prune or prune, ""
+    )
+    plan.no_finetune = _why_not_finetune(plan)
+    return plan
+
+
+def _split(config: AdaptConfig) -> DevSplit | None:
+    if config.csv is None and config.dev_csv is None:
+        return None
+    samples, speakers = inputs.read_recordings(config.csv, "csv") if config.csv else ([], None)
+    if config.dev_csv is not None:
+        return DevSplit(samples, inputs.read_recordings(config.dev_csv, "dev_csv")[0], "--dev_csv")
+    return inputs.split_dev(samples, speakers, config.dev_fraction, config.min_dev, config.split_seed)
+
+
+def _why_not_finetune(plan: Plan) -> str:
+    config = plan.config
+    if plan.split is None or not plan.split.train:
+        return "no recordings to train on: adapting the scorer only"
+    if config.base.suffix.lower() == ".onnx":
+        return f"--model {config.base}: an .onnx file cannot be trained (give its checkpoint): scorer only"
+    minutes = plan.train_seconds / 60
+    if minutes < config.min_finetune_minutes:
+        return (
+            f"--csv {config.csv}: {minutes:.1f} min of training audio after the dev split, under "
+            f"--min_finetune_minutes {config.min_finetune_minutes:g}: adapting the scorer only"
+        )
+    return ""
+
+
+def fingerprint(config: AdaptConfig) -> dict[str, Any]:
+    """What identifies a run: its options (output, device and progress aside) and its inputs' contents."""
+    skipped = {"output", "device", "show_progressbar", "kenlm_bin"}
+    found: dict[str, Any] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in skipped:
+            continue
+        found[f.name] = str(value.resolve()) if isinstance(value, Path) else value
+        if isinstance(value, tuple):
+            found[f.name] = list(value)
+        if isinstance(value, Path) and value.is_file() and f.name != "model":
+            found[f"{f.name}_digest"] = inputs.digest(value)
+    return found
+
+
+# --- hearing and measuring -------------------------------------------------------------------------------
+
+
+def log_probs(model: Model, samples: Sequence[Sample], title: str, progress: bool) -> list[np.ndarray]:
+    """The model's log-probabilities [time, n_classes] of each recording (its whole file in one pass)."""
+    from harken import audio
+
+    found = []
+    zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
+    with ProgressBar(title, len(samples), progress) as bar:
+        for sample in samples:
+            samples_ = torch.from_numpy(audio.read(sample.path, model.sample_rate))
+            windows = features.utterance_windows(samples_, model.dims.features).numpy()
+            out, _ = model.backend(windows, (zeros, zeros.copy()))
+            found.append(np.ascontiguousarray(out[0]))
+            bar.advance()
+    return found
+
+
+@dataclass
+class Heard:
+    """One model's log-probs of the dev and test recordings."""
+
+    dev: list[np.ndarray]
+    test: list[np.ndarray]
+
+
+def hear(model: Model, plan: Plan, name: str) -> Heard:
+    everything = plan.dev + plan.test
+    frames = log_probs(model, everything, f"Running the {name} model", plan.config.show_progressbar)
+    return Heard(frames[: len(plan.dev)], frames[len(plan.dev) :])
+
+
+def rates(decoder: Decoder, frames: list[np.ndarray], samples: Sequence[Sample]) -> Rates | None:
+    if not samples:
+        return None
+    hypotheses = [decoder.decode(f)[0].text for f in frames]
+    references = [sample.transcript for sample in samples]
+    return Rates(metrics.wer(references, hypotheses), metrics.cer(references, hypotheses), len(samples))
+
+
+def measure(plan: Plan, heard: Heard, scorer: Scorer | None, pair: tuple[float, float] | None = None) -> Any:
+    """(dev rates, test rates) decoding ``heard`` as ``transcribe`` would (its default beam), with
+    ``scorer`` at its own alpha and beta or at ``pair``."""
+    settings = BeamSettings() if pair is None else BeamSettings(alpha=pair[0], beta=pair[1])
+    decoder = Decoder(plan.alphabet, settings, scorer)
+    return rates(decoder, heard.dev, plan.dev), rates(decoder, heard.test, plan.test)
+
+
+# --- the run ---------------------------------------------------------------------------------------------
+
+
+def adapt(config: AdaptConfig, log: Log = print) -> RunState:
+    """The whole of ``harken adapt``: check, then each step not yet done, then the folder's contents."""
+    plan = prepare(config, log)
+    state = RunState.open(config.output, fingerprint(config))
+    _describe(plan, log)
+    _write_data(plan, state)
+    _run_steps(plan, state, log)
+    return state
+
+
+def _describe(plan: Plan, log: Log) -> None:
+    text, split = plan.text, plan.split
+    log(
+        f"Text {text.path}: {text.sentences:,} sentences, {text.running_words:,} words "
+        f"({text.distinct_words:,} distinct); scorer: order {plan.order}, "
+        f"prune {' '.join(map(str, plan.prune))}"
+    )
+    if split is None:
+        log("No recordings: nothing to measure on; the scorer keeps its default alpha and beta")
+    else:
+        log(
+            f"Recordings: {len(split.train)} to train on ({plan.train_seconds / 60:.1f} min), "
+            f"{len(split.dev)} dev ({split.how})" + (f", {len(plan.test)} test" if plan.test else "")
+        )
+    if plan.no_finetune:
+        log(f"note: {plan.no_finetune}")
+
+
+def _write_data(plan: Plan, state: RunState) -> None:
+    """The dev split as CSVs in the output folder, and what the run found, in adapt.json."""
+    folder = plan.config.output / "data"
+    facts: dict[str, Any] = {"text": asdict(plan.text), "order": plan.order, "prune": list(plan.prune)}
+    facts["text"]["path"] = str(plan.text.path)
+    if plan.split is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, samples in (("train", plan.split.train), ("dev", plan.split.dev)):
+            if samples:
+                manifest.write_csv(folder / f"{name}.csv", samples)
+        facts.update(
+            train_clips=len(plan.split.train),
+            train_minutes=round(plan.train_seconds / 60, 2),
+            dev_clips=len(plan.split.dev),
+            dev_split=plan.split.how,
+        )
+    facts.update(test_clips=len(plan.test), no_finetune=plan.no_finetune or None)
+    state.facts = facts
+    state.save()
+
+
+# --- the steps -------------------------------------------------------------------------------------------
+
+
+def _run_steps(plan: Plan, state: RunState, log: Log) -> None:
+    """Each step not done by an earlier run of the same command, its result recorded as it ends; then
+    the folder's model, scorer defaults and report (``Steps.finish``)."""
+    steps = Steps(plan, state, log)
+    order: list[tuple[str, Callable[[], tuple[Rates | None, Rates | None, dict[str, Any]]]]] = []
+    if plan.dev or plan.test:
+        order.append(("base", steps.base))
+    order.append(("scorer", steps.scorer))
+    if plan.dev:
+        order.append(("tuned", steps.tuned))
+    if not plan.no_finetune:
+        order.append(("fine-tuned", steps.finetune))
+    for number, (name, run) in enumerate(order, start=1):
+        title = f"Step {number}/{len(order)}: {LABELS[name]}"
+        done = state.done(name)
+        if done is not None:
+            log(f"{title}: done by an earlier run ({done.seconds:.1f} s)")
+            continue
+        log(title)
+        started = time.monotonic()
+        dev, test, details = run()
+        result = StepResult(name, round(time.monotonic() - started, 2), dev, test, details)
+        state.record(result)
+        log(f"  {_rates_line(result)}")
+    steps.finish()
+
+
+def _rates_line(result: StepResult) -> str:
+    parts = [
+        f"{name} WER {rates.wer:.1%}, CER {rates.cer:.1%} ({rates.clips} clips)"
+        for name, rates in (("dev", result.dev), ("test", result.test))
+        if rates is not None
+    ]
+    return "; ".join(parts or ["no recordings to measure on"]) + f"; {result.seconds:.1f} s"
+
+
+class Steps:
+    """The steps of one run. The base model's log-probs are computed once (when a step first needs them)
+    and shared by the steps that decode them."""
+
+    def __init__(self, plan: Plan, state: RunState, log: Log) -> None:
+        self.plan, self.state, self.log = plan, state, log
+        self.config = plan.config
+        self.output = plan.config.output
+        self.scorer_path = self.output / "lm.scorer"
+        self._heard: Heard | None = None
+
+    @property
+    def heard(self) -> Heard:
+        if self._heard is None:
+            self._heard = hear(self.plan.model, self.plan, "base")
+        return self._heard
+
+    def _scorer(self) -> Scorer:
+        return Scorer(self.scorer_path, self.plan.alphabet)
+
+    def _search(self, heard: Heard, scorer: Scorer) -> TuneResult:
+        texts = [sample.transcript for sample in self.plan.dev]
+        decoding = (self.plan.alphabet, scorer, BeamSettings())
+        box = TuneConfig(n_trials=self.config.n_trials)
+        return search_pair(heard.dev, texts, decoding, box, self.config.show_progressbar)
+
+    def base(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
+        dev, test = measure(self.plan, self.heard, None)
+        return dev, test, {"label": f"no scorer, beam {BeamSettings().width(None)}"}
+
+    def scorer(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
+        from harken import language_model
+
+        plan = self.plan
+        lm = language_model.LmConfig(
+            text=(self.config.text,), output=self.scorer_path, order=plan.order, prune=plan.prune,
+            kenlm_bin=self.config.kenlm_bin,
+        )  # fmt: skip
+        spelling = None if isinstance(plan.alphabet, ByteAlphabet) else plan.alphabet
+        self.output.mkdir(parents=True, exist_ok=True)
+        with ProgressBar("Building the scorer", 1, self.config.show_progressbar) as bar:
+            info = language_model.build(lm, spelling, log=lambda line: None)
+            bar.advance()
+        dev, test = measure(plan, self.heard, self._scorer()) if plan.dev or plan.test else (None, None)
+        details = {
+            "label": f"{plan.order}-gram",
+            "vocabulary": len(info.vocabulary),
+            "alpha": info.alpha,
+            "beta": info.beta,
+            "megabytes": round(self.scorer_path.stat().st_size / 1e6, 3),
+        }
+        return dev, test, details
+
+    def tuned(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
+        found = self._search(self.heard, self._scorer())
+        set_defaults(self.scorer_path, found.alpha, found.beta)
+        dev, test = measure(self.plan, self.heard, self._scorer())
+        return dev, test, {"alpha": found.alpha, "beta": found.beta, "trials": found.trials}
+
+    def finetune(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
+        from harken.train import train
+
+        train(self._train_config(), log=self.log)
+        saved = newest_checkpoint(self.output / "finetune")
+        model = Model(saved, device=str(choose_device(self.config.device)))
+        heard = hear(model, self.plan, "fine-tuned")
+        scorer = self._scorer()  # at the pair tuned for the base model
+        before_dev, before_test = measure(self.plan, heard, scorer)
+        found = self._search(heard, scorer)
+        dev, test = measure(self.plan, heard, scorer, (found.alpha, found.beta))
+        retuned = (found.alpha, found.beta) != (scorer.alpha, scorer.beta)
+        details = {
+            "label": "alpha/beta re-tuned" if retuned else "alpha/beta kept",
+            "alpha": found.alpha,
+            "beta": found.beta,
+            "checkpoint": str(saved),
+            "epochs": self.config.epochs,
+            "with_base_alpha_beta": {"dev": _plain(before_dev), "test": _plain(before_test)},
+        }
+        return dev, test, details
+
+    def _base_checkpoints(self) -> tuple[Path, str]:
+        """The base as a checkpoint directory training can start from, and --load_train for it."""
+        if self.config.checkpoint_dir is not None:
+            directory = self.config.checkpoint_dir
+            return directory, "best" if checkpoint.listing(directory, checkpoint.BEST) else "last"
+        directory = self.output / "base"
+        if not checkpoint.listing_any(directory):
+            source = self.config.base
+            if source.suffix.lower() == ".tflite":
+                checkpoint.import_model(source, directory)
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, directory / f"{checkpoint.TRAIN}-0.pt")
+        return directory, "last"
+
+    def _train_config(self) -> Config:
+        from harken.config import (
+            PRESETS,
+            CheckpointConfig,
+            DataConfig,
+            ModelConfig,
+            RuntimeConfig,
+            TrainConfig,
+        )
+
+        directory, load_train = self._base_checkpoints()
+        preset, dims, c = PRESETS["small_data"], self.plan.model.dims, self.config
+        data = self.output / "data"
+        return Config(
+            features=dims.features,
+            model=dims.model_config(ModelConfig(**preset["model"])),
+            data=DataConfig(
+                train_files=str(data / "train.csv"), dev_files=str(data / "dev.csv"),
+                train_batch_size=c.train_batch_size, dev_batch_size=c.train_batch_size,
+                **alphabet_options(self.plan.alphabet, self.output), **preset["data"],
+            ),
+            checkpoint=CheckpointConfig(
+                load_checkpoint_dir=str(directory), save_checkpoint_dir=str(self.output / "finetune"),
+                load_train=load_train,
+            ),
+            train=TrainConfig(epochs=c.epochs, learning_rate=c.learning_rate, **preset["train"]),
+            runtime=RuntimeConfig(device=c.device, show_progressbar=c.show_progressbar),
+        )  # fmt: skip
+
+    def finish(self) -> None:
+        """Choose the model (fine-tuned only where it is better on dev), store its alpha and beta in the
+        scorer, write the model files and report.json, print the table."""
+        tuned, tuned_more = self.state.done("tuned"), self.state.done("fine-tuned")
+        chosen = "base"
+        if tuned_more is not None and tuned is not None and tuned.dev and tuned_more.dev:
+            chosen = "fine-tuned" if tuned_more.dev.wer < tuned.dev.wer else "base"
+        pair = None
+        if chosen == "fine-tuned":
+            pair = (tuned_more.details["alpha"], tuned_more.details["beta"])  # type: ignore[union-attr]
+        elif tuned is not None:
+            pair = (tuned.details["alpha"], tuned.details["beta"])
+        if pair is not None:
+            set_defaults(self.scorer_path, *pair)
+        files = self._model_files(chosen)
+        scorer = self._scorer()
+        result = {
+            "model": chosen,
+            "alpha": scorer.alpha,
+            "beta": scorer.beta,
+            "files": {name: str(path) for name, path in files.items()},
+            "measured_on": "dev and test" if self.plan.test else ("dev" if self.plan.dev else "nothing"),
+        }
+        if not self.plan.dev:
+            result["note"] = "no dev audio to measure on: the scorer keeps its default alpha and beta"
+        report = write_report(self.output, self.state, result)
+        steps = [self.state.steps[name] for name in LABELS if name in self.state.steps]
+        self.log("")
+        self.log(table(steps))
+        self.log(
+            f"\nChosen: the {chosen} model, the scorer at alpha {scorer.alpha:.3f}, beta {scorer.beta:.3f}; "
+            f"the report: {report}"
+        )
+        model = files.get("onnx", files.get("checkpoint"))
+        self.log(f"Use it: harken transcribe --model {model} --scorer {self.scorer_path} AUDIO")
+
+    def _model_files(self, chosen: str) -> dict[str, Path]:
+        """model.pt (and model.onnx) of the chosen model in the output folder (once per choice)."""
+        out = self.output
+        made = self.state.facts.get("model_files")
+        if made is not None and made.get("chosen") == chosen:
+            return {name: Path(path) for name, path in made["files"].items()}
+        files: dict[str, Path] = {}
+        base = self.config.base
+        if chosen == "base" and base.suffix.lower() == ".onnx":
+            shutil.copy(base, out / "model.onnx")
+            files["onnx"] = out / "model.onnx"
+        else:
+            source = newest_checkpoint(out / "finetune") if chosen == "fine-tuned" else self._base_file()
+            copy_model(source, out / "model.pt")
+            files["checkpoint"] = out / "model.pt"
+            if self.config.export_onnx:
+                exported = self._export(out / "model.pt")
+                if exported is not None:
+                    files["onnx"] = exported
+        self.state.facts["model_files"] = {"chosen": chosen, "files": {k: str(v) for k, v in files.items()}}
+        self.state.save()
+        return files
+
+    def _base_file(self) -> Path:
+        if self.config.checkpoint_dir is not None:
+            return newest_checkpoint(self.config.checkpoint_dir)
+        return newest_checkpoint(self._base_checkpoints()[0])
+
+    def _export(self, model: Path) -> Path | None:
+        from harken.config import ExportConfig
+        from harken.export import ExportError, export
+
+        with ProgressBar("Exporting model.onnx", 1, self.config.show_progressbar) as bar:
+            try:
+                (result,) = export(checkpoint.load_file(model), ExportConfig(export_dir=str(self.output)))
+            except (ExportError, ImportError) as error:
+                self.log(f"note: no model.onnx ({error}); model.pt serves as it is")
+                return None
+            bar.advance()
+        return result.path
+
+
+def _plain(rates: Rates | None) -> dict[str, Any] | None:
+    return None if rates is None else asdict(rates)
+
+
+def alphabet_options(alphabet: Alphabet, folder: Path) -> dict[str, Any]:
+    """The training options that give a model ``alphabet`` (written to ``folder`` when not the default)."""
+    if isinstance(alphabet, ByteAlphabet):
+        return {"bytes_output_mode": True}
+    if alphabet == Alphabet.default():
+        return {}
+    path = folder / "alphabet.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(alphabet.to_file_text(), encoding="utf-8")
+    return {"alphabet_config_path": str(path)}
+
+
+def copy_model(source: Path, target: Path) -> None:
+    """A checkpoint file as ``target``, without the optimizer state inference does not need."""
+    payload = {**checkpoint.read(source), "optimizer": None}
+    with atomic_write(target, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def newest_checkpoint(directory: Path) -> Path:
+    """The checkpoint ``transcribe`` loads from ``directory``: the best on dev, else the last."""
+    for kind in checkpoint.kinds_for("auto", training=False):
+        found = checkpoint.listing(directory, kind)
+        if found:
+            return found[-1]
+    raise AdaptError(f"{directory}: no checkpoint found")
