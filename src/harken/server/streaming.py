@@ -6,9 +6,9 @@ closes). The server sends ``{"type": "partial", "text", "time"}`` whenever the c
 changes (``time``: seconds of audio decoded so far), ``{"type": "final", ...}`` when voice activity says
 an utterance has ended, a last final at the end, and then closes (1000). A text message
 ``{"hot_words": "phrase:boost,..."}`` between audio messages changes the hot phrases: from the utterance
-under way if nothing has been heard in it yet, else from the next one ("" clears them). A limit that ends a stream first
-sends ``{"type": "error", "error"}`` and the last final, then closes with 1008 (1001 when the service
-shuts down, 1003 for a message that is not the protocol's, 1011 when the service fails).
+under way if nothing has been heard in it yet, else from the next one ("" clears them). A limit that
+ends a stream first sends ``{"type": "error", "error"}`` and the last final, then closes with 1008 (1001
+when the service shuts down, 1003 for a message that is not the protocol's, 1011 when it fails).
 
 Two tasks per connection: one reads messages into a bounded buffer (so a client that sends faster than
 decoding keeps its audio in TCP, not in the server), the other takes everything buffered at once and
@@ -226,7 +226,8 @@ class StreamSession:
         self.changes += 1
         if self.changes > CHANGES_AT_ONCE + seconds / SECONDS_PER_CHANGE:
             limit = f"{CHANGES_AT_ONCE} at once, then one per {SECONDS_PER_CHANGE:g} s of audio"
-            self.stop("options", f"hot_words: changed {self.changes} times in {seconds:.1f} s of audio ({limit})")
+            said = f"hot_words: changed {self.changes} times in {seconds:.1f} s of audio ({limit})"
+            self.stop("options", said)
             return
         fields = {**self.fields, "hot_words": value}
         try:
