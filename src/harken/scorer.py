@@ -194,6 +194,11 @@ def _character_lm(
     return CharacterLM()
 
 
+def look_ahead(words: int, boost: float, known: bool) -> float:
+    """The boost a word of a hot phrase of ``words`` words adds to the spelling trie's look-ahead."""
+    return boost if words == 1 else max(boost, 0.0)  # a part may not complete
+
+
 class Scorer:
     """A scorer loaded for one alphabet: the LM, the word list and the spelling trie for the search.
 
@@ -291,11 +296,12 @@ class Scorer:
                 continue  # a phrase to avoid that the vocabulary cannot spell anyway: adding it would
             sayable[phrase] = boost  # make its words spellable
             for word in phrase.split():
-                if word not in index:  # out of the scorer's vocabulary: spellable, scored as <unk>
+                known = word in index
+                if not known:  # out of the scorer's vocabulary: spellable, scored as <unk>
                     index[word] = len(words)
                     words.append(word)
                     to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
-                ahead = boost if len(phrase.split()) == 1 else max(boost, 0.0)  # a part may not complete
+                ahead = look_ahead(len(phrase.split()), boost, known)
                 boosts[index[word]] = max(boosts.get(index[word], ahead), ahead)
         graph = word_graph(sayable, index)
         kenlm = self.kenlm
