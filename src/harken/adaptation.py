@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from harken import adaptation_inputs as inputs
+from harken import adaptation_resume as resume
 from harken import checkpoint, features, manifest, metrics
 from harken.adaptation_inputs import AdaptError, DevSplit, DomainText
 from harken.adaptation_report import LABELS, Rates, RunState, StepResult, table, write_report
@@ -50,6 +51,7 @@ MODEL_FILES = (".tflite", ".pt", ".onnx")
 # example half a minute (16 clips) already took test WER from 74.4 % (base, tuned scorer) to 70.8 %; less
 # was not measured, so less is not fine-tuned.
 MIN_FINETUNE_MINUTES = 0.5
+WORDS_FILE = "text.txt"  # in data/: the text as the scorer reads it (adaptation_inputs.words_of)
 
 
 @dataclass(frozen=True)
@@ -146,13 +148,63 @@ def prepare(config: AdaptConfig, log: Log = print) -> Plan:
     text = inputs.read_text(config.text, model.alphabet)
     split = _split(config)
     test = inputs.read_recordings(config.test_csv, "test_csv")[0] if config.test_csv else []
+    _refuse_overlap(config, split, test)
     train_seconds = inputs.seconds(split.train) if split is not None else 0.0
     order, prune = inputs.scorer_size(text.running_words)
     plan = Plan(
         config, model, text, split, test, train_seconds, config.order or order, config.prune or prune, ""
     )
+    _check_scorer_options(plan)
     plan.no_finetune = _why_not_finetune(plan)
+    _warn_dev(plan, log)
     return plan
+
+
+def _refuse_overlap(config: AdaptConfig, split: DevSplit | None, test: list[Sample]) -> None:
+    """AdaptError when --test_csv shares recordings with the training or dev data, or --dev_csv with
+    the training data (measured on what it was chosen or trained on, a figure is not honest)."""
+    train, dev = (split.train, split.dev) if split is not None else ([], [])
+    data = " and ".join(f"--{n} {p}" for n, p in (("csv", config.csv), ("dev_csv", config.dev_csv)) if p)
+    pairs = [(f"--test_csv {config.test_csv}", test, data, train + dev)]
+    if config.dev_csv is not None:
+        pairs.append((f"--dev_csv {config.dev_csv}", dev, f"--csv {config.csv}", train))
+    for name, first, other, second in pairs:
+        shared = inputs.overlap(first, second) if first and second else []
+        if shared:
+            raise AdaptError(
+                f"{name}: {len(shared)} of its recordings are also in {other}, e.g. {shared[0]}; "
+                "give recordings that are not trained or tuned on"
+            )
+
+
+def _check_scorer_options(plan: Plan) -> None:
+    """--order, --prune and --kenlm_bin checked before anything is written (the scorer is built later)."""
+    from harken import language_model
+
+    if len(plan.prune) > plan.order:
+        raise AdaptError(f"--prune {' '.join(map(str, plan.prune))}: more counts than --order {plan.order}")
+    try:
+        language_model.LmConfig(
+            text=(plan.config.text,), output=plan.config.output / "lm.scorer", order=plan.order,
+            prune=plan.prune, kenlm_bin=plan.config.kenlm_bin,
+        )  # fmt: skip
+        language_model.find_tools(plan.config.kenlm_bin)
+    except (ValueError, language_model.ToolError) as error:
+        raise AdaptError(str(error).splitlines()[0]) from None
+
+
+def _warn_dev(plan: Plan, log: Log) -> None:
+    """A note when dev transcripts are empty or have characters the model cannot spell."""
+    empty = sum(1 for sample in plan.dev if not sample.transcript.strip())
+    unspellable = [s for s in plan.dev if s.transcript.strip() and plan.alphabet.unknown(s.transcript)]
+    if empty:
+        log(f"warning: {empty} dev recordings have an empty transcript: their WER counts no words")
+    if unspellable:
+        shown = unspellable[0]
+        log(
+            f"warning: {len(unspellable)} dev transcripts have characters the model cannot spell, e.g. "
+            f"{shown.path} ({plan.alphabet.unknown(shown.transcript)[0]!r}): no model can get them right"
+        )
 
 
 def _split(config: AdaptConfig) -> DevSplit | None:
@@ -181,7 +233,7 @@ def _why_not_finetune(plan: Plan) -> str:
 
 def fingerprint(config: AdaptConfig) -> dict[str, Any]:
     """What identifies a run: its options (output, device and progress aside) and its inputs' contents."""
-    skipped = {"output", "device", "show_progressbar", "kenlm_bin"}
+    skipped = {"output", "device", "show_progressbar", "kenlm_bin", *resume.SETTINGS}
     found: dict[str, Any] = {}
     for f in fields(config):
         value = getattr(config, f.name)
@@ -192,6 +244,23 @@ def fingerprint(config: AdaptConfig) -> dict[str, Any]:
             found[f.name] = list(value)
         if isinstance(value, Path) and value.is_file() and f.name != "model":
             found[f"{f.name}_digest"] = inputs.digest(value)
+    flag = "model" if config.model is not None else "checkpoint_dir"
+    found[f"{flag}_digest"] = base_digest(config)
+    return found
+
+
+def base_digest(config: AdaptConfig) -> str:
+    """What identifies the base model: the name and contents of the file it is loaded from."""
+    loaded = inputs.base_file(config.checkpoint_dir, config.model)
+    return f"{loaded.name}:{inputs.digest(loaded)}"
+
+
+def settings(config: AdaptConfig) -> dict[str, Any]:
+    """The options a re-run may change (``adaptation_resume.SETTINGS``), as ``fingerprint`` records them."""
+    found: dict[str, Any] = {"epochs": config.epochs, "n_trials": config.n_trials}
+    found["export_onnx"] = config.export_onnx
+    found["test_csv"] = str(config.test_csv.resolve()) if config.test_csv else None
+    found["test_csv_digest"] = inputs.digest(config.test_csv) if config.test_csv else None
     return found
 
 
@@ -250,11 +319,35 @@ def measure(plan: Plan, heard: Heard, scorer: Scorer | None, pair: tuple[float, 
 def adapt(config: AdaptConfig, log: Log = print) -> RunState:
     """The whole of ``harken adapt``: check, then each step not yet done, then the folder's contents."""
     plan = prepare(config, log)
-    state = RunState.open(config.output, fingerprint(config))
-    _describe(plan, log)
-    _write_data(plan, state)
-    _run_steps(plan, state, log)
+    identity = fingerprint(config)
+    RunState.open(config.output, identity)  # another run's folder is refused before anything is written
+    with resume.locked(config.output):
+        state = RunState.open(config.output, identity)  # read again: now no other run can change it
+        _describe(plan, log)
+        redo = resume.changed_settings(state, settings(config), log)
+        order = _order(plan)
+        resume.forget_from(state, redo, order, log)
+        resume.forget_from(state, resume.missing_output(state, _outputs(plan)), order, log)
+        _write_data(plan, state)
+        _run_steps(plan, state, log)
     return state
+
+
+def _outputs(plan: Plan) -> dict[str, Callable[[], bool]]:
+    """Whether each step's output is still in the folder (a step whose output is gone is redone)."""
+    out = plan.config.output
+    return {
+        "scorer": (out / "lm.scorer").is_file,
+        "tuned": (out / "lm.scorer").is_file,
+        "fine-tuned": lambda: checkpoint.listing_any(out / "finetune"),
+    }
+
+
+def _order(plan: Plan) -> list[str]:
+    """The steps this run takes, in order."""
+    steps = ["base"] if plan.dev or plan.test else []
+    steps += ["scorer"] + (["tuned"] if plan.dev else [])
+    return steps + ([] if plan.no_finetune else ["fine-tuned"])
 
 
 def _describe(plan: Plan, log: Log) -> None:
@@ -280,8 +373,9 @@ def _write_data(plan: Plan, state: RunState) -> None:
     folder = plan.config.output / "data"
     facts: dict[str, Any] = {"text": asdict(plan.text), "order": plan.order, "prune": list(plan.prune)}
     facts["text"]["path"] = str(plan.text.path)
+    if not (folder / WORDS_FILE).is_file():
+        inputs.write_words(plan.text.path, plan.alphabet, folder / WORDS_FILE)
     if plan.split is not None:
-        folder.mkdir(parents=True, exist_ok=True)
         for name, samples in (("train", plan.split.train), ("dev", plan.split.dev)):
             if samples:
                 manifest.write_csv(folder / f"{name}.csv", samples)
@@ -292,7 +386,7 @@ def _write_data(plan: Plan, state: RunState) -> None:
             dev_split=plan.split.how,
         )
     facts.update(test_clips=len(plan.test), no_finetune=plan.no_finetune or None)
-    state.facts = facts
+    state.facts.update(facts)  # what earlier runs recorded (model files, settings) stays
     state.save()
 
 
@@ -303,14 +397,8 @@ def _run_steps(plan: Plan, state: RunState, log: Log) -> None:
     """Each step not done by an earlier run of the same command, its result recorded as it ends; then
     the folder's model, scorer defaults and report (``Steps.finish``)."""
     steps = Steps(plan, state, log)
-    order: list[tuple[str, Callable[[], tuple[Rates | None, Rates | None, dict[str, Any]]]]] = []
-    if plan.dev or plan.test:
-        order.append(("base", steps.base))
-    order.append(("scorer", steps.scorer))
-    if plan.dev:
-        order.append(("tuned", steps.tuned))
-    if not plan.no_finetune:
-        order.append(("fine-tuned", steps.finetune))
+    runs = {"base": steps.base, "scorer": steps.scorer, "tuned": steps.tuned, "fine-tuned": steps.finetune}
+    order = [(name, runs[name]) for name in _order(plan)]
     for number, (name, run) in enumerate(order, start=1):
         title = f"Step {number}/{len(order)}: {LABELS[name]}"
         done = state.done(name)
@@ -319,8 +407,14 @@ def _run_steps(plan: Plan, state: RunState, log: Log) -> None:
             continue
         log(title)
         started = time.monotonic()
-        dev, test, details = run()
-        result = StepResult(name, round(time.monotonic() - started, 2), dev, test, details)
+        try:
+            dev, test, details = run()
+        except BaseException:  # Ctrl-C or an error: the time spent counts when the step ends
+            resume.carry(state, name, time.monotonic() - started)
+            state.save()
+            raise
+        seconds = time.monotonic() - started + resume.take_carried(state, name)
+        result = StepResult(name, round(seconds, 2), dev, test, details)
         state.record(result)
         log(f"  {_rates_line(result)}")
     steps.finish()
@@ -370,7 +464,8 @@ class Steps:
 
         plan = self.plan
         lm = language_model.LmConfig(
-            text=(self.config.text,), output=self.scorer_path, order=plan.order, prune=plan.prune,
+            text=(self.output / "data" / WORDS_FILE,), output=self.scorer_path, order=plan.order,
+            prune=plan.prune,
             kenlm_bin=self.config.kenlm_bin,
         )  # fmt: skip
         spelling = None if isinstance(plan.alphabet, ByteAlphabet) else plan.alphabet
@@ -481,7 +576,10 @@ class Steps:
             "alpha": scorer.alpha,
             "beta": scorer.beta,
             "files": {name: str(path) for name, path in files.items()},
-            "measured_on": "dev and test" if self.plan.test else ("dev" if self.plan.dev else "nothing"),
+            "measured_on": " and ".join(
+                name for name, data in (("dev", self.plan.dev), ("test", self.plan.test)) if data
+            )
+            or "nothing",
         }
         if not self.plan.dev:
             result["note"] = "no dev audio to measure on: the scorer keeps its default alpha and beta"
@@ -501,7 +599,9 @@ class Steps:
         out = self.output
         made = self.state.facts.get("model_files")
         if made is not None and made.get("chosen") == chosen:
-            return {name: Path(path) for name, path in made["files"].items()}
+            kept = {name: Path(path) for name, path in made["files"].items()}
+            if all(path.is_file() for path in kept.values()):
+                return kept
         files: dict[str, Path] = {}
         base = self.config.base
         if chosen == "base" and base.suffix.lower() == ".onnx":
@@ -520,8 +620,15 @@ class Steps:
         return files
 
     def _base_file(self) -> Path:
+        """The base model's checkpoint file to copy, checked to be the one this run started from."""
+        flag = "model" if self.config.model is not None else "checkpoint_dir"
+        if base_digest(self.config) != self.state.inputs.get(f"{flag}_digest"):
+            raise AdaptError(
+                f"--{flag} {self.config.base}: the base model changed during the run; run the command "
+                "again with a new --output"
+            )
         if self.config.checkpoint_dir is not None:
-            return newest_checkpoint(self.config.checkpoint_dir)
+            return inputs.base_file(self.config.checkpoint_dir, None)
         return newest_checkpoint(self._base_checkpoints()[0])
 
     def _export(self, model: Path) -> Path | None:
