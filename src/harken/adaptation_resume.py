@@ -54,7 +54,7 @@ def locked(output: Path) -> Iterator[None]:
         handle.close()  # releases the lock; the file stays (removing it would race a waiting run)
 
 
-def changed_settings(state: RunState, settings: dict[str, Any], log: Log) -> str | None:
+def changed_settings(state: RunState, settings: dict[str, Any], log: Log = print) -> str | None:
     """The first step (of ``SETTINGS``' steps) a change of settings since the last run redoes, recording
     the new settings in ``state``; drops the recorded model files when anything changed. AdaptError when
     --epochs shrinks below a fine-tune already run."""
