@@ -464,6 +464,13 @@ def test_adapt_fine_tunes_on_speech_and_the_folder_transcribes(
     )
     assert checkpoint.listing_any(out / "finetune") and (out / "model.onnx").is_file()
     assert "+ fine-tuned" in printed and "+ tuned alpha/beta" in printed
+    first = report["steps"][3]
+    # more epochs: the fine-tune goes on from epoch 2, the steps before it are kept, its time adds up
+    more = [*argv[:-3], "3", "--n_trials", "4", "--min_finetune_minutes", "0", "--show_progressbar", "false"]
+    assert cli.main(more) == 0
+    assert capsys.readouterr().out.count("done by an earlier run") == 3
+    again = json.loads((out / "report.json").read_text())["steps"][3]
+    assert again["details"]["epochs"] == 3 and again["seconds"] > first["seconds"]
     shutil.rmtree(out / "finetune")  # the folder serves without the training checkpoints
     wav = tmp_path / "0.wav"
     assert (

@@ -325,9 +325,8 @@ def adapt(config: AdaptConfig, log: Log = print) -> RunState:
         state = RunState.open(config.output, identity)  # read again: now no other run can change it
         _describe(plan, log)
         redo = resume.changed_settings(state, settings(config), log)
-        order = _order(plan)
-        resume.forget_from(state, redo, order, log)
-        resume.forget_from(state, resume.missing_output(state, _outputs(plan)), order, log)
+        resume.forget_from(state, redo, log)
+        resume.forget_from(state, resume.missing_output(state, _outputs(plan)), log)
         _write_data(plan, state)
         _run_steps(plan, state, log)
     return state

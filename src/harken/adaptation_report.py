@@ -114,6 +114,8 @@ def first_difference(stored: dict[str, Any], given: dict[str, Any]) -> str | Non
     """The first input that differs between two runs, as "--name was A, now B"; None when none does."""
     for name in sorted(set(stored) | set(given)):
         if stored.get(name) != given.get(name):
+            if name in BASE_DIGESTS and name not in stored:
+                return f"the base model of --{name.removesuffix('_digest')} was not recorded (an older run)"
             if name in BASE_DIGESTS:
                 return f"the base model of --{name.removesuffix('_digest')} changed"
             what = "the file's contents" if name.endswith("_digest") else f"--{name}"

@@ -11,7 +11,7 @@ the scorer's size) still makes the folder another run's.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ SETTINGS: dict[str, str | None] = {
     "export_onnx": None,
 }
 Log = Callable[[str], None]
+STEPS = ("base", "scorer", "tuned", "fine-tuned")  # each step depends on the ones before it
 
 
 @contextmanager
@@ -63,7 +64,7 @@ def changed_settings(state: RunState, settings: dict[str, Any], log: Log = print
     if stored is None:
         return None
     first: str | None = None
-    order = ["base", "scorer", "tuned", "fine-tuned"]
+    order = STEPS
     for name, step in SETTINGS.items():
         if stored.get(name) == settings.get(name):
             continue
@@ -84,17 +85,17 @@ def changed_settings(state: RunState, settings: dict[str, Any], log: Log = print
 
 def missing_output(state: RunState, outputs: dict[str, Callable[[], bool]]) -> str | None:
     """The first finished step whose output (``outputs``: step -> whether it is still there) is gone."""
-    for step in ("base", "scorer", "tuned", "fine-tuned"):
+    for step in STEPS:
         if step in state.steps and step in outputs and not outputs[step]():
             return step
     return None
 
 
-def forget_from(state: RunState, first: str | None, order: Sequence[str], log: Log) -> None:
-    """Forget the finished steps from ``first`` on (in ``order``), so that this run redoes them."""
-    if first is None or first not in order:
+def forget_from(state: RunState, first: str | None, log: Log) -> None:
+    """Forget the finished steps from ``first`` on, so that this run redoes them."""
+    if first is None:
         return
-    later = [step for step in order[order.index(first) :] if step in state.steps]
+    later = [step for step in STEPS[STEPS.index(first) :] if step in state.steps]
     for step in later:
         del state.steps[step]
     if later:
