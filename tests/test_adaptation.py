@@ -322,9 +322,24 @@ def test_a_finished_folder_keeps_its_files_and_redoes_a_lost_step(
 
 
 def test_a_second_run_on_the_folder_is_refused(text: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import subprocess
+    import sys
+
     out = tmp_path / "out"
-    with locked(out), pytest.raises(AdaptError, match=r"^--output .*: another harken adapt is running"):
-        adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    with locked(out):  # the folder and its lock file, as a run leaves them
+        pass
+    hold = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); print(1)"
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold + "; sys.stdout.flush(); time.sleep(60)", str(out / ".adapt.lock")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"1\n"
+        with pytest.raises(AdaptError, match=r"^--output .*: another harken adapt is running"):
+            adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    finally:
+        other.kill()
+        other.wait()
     state = adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)  # the lock is free again
     assert "scorer" in state.steps
 

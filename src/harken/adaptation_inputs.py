@@ -143,6 +143,12 @@ def base_file(checkpoint_dir: Path | None, model: Path | None) -> Path:
     raise AdaptError(f"--checkpoint_dir {checkpoint_dir}: no checkpoint found")
 
 
+def base_digest(checkpoint_dir: Path | None, model: Path | None) -> str:
+    """What identifies the base model: the name and contents of the file it is loaded from."""
+    loaded = base_file(checkpoint_dir, model)
+    return f"{loaded.name}:{digest(loaded)}"
+
+
 def digest(path: Path) -> str:
     """The SHA-1 of a file's bytes (what identifies an input between runs)."""
     sha = hashlib.sha1()

@@ -34,17 +34,18 @@ STEPS = ("base", "scorer", "tuned", "fine-tuned")  # each step depends on the on
 @contextmanager
 def locked(output: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``output`` (a lock file in it, created with the folder if need be);
-    AdaptError at once when another run holds it."""
+    AdaptError at once when another process holds it. A POSIX record lock (``lockf``), not ``flock``: the
+    data loader's forked workers would inherit an ``flock`` and hold the folder after the run."""
     import fcntl
 
     output.mkdir(parents=True, exist_ok=True)
     handle = open(output / LOCK_FILE, "a")  # noqa: SIM115 - held for the whole run
     try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             raise AdaptError(
-                f"--output {output}: another harken adapt is running on this folder (pid lock "
+                f"--output {output}: another harken adapt is running on this folder (it holds "
                 f"{output / LOCK_FILE}); wait for it to end"
             ) from None
         handle.truncate(0)
