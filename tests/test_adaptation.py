@@ -321,6 +321,21 @@ def test_a_finished_folder_keeps_its_files_and_redoes_a_lost_step(
     assert "Redoing: scorer" in lines
 
 
+def test_test_recordings_alone_are_what_is_measured_and_scorer_options_are_checked_first(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    out = tmp_path / "out"
+    bad = _quick(text, out, tiny_checkpoint, kenlm_bin=str(tmp_path))
+    with pytest.raises(AdaptError, match=r"^--kenlm_bin .*: no lmplz"):
+        adapt(bad, log=lambda _: None)
+    with pytest.raises(AdaptError, match=r"^--prune 0 0 1 1: more counts than --order 3"):
+        adapt(_quick(text, out, tiny_checkpoint, order=3, prune=(0, 0, 1, 1)), log=lambda _: None)
+    assert not out.exists()
+    test_csv = _recordings(tmp_path / "test.csv", 2)
+    adapt(_quick(text, out, tiny_checkpoint, test_csv=test_csv), log=lambda _: None)
+    assert json.loads((out / "report.json").read_text())["result"]["measured_on"] == "test"
+
+
 def test_a_second_run_on_the_folder_is_refused(text: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
     import subprocess
     import sys
@@ -495,3 +510,6 @@ def test_adapt_fine_tunes_on_speech_and_the_folder_transcribes(
         == 0
     )
     assert cli.main(["transcribe", "--model", str(out / "model.pt"), str(wav)]) == 0
+    capsys.readouterr()
+    assert cli.main(more) == 0  # finetune/ is gone: that step is redone, the ones before it kept
+    assert "Redoing: fine-tuned" in capsys.readouterr().out and checkpoint.listing_any(out / "finetune")
