@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
-from harken import audio, checkpoint, cli, export, manifest
+from harken import adaptation, audio, checkpoint, cli, export, manifest
 from harken.adaptation import AdaptConfig, adapt
 from harken.adaptation_inputs import AdaptError, read_text, scorer_size, split_dev
 from harken.adaptation_report import Rates, RunState, StepResult, table
+from harken.adaptation_resume import changed_settings, locked
 from harken.alphabet import Alphabet
 from harken.config import ExportConfig
 from harken.manifest import Sample
@@ -119,6 +121,31 @@ def test_dev_takes_rows_without_speakers_and_everything_when_too_few() -> None:
     assert len(one_speaker.dev) == 20  # one speaker cannot be split by speaker: rows
 
 
+def test_an_unbalanced_speaker_does_not_take_the_dev_set() -> None:
+    samples = _samples(100)
+    speakers = ["big" if n < 80 else f"s{n % 10}" for n in range(100)]  # one speaker: 80 % of the clips
+    for seed in range(10):
+        split = split_dev(samples, speakers, fraction=0.2, minimum=10, seed=seed)
+        assert 18 <= len(split.dev) <= 22 and len(split.train) >= 78, (seed, len(split.dev))
+        assert all(speakers[samples.index(s)] != "big" for s in split.dev)
+    two = ["big"] * 90 + ["small"] * 10  # the small speaker alone is dev data, the big one trains
+    split = split_dev(samples, two, fraction=0.2, minimum=10, seed=0)
+    assert len(split.dev) == 10 and "1 of 2 speakers" in split.how
+    split = split_dev(samples, ["big"] * 95 + ["small"] * 5, fraction=0.2, minimum=10, seed=0)
+    assert len(split.dev) == 20 and "speakers too unbalanced" in split.how  # rows, not 95 clips
+
+
+def test_punctuation_capitals_and_a_bom_are_english_not_another_alphabet(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_text("\ufeffTurn the oven on, please!\n\"Don't\" -- it's (hot).\n" * 5, encoding="utf-8")
+    found = read_text(path, Alphabet.default())
+    assert (found.running_words, found.distinct_words, found.unspellable_words) == (40, 8, 0)
+    russian = tmp_path / "ru.txt"
+    russian.write_text("Бедняга, ребят!\n", encoding="utf-8")
+    with pytest.raises(AdaptError, match="characters the model's alphabet lacks"):
+        read_text(russian, Alphabet.default())
+
+
 # --- the record ---------------------------------------------------------------------------------------------
 
 
@@ -185,6 +212,12 @@ def test_too_little_audio_adapts_the_scorer_only_and_a_rerun_resumes(
     again = adapt(config, log=lines.append)
     assert again.steps == state.steps and (tmp_path / "out" / "adapt.json").read_text() == stored
     assert sum("done by an earlier run" in line for line in lines) == 3
+    lines.clear()
+    more = adapt(
+        _quick(text, tmp_path / "out", tiny_checkpoint, csv=csv, min_dev=3, n_trials=4), lines.append
+    )
+    assert sum("done by an earlier run" in line for line in lines) == 2  # base and scorer kept
+    assert more.steps["tuned"].details["trials"] == 4 and more.steps["base"] == state.steps["base"]
 
 
 def test_an_onnx_base_adapts_the_scorer_and_is_copied(
@@ -204,6 +237,189 @@ def test_an_onnx_base_adapts_the_scorer_and_is_copied(
     assert "fine-tuned" not in state.steps and any("an .onnx file cannot be trained" in x for x in lines)
     assert (tmp_path / "out" / "model.onnx").read_bytes() == onnx.path.read_bytes()
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def _change(directory: Path) -> None:
+    """The checkpoint in ``directory`` with other weights (the same file name)."""
+    (path,) = sorted(directory.glob("*.pt"))
+    payload = checkpoint.read(path)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = payload["model"][name] + 1
+    torch.save(payload, path)
+
+
+def test_a_changed_base_model_is_refused_and_never_copied(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_checkpoint, base)
+    out = tmp_path / "out"
+    adapt(_quick(text, out, base), log=lambda _: None)
+    assert "checkpoint_dir_digest" in json.loads((out / "adapt.json").read_text())["inputs"]
+    _change(base)
+    with pytest.raises(AdaptError, match=r"^--output .*: holds another run's results \(the base model "):
+        adapt(_quick(text, out, base), log=lambda _: None)
+    shutil.copytree(tiny_checkpoint, base, dirs_exist_ok=True)
+    original = adaptation.Steps.scorer
+
+    def scorer_then_change(self: adaptation.Steps) -> object:
+        found = original(self)
+        _change(base)  # the base model changes while the run goes on
+        return found
+
+    other = tmp_path / "other"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adaptation.Steps, "scorer", scorer_then_change)
+        with pytest.raises(AdaptError, match="--checkpoint_dir .*: the base model changed during the run"):
+            adapt(_quick(text, other, base), log=lambda _: None)
+    assert not (other / "model.pt").exists()
+
+
+def test_test_and_dev_recordings_must_not_be_trained_or_tuned_on(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    csv = _recordings(tmp_path / "rec.csv", 12)
+    out = tmp_path / "out"
+    with pytest.raises(AdaptError, match=r"^--test_csv .*rec.csv: 12 of its recordings are also in --csv"):
+        adapt(_quick(text, out, tiny_checkpoint, csv=csv, test_csv=csv), log=lambda _: None)
+    with pytest.raises(AdaptError, match=r"^--dev_csv .*rec.csv: 12 of its recordings are also in --csv"):
+        adapt(_quick(text, out, tiny_checkpoint, csv=csv, dev_csv=csv), log=lambda _: None)
+    assert not out.exists()
+
+
+def test_broken_audio_in_the_test_csv_is_refused_before_anything_is_written(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio")
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text(f"wav_filename,wav_filesize,transcript\n{broken},9,{LDC93S1_TEXT}\n")
+    out = tmp_path / "out"
+    config = _quick(text, out, tiny_checkpoint, test_csv=test_csv)
+    with pytest.raises(AdaptError, match=r"^--test_csv .*test.csv: .*broken.wav is not readable audio"):
+        adapt(config, log=lambda _: None)
+    assert not out.exists()
+
+
+def test_a_finished_folder_keeps_its_files_and_redoes_a_lost_step(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    text = tmp_path / "punctuated.txt"
+    text.write_text("\n".join(line.capitalize() + "." for line in DOMAIN) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    made = (out / "model.pt").stat().st_mtime_ns
+    lines: list[str] = []
+    adapt(_quick(text, out, tiny_checkpoint), log=lines.append)
+    assert (out / "model.pt").stat().st_mtime_ns == made  # not copied again
+    assert "model_files" in json.loads((out / "adapt.json").read_text())["facts"]
+    (out / "lm.scorer").unlink()
+    (out / "model.pt").unlink()
+    lines.clear()
+    state = adapt(_quick(text, out, tiny_checkpoint), log=lines.append)
+    assert (out / "lm.scorer").is_file() and (out / "model.pt").is_file() and "scorer" in state.steps
+    assert "Redoing: scorer" in lines
+
+
+def test_test_recordings_alone_are_what_is_measured_and_scorer_options_are_checked_first(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    out = tmp_path / "out"
+    bad = _quick(text, out, tiny_checkpoint, kenlm_bin=str(tmp_path))
+    with pytest.raises(AdaptError, match=r"^--kenlm_bin .*: no lmplz"):
+        adapt(bad, log=lambda _: None)
+    with pytest.raises(AdaptError, match=r"^--prune 0 0 1 1: more counts than --order 3"):
+        adapt(_quick(text, out, tiny_checkpoint, order=3, prune=(0, 0, 1, 1)), log=lambda _: None)
+    assert not out.exists()
+    test_csv = _recordings(tmp_path / "test.csv", 2)
+    adapt(_quick(text, out, tiny_checkpoint, test_csv=test_csv), log=lambda _: None)
+    assert json.loads((out / "report.json").read_text())["result"]["measured_on"] == "test"
+
+
+def test_a_second_run_on_the_folder_is_refused(text: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    with locked(out):  # the folder and its lock file, as a run leaves them
+        pass
+    hold = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX); print(1)"
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold + "; sys.stdout.flush(); time.sleep(60)", str(out / ".adapt.lock")],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == b"1\n"
+        with pytest.raises(AdaptError, match=r"^--output .*: another harken adapt is running"):
+            adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    finally:
+        other.kill()
+        other.wait()
+    state = adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)  # the lock is free again
+    assert "scorer" in state.steps
+
+
+def test_settings_that_may_change_redo_only_what_they_affect(tmp_path: Path) -> None:
+    state = RunState(tmp_path, {})
+    for step in ("base", "scorer", "tuned", "fine-tuned"):
+        state.steps[step] = StepResult(step, 10.0)
+    given = {"epochs": 2, "n_trials": 3, "test_csv": None, "test_csv_digest": None, "export_onnx": False}
+    assert changed_settings(state, given) is None
+    state.facts["model_files"] = {"chosen": "base", "files": {}}
+    assert changed_settings(state, {**given, "export_onnx": True}, print) is None
+    assert "model_files" not in state.facts
+    assert changed_settings(state, {**given, "export_onnx": True, "n_trials": 9}) == "tuned"
+    assert changed_settings(state, {**given, "export_onnx": True, "n_trials": 9, "epochs": 9}) == "fine-tuned"
+    assert state.facts["carried_seconds"] == {"fine-tuned": 10.0}  # the fine-tune's time adds up
+    assert changed_settings(state, {**given, "epochs": 9, "test_csv": "t.csv"}) == "base"
+    with pytest.raises(AdaptError, match=r"^--epochs 1: the folder's fine-tune already ran 9 epochs"):
+        changed_settings(state, {**given, "epochs": 1})
+
+
+def test_a_step_interrupted_counts_its_time_when_it_ends(
+    text: Path, tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    import time
+
+    def slow_interrupt(self: adaptation.Steps) -> object:
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(adaptation.Steps, "scorer", slow_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    assert json.loads((out / "adapt.json").read_text())["facts"]["carried_seconds"]["scorer"] >= 0.3
+    state = adapt(_quick(text, out, tiny_checkpoint), log=lambda _: None)
+    assert state.steps["scorer"].seconds >= 0.3 and not state.facts["carried_seconds"]
+
+
+def test_ctrl_c_while_tuning_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import numpy as np
+
+    from harken import tuning
+    from harken.decoder import BeamSettings
+
+    def interrupt(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "Decoder", lambda *args: None)
+    monkeypatch.setattr(tuning, "_rates", interrupt)
+    scorer = type("FakeScorer", (), {"alpha": 0.5, "beta": 1.0})()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            decoding = (Alphabet.default(), scorer, BeamSettings())
+            tuning.search_pair([np.zeros((2, 29))], ["a"], decoding, progress=False)  # type: ignore[arg-type]
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert not [r.getMessage() for r in records if r.levelno >= logging.WARNING]
 
 
 # --- the command -------------------------------------------------------------------------------------------
@@ -278,6 +494,13 @@ def test_adapt_fine_tunes_on_speech_and_the_folder_transcribes(
     )
     assert checkpoint.listing_any(out / "finetune") and (out / "model.onnx").is_file()
     assert "+ fine-tuned" in printed and "+ tuned alpha/beta" in printed
+    first = report["steps"][3]
+    # more epochs: the fine-tune goes on from epoch 2, the steps before it are kept, its time adds up
+    more = [*argv[:-3], "3", "--n_trials", "4", "--min_finetune_minutes", "0", "--show_progressbar", "false"]
+    assert cli.main(more) == 0
+    assert capsys.readouterr().out.count("done by an earlier run") == 3
+    again = json.loads((out / "report.json").read_text())["steps"][3]
+    assert again["details"]["epochs"] == 3 and again["seconds"] > first["seconds"]
     shutil.rmtree(out / "finetune")  # the folder serves without the training checkpoints
     wav = tmp_path / "0.wav"
     assert (
@@ -287,3 +510,6 @@ def test_adapt_fine_tunes_on_speech_and_the_folder_transcribes(
         == 0
     )
     assert cli.main(["transcribe", "--model", str(out / "model.pt"), str(wav)]) == 0
+    capsys.readouterr()
+    assert cli.main(more) == 0  # finetune/ is gone: that step is redone, the ones before it kept
+    assert "Redoing: fine-tuned" in capsys.readouterr().out and checkpoint.listing_any(out / "finetune")

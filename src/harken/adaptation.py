@@ -18,31 +18,27 @@ them; an interrupted fine-tune resumes as ``harken train`` does, from ``finetune
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from harken import adaptation_inputs as inputs
-from harken import checkpoint, features, manifest, metrics
+from harken import adaptation_resume as resume
+from harken import checkpoint, manifest
 from harken.adaptation_inputs import AdaptError, DevSplit, DomainText
-from harken.adaptation_report import LABELS, Rates, RunState, StepResult, table, write_report
-from harken.alphabet import Alphabet, ByteAlphabet
-from harken.config import Config, option, require
-from harken.decoder import BeamSettings, Decoder
+from harken.adaptation_report import LABELS, RunState, StepResult
+from harken.adaptation_steps import WORDS_FILE, Steps
+from harken.adaptation_steps import Heard as Heard  # bench/adapt.py uses these from here
+from harken.adaptation_steps import hear as hear
+from harken.adaptation_steps import measure as measure
+from harken.alphabet import Alphabet
+from harken.config import option, require
 from harken.inference import Model
 from harken.language_model import prune_counts
 from harken.manifest import Sample
 from harken.model import choose_device
-from harken.scorer import Scorer, set_defaults
-from harken.storage import atomic_write
-from harken.summary import ProgressBar
-from harken.tuning import TuneConfig, TuneResult, search_pair
 
 Log = Callable[[str], None]
 MODEL_FILES = (".tflite", ".pt", ".onnx")
@@ -146,13 +142,63 @@ def prepare(config: AdaptConfig, log: Log = print) -> Plan:
     text = inputs.read_text(config.text, model.alphabet)
     split = _split(config)
     test = inputs.read_recordings(config.test_csv, "test_csv")[0] if config.test_csv else []
+    _refuse_overlap(config, split, test)
     train_seconds = inputs.seconds(split.train) if split is not None else 0.0
     order, prune = inputs.scorer_size(text.running_words)
     plan = Plan(
         config, model, text, split, test, train_seconds, config.order or order, config.prune or prune, ""
     )
+    _check_scorer_options(plan)
     plan.no_finetune = _why_not_finetune(plan)
+    _warn_dev(plan, log)
     return plan
+
+
+def _refuse_overlap(config: AdaptConfig, split: DevSplit | None, test: list[Sample]) -> None:
+    """AdaptError when --test_csv shares recordings with the training or dev data, or --dev_csv with
+    the training data (measured on what it was chosen or trained on, a figure is not honest)."""
+    train, dev = (split.train, split.dev) if split is not None else ([], [])
+    data = " and ".join(f"--{n} {p}" for n, p in (("csv", config.csv), ("dev_csv", config.dev_csv)) if p)
+    pairs = [(f"--test_csv {config.test_csv}", test, data, train + dev)]
+    if config.dev_csv is not None:
+        pairs.append((f"--dev_csv {config.dev_csv}", dev, f"--csv {config.csv}", train))
+    for name, first, other, second in pairs:
+        shared = inputs.overlap(first, second) if first and second else []
+        if shared:
+            raise AdaptError(
+                f"{name}: {len(shared)} of its recordings are also in {other}, e.g. {shared[0]}; "
+                "give recordings that are not trained or tuned on"
+            )
+
+
+def _check_scorer_options(plan: Plan) -> None:
+    """--order, --prune and --kenlm_bin checked before anything is written (the scorer is built later)."""
+    from harken import language_model
+
+    if len(plan.prune) > plan.order:
+        raise AdaptError(f"--prune {' '.join(map(str, plan.prune))}: more counts than --order {plan.order}")
+    try:
+        language_model.LmConfig(
+            text=(plan.config.text,), output=plan.config.output / "lm.scorer", order=plan.order,
+            prune=plan.prune, kenlm_bin=plan.config.kenlm_bin,
+        )  # fmt: skip
+        language_model.find_tools(plan.config.kenlm_bin)
+    except (ValueError, language_model.ToolError) as error:
+        raise AdaptError(str(error).splitlines()[0]) from None
+
+
+def _warn_dev(plan: Plan, log: Log) -> None:
+    """A note when dev transcripts are empty or have characters the model cannot spell."""
+    empty = sum(1 for sample in plan.dev if not sample.transcript.strip())
+    unspellable = [s for s in plan.dev if s.transcript.strip() and plan.alphabet.unknown(s.transcript)]
+    if empty:
+        log(f"warning: {empty} dev recordings have an empty transcript: their WER counts no words")
+    if unspellable:
+        shown = unspellable[0]
+        log(
+            f"warning: {len(unspellable)} dev transcripts have characters the model cannot spell, e.g. "
+            f"{shown.path} ({plan.alphabet.unknown(shown.transcript)[0]!r}): no model can get them right"
+        )
 
 
 def _split(config: AdaptConfig) -> DevSplit | None:
@@ -181,7 +227,7 @@ def _why_not_finetune(plan: Plan) -> str:
 
 def fingerprint(config: AdaptConfig) -> dict[str, Any]:
     """What identifies a run: its options (output, device and progress aside) and its inputs' contents."""
-    skipped = {"output", "device", "show_progressbar", "kenlm_bin"}
+    skipped = {"output", "device", "show_progressbar", "kenlm_bin", *resume.SETTINGS}
     found: dict[str, Any] = {}
     for f in fields(config):
         value = getattr(config, f.name)
@@ -192,56 +238,18 @@ def fingerprint(config: AdaptConfig) -> dict[str, Any]:
             found[f.name] = list(value)
         if isinstance(value, Path) and value.is_file() and f.name != "model":
             found[f"{f.name}_digest"] = inputs.digest(value)
+    flag = "model" if config.model is not None else "checkpoint_dir"
+    found[f"{flag}_digest"] = inputs.base_digest(config.checkpoint_dir, config.model)
     return found
 
 
-# --- hearing and measuring -------------------------------------------------------------------------------
-
-
-def log_probs(model: Model, samples: Sequence[Sample], title: str, progress: bool) -> list[np.ndarray]:
-    """The model's log-probabilities [time, n_classes] of each recording (its whole file in one pass)."""
-    from harken import audio
-
-    found = []
-    zeros = np.zeros((model.backend.directions, 1, model.backend.n_hidden), np.float32)
-    with ProgressBar(title, len(samples), progress) as bar:
-        for sample in samples:
-            samples_ = torch.from_numpy(audio.read(sample.path, model.sample_rate))
-            windows = features.utterance_windows(samples_, model.dims.features).numpy()
-            out, _ = model.backend(windows, (zeros, zeros.copy()))
-            found.append(np.ascontiguousarray(out[0]))
-            bar.advance()
+def settings(config: AdaptConfig) -> dict[str, Any]:
+    """The options a re-run may change (``adaptation_resume.SETTINGS``), as ``fingerprint`` records them."""
+    found: dict[str, Any] = {"epochs": config.epochs, "n_trials": config.n_trials}
+    found["export_onnx"] = config.export_onnx
+    found["test_csv"] = str(config.test_csv.resolve()) if config.test_csv else None
+    found["test_csv_digest"] = inputs.digest(config.test_csv) if config.test_csv else None
     return found
-
-
-@dataclass
-class Heard:
-    """One model's log-probs of the dev and test recordings."""
-
-    dev: list[np.ndarray]
-    test: list[np.ndarray]
-
-
-def hear(model: Model, plan: Plan, name: str) -> Heard:
-    everything = plan.dev + plan.test
-    frames = log_probs(model, everything, f"Running the {name} model", plan.config.show_progressbar)
-    return Heard(frames[: len(plan.dev)], frames[len(plan.dev) :])
-
-
-def rates(decoder: Decoder, frames: list[np.ndarray], samples: Sequence[Sample]) -> Rates | None:
-    if not samples:
-        return None
-    hypotheses = [decoder.decode(f)[0].text for f in frames]
-    references = [sample.transcript for sample in samples]
-    return Rates(metrics.wer(references, hypotheses), metrics.cer(references, hypotheses), len(samples))
-
-
-def measure(plan: Plan, heard: Heard, scorer: Scorer | None, pair: tuple[float, float] | None = None) -> Any:
-    """(dev rates, test rates) decoding ``heard`` as ``transcribe`` would (its default beam), with
-    ``scorer`` at its own alpha and beta or at ``pair``."""
-    settings = BeamSettings() if pair is None else BeamSettings(alpha=pair[0], beta=pair[1])
-    decoder = Decoder(plan.alphabet, settings, scorer)
-    return rates(decoder, heard.dev, plan.dev), rates(decoder, heard.test, plan.test)
 
 
 # --- the run ---------------------------------------------------------------------------------------------
@@ -250,11 +258,34 @@ def measure(plan: Plan, heard: Heard, scorer: Scorer | None, pair: tuple[float, 
 def adapt(config: AdaptConfig, log: Log = print) -> RunState:
     """The whole of ``harken adapt``: check, then each step not yet done, then the folder's contents."""
     plan = prepare(config, log)
-    state = RunState.open(config.output, fingerprint(config))
-    _describe(plan, log)
-    _write_data(plan, state)
-    _run_steps(plan, state, log)
+    identity = fingerprint(config)
+    RunState.open(config.output, identity)  # another run's folder is refused before anything is written
+    with resume.locked(config.output):
+        state = RunState.open(config.output, identity)  # read again: now no other run can change it
+        _describe(plan, log)
+        redo = resume.changed_settings(state, settings(config), log)
+        resume.forget_from(state, redo, log)
+        resume.forget_from(state, resume.missing_output(state, _outputs(plan)), log)
+        _write_data(plan, state)
+        _run_steps(plan, state, log)
     return state
+
+
+def _outputs(plan: Plan) -> dict[str, Callable[[], bool]]:
+    """Whether each step's output is still in the folder (a step whose output is gone is redone)."""
+    out = plan.config.output
+    return {
+        "scorer": (out / "lm.scorer").is_file,
+        "tuned": (out / "lm.scorer").is_file,
+        "fine-tuned": lambda: checkpoint.listing_any(out / "finetune"),
+    }
+
+
+def _order(plan: Plan) -> list[str]:
+    """The steps this run takes, in order."""
+    steps = ["base"] if plan.dev or plan.test else []
+    steps += ["scorer"] + (["tuned"] if plan.dev else [])
+    return steps + ([] if plan.no_finetune else ["fine-tuned"])
 
 
 def _describe(plan: Plan, log: Log) -> None:
@@ -280,8 +311,9 @@ def _write_data(plan: Plan, state: RunState) -> None:
     folder = plan.config.output / "data"
     facts: dict[str, Any] = {"text": asdict(plan.text), "order": plan.order, "prune": list(plan.prune)}
     facts["text"]["path"] = str(plan.text.path)
+    if not (folder / WORDS_FILE).is_file():
+        inputs.write_words(plan.text.path, plan.alphabet, folder / WORDS_FILE)
     if plan.split is not None:
-        folder.mkdir(parents=True, exist_ok=True)
         for name, samples in (("train", plan.split.train), ("dev", plan.split.dev)):
             if samples:
                 manifest.write_csv(folder / f"{name}.csv", samples)
@@ -292,7 +324,7 @@ def _write_data(plan: Plan, state: RunState) -> None:
             dev_split=plan.split.how,
         )
     facts.update(test_clips=len(plan.test), no_finetune=plan.no_finetune or None)
-    state.facts = facts
+    state.facts.update(facts)  # what earlier runs recorded (model files, settings) stays
     state.save()
 
 
@@ -303,14 +335,8 @@ def _run_steps(plan: Plan, state: RunState, log: Log) -> None:
     """Each step not done by an earlier run of the same command, its result recorded as it ends; then
     the folder's model, scorer defaults and report (``Steps.finish``)."""
     steps = Steps(plan, state, log)
-    order: list[tuple[str, Callable[[], tuple[Rates | None, Rates | None, dict[str, Any]]]]] = []
-    if plan.dev or plan.test:
-        order.append(("base", steps.base))
-    order.append(("scorer", steps.scorer))
-    if plan.dev:
-        order.append(("tuned", steps.tuned))
-    if not plan.no_finetune:
-        order.append(("fine-tuned", steps.finetune))
+    runs = {"base": steps.base, "scorer": steps.scorer, "tuned": steps.tuned, "fine-tuned": steps.finetune}
+    order = [(name, runs[name]) for name in _order(plan)]
     for number, (name, run) in enumerate(order, start=1):
         title = f"Step {number}/{len(order)}: {LABELS[name]}"
         done = state.done(name)
@@ -319,8 +345,14 @@ def _run_steps(plan: Plan, state: RunState, log: Log) -> None:
             continue
         log(title)
         started = time.monotonic()
-        dev, test, details = run()
-        result = StepResult(name, round(time.monotonic() - started, 2), dev, test, details)
+        try:
+            dev, test, details = run()
+        except BaseException:  # Ctrl-C or an error: the time spent counts when the step ends
+            resume.carry(state, name, time.monotonic() - started)
+            state.save()
+            raise
+        seconds = time.monotonic() - started + resume.take_carried(state, name)
+        result = StepResult(name, round(seconds, 2), dev, test, details)
         state.record(result)
         log(f"  {_rates_line(result)}")
     steps.finish()
@@ -333,238 +365,3 @@ def _rates_line(result: StepResult) -> str:
         if rates is not None
     ]
     return "; ".join(parts or ["no recordings to measure on"]) + f"; {result.seconds:.1f} s"
-
-
-class Steps:
-    """The steps of one run. The base model's log-probs are computed once (when a step first needs them)
-    and shared by the steps that decode them."""
-
-    def __init__(self, plan: Plan, state: RunState, log: Log) -> None:
-        self.plan, self.state, self.log = plan, state, log
-        self.config = plan.config
-        self.output = plan.config.output
-        self.scorer_path = self.output / "lm.scorer"
-        self._heard: Heard | None = None
-
-    @property
-    def heard(self) -> Heard:
-        if self._heard is None:
-            self._heard = hear(self.plan.model, self.plan, "base")
-        return self._heard
-
-    def _scorer(self) -> Scorer:
-        return Scorer(self.scorer_path, self.plan.alphabet)
-
-    def _search(self, heard: Heard, scorer: Scorer) -> TuneResult:
-        texts = [sample.transcript for sample in self.plan.dev]
-        decoding = (self.plan.alphabet, scorer, BeamSettings())
-        box = TuneConfig(n_trials=self.config.n_trials)
-        return search_pair(heard.dev, texts, decoding, box, self.config.show_progressbar)
-
-    def base(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
-        dev, test = measure(self.plan, self.heard, None)
-        return dev, test, {"label": f"no scorer, beam {BeamSettings().width(None)}"}
-
-    def scorer(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
-        from harken import language_model
-
-        plan = self.plan
-        lm = language_model.LmConfig(
-            text=(self.config.text,), output=self.scorer_path, order=plan.order, prune=plan.prune,
-            kenlm_bin=self.config.kenlm_bin,
-        )  # fmt: skip
-        spelling = None if isinstance(plan.alphabet, ByteAlphabet) else plan.alphabet
-        self.output.mkdir(parents=True, exist_ok=True)
-        with ProgressBar("Building the scorer", 1, self.config.show_progressbar) as bar:
-            info = language_model.build(lm, spelling, log=lambda line: None)
-            bar.advance()
-        dev, test = measure(plan, self.heard, self._scorer()) if plan.dev or plan.test else (None, None)
-        details = {
-            "label": f"{plan.order}-gram",
-            "vocabulary": len(info.vocabulary),
-            "alpha": info.alpha,
-            "beta": info.beta,
-            "megabytes": round(self.scorer_path.stat().st_size / 1e6, 3),
-        }
-        return dev, test, details
-
-    def tuned(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
-        found = self._search(self.heard, self._scorer())
-        set_defaults(self.scorer_path, found.alpha, found.beta)
-        dev, test = measure(self.plan, self.heard, self._scorer())
-        return dev, test, {"alpha": found.alpha, "beta": found.beta, "trials": found.trials}
-
-    def finetune(self) -> tuple[Rates | None, Rates | None, dict[str, Any]]:
-        from harken.train import train
-
-        train(self._train_config(), log=self.log)
-        saved = newest_checkpoint(self.output / "finetune")
-        model = Model(saved, device=str(choose_device(self.config.device)))
-        heard = hear(model, self.plan, "fine-tuned")
-        scorer = self._scorer()  # at the pair tuned for the base model
-        before_dev, before_test = measure(self.plan, heard, scorer)
-        found = self._search(heard, scorer)
-        dev, test = measure(self.plan, heard, scorer, (found.alpha, found.beta))
-        retuned = (found.alpha, found.beta) != (scorer.alpha, scorer.beta)
-        details = {
-            "label": "alpha/beta re-tuned" if retuned else "alpha/beta kept",
-            "alpha": found.alpha,
-            "beta": found.beta,
-            "checkpoint": str(saved),
-            "epochs": self.config.epochs,
-            "with_base_alpha_beta": {"dev": _plain(before_dev), "test": _plain(before_test)},
-        }
-        return dev, test, details
-
-    def _base_checkpoints(self) -> tuple[Path, str]:
-        """The base as a checkpoint directory training can start from, and --load_train for it."""
-        if self.config.checkpoint_dir is not None:
-            directory = self.config.checkpoint_dir
-            return directory, "best" if checkpoint.listing(directory, checkpoint.BEST) else "last"
-        directory = self.output / "base"
-        if not checkpoint.listing_any(directory):
-            source = self.config.base
-            if source.suffix.lower() == ".tflite":
-                checkpoint.import_model(source, directory)
-            else:
-                directory.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, directory / f"{checkpoint.TRAIN}-0.pt")
-        return directory, "last"
-
-    def _train_config(self) -> Config:
-        from harken.config import (
-            PRESETS,
-            CheckpointConfig,
-            DataConfig,
-            ModelConfig,
-            RuntimeConfig,
-            TrainConfig,
-        )
-
-        directory, load_train = self._base_checkpoints()
-        preset, dims, c = PRESETS["small_data"], self.plan.model.dims, self.config
-        data = self.output / "data"
-        return Config(
-            features=dims.features,
-            model=dims.model_config(ModelConfig(**preset["model"])),
-            data=DataConfig(
-                train_files=str(data / "train.csv"), dev_files=str(data / "dev.csv"),
-                train_batch_size=c.train_batch_size, dev_batch_size=c.train_batch_size,
-                **alphabet_options(self.plan.alphabet, self.output), **preset["data"],
-            ),
-            checkpoint=CheckpointConfig(
-                load_checkpoint_dir=str(directory), save_checkpoint_dir=str(self.output / "finetune"),
-                load_train=load_train,
-            ),
-            train=TrainConfig(epochs=c.epochs, learning_rate=c.learning_rate, **preset["train"]),
-            runtime=RuntimeConfig(device=c.device, show_progressbar=c.show_progressbar),
-        )  # fmt: skip
-
-    def finish(self) -> None:
-        """Choose the model (fine-tuned only where it is better on dev), store its alpha and beta in the
-        scorer, write the model files and report.json, print the table."""
-        tuned, tuned_more = self.state.done("tuned"), self.state.done("fine-tuned")
-        chosen = "base"
-        if tuned_more is not None and tuned is not None and tuned.dev and tuned_more.dev:
-            chosen = "fine-tuned" if tuned_more.dev.wer < tuned.dev.wer else "base"
-        pair = None
-        if chosen == "fine-tuned":
-            pair = (tuned_more.details["alpha"], tuned_more.details["beta"])  # type: ignore[union-attr]
-        elif tuned is not None:
-            pair = (tuned.details["alpha"], tuned.details["beta"])
-        if pair is not None:
-            set_defaults(self.scorer_path, *pair)
-        files = self._model_files(chosen)
-        scorer = self._scorer()
-        result = {
-            "model": chosen,
-            "alpha": scorer.alpha,
-            "beta": scorer.beta,
-            "files": {name: str(path) for name, path in files.items()},
-            "measured_on": "dev and test" if self.plan.test else ("dev" if self.plan.dev else "nothing"),
-        }
-        if not self.plan.dev:
-            result["note"] = "no dev audio to measure on: the scorer keeps its default alpha and beta"
-        report = write_report(self.output, self.state, result)
-        steps = [self.state.steps[name] for name in LABELS if name in self.state.steps]
-        self.log("")
-        self.log(table(steps))
-        self.log(
-            f"\nChosen: the {chosen} model, the scorer at alpha {scorer.alpha:.3f}, beta {scorer.beta:.3f}; "
-            f"the report: {report}"
-        )
-        model = files.get("onnx", files.get("checkpoint"))
-        self.log(f"Use it: harken transcribe --model {model} --scorer {self.scorer_path} AUDIO")
-
-    def _model_files(self, chosen: str) -> dict[str, Path]:
-        """model.pt (and model.onnx) of the chosen model in the output folder (once per choice)."""
-        out = self.output
-        made = self.state.facts.get("model_files")
-        if made is not None and made.get("chosen") == chosen:
-            return {name: Path(path) for name, path in made["files"].items()}
-        files: dict[str, Path] = {}
-        base = self.config.base
-        if chosen == "base" and base.suffix.lower() == ".onnx":
-            shutil.copy(base, out / "model.onnx")
-            files["onnx"] = out / "model.onnx"
-        else:
-            source = newest_checkpoint(out / "finetune") if chosen == "fine-tuned" else self._base_file()
-            copy_model(source, out / "model.pt")
-            files["checkpoint"] = out / "model.pt"
-            if self.config.export_onnx:
-                exported = self._export(out / "model.pt")
-                if exported is not None:
-                    files["onnx"] = exported
-        self.state.facts["model_files"] = {"chosen": chosen, "files": {k: str(v) for k, v in files.items()}}
-        self.state.save()
-        return files
-
-    def _base_file(self) -> Path:
-        if self.config.checkpoint_dir is not None:
-            return newest_checkpoint(self.config.checkpoint_dir)
-        return newest_checkpoint(self._base_checkpoints()[0])
-
-    def _export(self, model: Path) -> Path | None:
-        from harken.config import ExportConfig
-        from harken.export import ExportError, export
-
-        with ProgressBar("Exporting model.onnx", 1, self.config.show_progressbar) as bar:
-            try:
-                (result,) = export(checkpoint.load_file(model), ExportConfig(export_dir=str(self.output)))
-            except (ExportError, ImportError) as error:
-                self.log(f"note: no model.onnx ({error}); model.pt serves as it is")
-                return None
-            bar.advance()
-        return result.path
-
-
-def _plain(rates: Rates | None) -> dict[str, Any] | None:
-    return None if rates is None else asdict(rates)
-
-
-def alphabet_options(alphabet: Alphabet, folder: Path) -> dict[str, Any]:
-    """The training options that give a model ``alphabet`` (written to ``folder`` when not the default)."""
-    if isinstance(alphabet, ByteAlphabet):
-        return {"bytes_output_mode": True}
-    if alphabet == Alphabet.default():
-        return {}
-    path = folder / "alphabet.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(alphabet.to_file_text(), encoding="utf-8")
-    return {"alphabet_config_path": str(path)}
-
-
-def copy_model(source: Path, target: Path) -> None:
-    """A checkpoint file as ``target``, without the optimizer state inference does not need."""
-    payload = {**checkpoint.read(source), "optimizer": None}
-    with atomic_write(target, "wb") as handle:
-        torch.save(payload, handle)
-
-
-def newest_checkpoint(directory: Path) -> Path:
-    """The checkpoint ``transcribe`` loads from ``directory``: the best on dev, else the last."""
-    for kind in checkpoint.kinds_for("auto", training=False):
-        found = checkpoint.listing(directory, kind)
-        if found:
-            return found[-1]
-    raise AdaptError(f"{directory}: no checkpoint found")

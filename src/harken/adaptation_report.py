@@ -19,6 +19,8 @@ from harken.storage import atomic_write
 
 STATE_FILE = "adapt.json"
 REPORT_FILE = "report.json"
+LOCK_FILE = ".adapt.lock"  # held while a run works on the folder (adaptation_resume.locked)
+BASE_DIGESTS = ("checkpoint_dir_digest", "model_digest")  # the file the base model was loaded from
 FORMAT = "harken-adapt"
 VERSION = 1
 # The steps in order, with the name the table gives each.
@@ -68,7 +70,7 @@ class RunState:
         if output.exists() and not output.is_dir():
             raise AdaptError(f"--output {output}: a file, not a folder")
         if not state.path.is_file():
-            if output.is_dir() and any(output.iterdir()):
+            if output.is_dir() and any(p.name != LOCK_FILE for p in output.iterdir()):
                 raise AdaptError(
                     f"--output {output}: a folder with other files in it; give a new or empty one"
                 )
@@ -112,6 +114,10 @@ def first_difference(stored: dict[str, Any], given: dict[str, Any]) -> str | Non
     """The first input that differs between two runs, as "--name was A, now B"; None when none does."""
     for name in sorted(set(stored) | set(given)):
         if stored.get(name) != given.get(name):
+            if name in BASE_DIGESTS and name not in stored:
+                return f"the base model of --{name.removesuffix('_digest')} was not recorded (an older run)"
+            if name in BASE_DIGESTS:
+                return f"the base model of --{name.removesuffix('_digest')} changed"
             what = "the file's contents" if name.endswith("_digest") else f"--{name}"
             if name.endswith("_digest"):
                 return f"{what} of --{name.removesuffix('_digest')} changed"

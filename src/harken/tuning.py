@@ -96,12 +96,19 @@ def search_pair(
 
     alphabet, scorer, base = decoding
     start = (scorer.alpha, scorer.beta)
+    interrupted = False
 
     def objective(trial: optuna.Trial) -> float:
+        nonlocal interrupted
         alpha = trial.suggest_float("alpha", 0.0, max(search.lm_alpha_max, start[0]))
         beta = trial.suggest_float("beta", 0.0, max(search.lm_beta_max, start[1]))
         settings = dataclasses.replace(base, alpha=alpha, beta=beta)
-        wer, cer = _rates(Decoder(alphabet, settings, scorer), frames, texts)
+        try:
+            wer, cer = _rates(Decoder(alphabet, settings, scorer), frames, texts)
+        except KeyboardInterrupt:  # Ctrl-C: optuna would log the trial as failed, with a traceback
+            interrupted = True
+            trial.study.stop()
+            raise optuna.TrialPruned() from None
         trial.set_user_attr("cer", cer)
         return wer
 
@@ -110,6 +117,8 @@ def search_pair(
     study.enqueue_trial({"alpha": start[0], "beta": start[1]})
     with ProgressBar("Tuning alpha and beta", search.n_trials, progress) as bar:
         study.optimize(objective, n_trials=search.n_trials, callbacks=[lambda s, t: bar.advance()])
+    if interrupted:
+        raise KeyboardInterrupt  # quietly: the command's Ctrl-C handling says what was kept
     best = study.best_trial
     first = study.trials[0]
     return TuneResult(
