@@ -12,6 +12,18 @@ phrase list loaded (what a user of that domain would load). The boost chosen is 
 whose recall on the tuning set is within 2 points of the grid's best while the WER on --test_files (the
 model's own test sentences, which hold no phrase) moves by 0.3 points or less.
 
+A model that cannot hear new words at all (the demo's 60-word model) recalls nothing at any boost. The
+"model that can spell" of docs/benchmarks.md was made with:
+
+    harken import synthetic runs/spell/corpus --text_file TEXT --n_sentences 1200
+    harken train --n_hidden 256 --preset small_data --learning_rate 0.001 --epochs 10 \
+        --train_files runs/spell/corpus/train.csv --dev_files runs/spell/corpus/dev.csv \
+        --checkpoint_dir runs/spell/checkpoints
+    harken lm build --text runs/spell/corpus/train.csv --order 3 --output runs/spell/lm.scorer
+
+where TEXT is prose with none of the bench's phrase words (/usr/share/common-licenses and vim's user manual
+cut into sentences of up to 9 words, the sentences holding a phrase word or name left out).
+
 --peer adds pyctcdecode's hot words (bench-only: ``pip install kenlm pygtrie && pip install --no-deps
 pyctcdecode``) on the same log-probs, at its default weight and at the weights of the grid.
 """
