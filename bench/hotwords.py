@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--test_files", required=True, help="sentences without the phrases: the cost")
     parser.add_argument("--work", type=Path, default=Path("runs/bench-hotwords"))
     parser.add_argument("--grid", default="2,4,8,12,16,24", help="boosts per word tried on the tuning set")
+    parser.add_argument("--scorer_only", action="store_true", help="only the search with --scorer")
     parser.add_argument("--peer", action="store_true", help="pyctcdecode's hot words on the same log-probs")
     args = parser.parse_args()
     grid = [float(b) for b in args.grid.split(",")]
@@ -133,7 +134,7 @@ def main() -> None:
     test_refs = [" ".join(s.transcript.split()) for s in test]
     lps = {name: log_probs_of(args.checkpoint_dir, samples)[2] for name, (_, samples) in sets.items()}
     refs = {name: [s.transcript for s in samples] for name, (_, samples) in sets.items()}
-    scorers: dict[str, Scorer | None] = {"no scorer": None}
+    scorers: dict[str, Scorer | None] = {} if args.scorer_only else {"no scorer": None}
     if args.scorer:
         scorers["scorer"] = Scorer(args.scorer, alphabet)
     hundred = [f"{a} {b}" for a in FIRST for b in LAST]
