@@ -41,6 +41,7 @@ def characters() -> PhraseGraph:
         ("call fiona walker now", 12.0),
         ("fiona walker fiona walker", 24.0),
         ("fiona fiona walker", 12.0),  # a match that restarts inside a failed one
+        ("fiona  walker", 12.0),  # two spaces are one (as the transcript shows them)
         ("fiona walkers", 0.0),  # no boundary after it: not the phrase
         ("xfiona walker", 0.0),  # no boundary before it
         ("fiona walk", 0.0),  # the utterance ends inside it

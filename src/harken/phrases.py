@@ -127,6 +127,8 @@ class PhraseGraph:
             if self.boundary is None or label == self.boundary:  # the common case, not remembered
                 return ROOT, 0.0
             return MID_WORD, 0.0
+        if label == self.boundary and self.paths[node][-1:] == (label,):
+            return node, 0.0  # a second space is one space: transcripts show it so
         key = (node, label)
         known = self.transitions.get(key)
         if known is not None:
