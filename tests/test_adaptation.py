@@ -407,7 +407,7 @@ def test_ctrl_c_while_tuning_is_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tuning, "Decoder", lambda *args: None)
-    monkeypatch.setattr(tuning, "_rates", interrupt)
+    monkeypatch.setattr(tuning, "rates", interrupt)
     scorer = type("FakeScorer", (), {"alpha": 0.5, "beta": 1.0})()
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from harken import adaptation_inputs as inputs
-from harken import checkpoint, features, metrics
+from harken import checkpoint, features, tuning
 from harken.adaptation_inputs import AdaptError
 from harken.adaptation_report import LABELS, Rates, RunState, table, write_report
 from harken.alphabet import Alphabet, ByteAlphabet
@@ -71,9 +71,8 @@ def hear(model: Model, plan: Plan, name: str) -> Heard:
 def rates(decoder: Decoder, frames: list[np.ndarray], samples: Sequence[Sample]) -> Rates | None:
     if not samples:
         return None
-    hypotheses = [decoder.decode(f)[0].text for f in frames]
-    references = [sample.transcript for sample in samples]
-    return Rates(metrics.wer(references, hypotheses), metrics.cer(references, hypotheses), len(samples))
+    wer, cer = tuning.rates(decoder, frames, [sample.transcript for sample in samples])
+    return Rates(wer, cer, len(samples))
 
 
 def measure(plan: Plan, heard: Heard, scorer: Scorer | None, pair: tuple[float, float] | None = None) -> Any:

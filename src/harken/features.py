@@ -26,7 +26,6 @@ All functions are pure and run on whatever device their input lives on.
 
 from __future__ import annotations
 
-import functools
 import math
 from functools import lru_cache
 
@@ -102,7 +101,7 @@ def _constants(
     return _made_constants(*key, str(device))
 
 
-@functools.lru_cache(maxsize=16)
+@lru_cache(maxsize=16)
 def _made_constants(
     window_samples: int, rate: int, n_mel_channels: int, n_mfcc: int, device: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

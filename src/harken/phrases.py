@@ -177,8 +177,6 @@ def phrase_lm(graph: PhraseGraph) -> Any:
     One per search: it keeps its states."""
     from flashlight.lib.text.decoder import LM, LMState
 
-    remembered = graph.transitions  # read here first: a method call less per label
-
     class PhraseLM(LM):
         def __init__(self) -> None:
             super().__init__()
@@ -190,9 +188,7 @@ def phrase_lm(graph: PhraseGraph) -> Any:
             return state
 
         def score(self, state: Any, label: int) -> tuple[Any, float]:  # called per hypothesis and label
-            node = self.nodes[state]
-            known = remembered.get((node, label))
-            node, change = graph.step(node, label) if known is None else known
+            node, change = graph.step(self.nodes[state], label)
             out = state.child(label)
             self.nodes[out] = node
             return out, change

@@ -77,7 +77,8 @@ def dev_log_probs(config: Config, log: Log) -> tuple[list[np.ndarray], list[str]
     return frames, texts, loaded.alphabet
 
 
-def _rates(decoder: Decoder, frames: list[np.ndarray], texts: list[str]) -> tuple[float, float]:
+def rates(decoder: Decoder, frames: list[np.ndarray], texts: list[str]) -> tuple[float, float]:
+    """(WER, CER) of decoding the log-probs ``frames`` against ``texts``."""
     hypotheses = [decoder.decode(f)[0].text for f in frames]
     return metrics.wer(texts, hypotheses), metrics.cer(texts, hypotheses)
 
@@ -104,7 +105,7 @@ def search_pair(
         beta = trial.suggest_float("beta", 0.0, max(search.lm_beta_max, start[1]))
         settings = dataclasses.replace(base, alpha=alpha, beta=beta)
         try:
-            wer, cer = _rates(Decoder(alphabet, settings, scorer), frames, texts)
+            wer, cer = rates(Decoder(alphabet, settings, scorer), frames, texts)
         except KeyboardInterrupt:  # Ctrl-C: optuna would log the trial as failed, with a traceback
             interrupted = True
             trial.study.stop()

@@ -232,10 +232,6 @@ class StreamSession:
         fields = {**self.fields, "hot_words": value}
         try:
             options = decode_options(fields, self.service.config)
-            alphabet = self.service.model.alphabet
-            for phrase, _ in options.hot_words:
-                if alphabet.unknown(phrase):
-                    raise ServiceError(400, f"hot word {phrase[:40]!r}: the model's alphabet cannot spell it")
         except ServiceError as error:
             self.stop("options", error.message)
             return
@@ -271,6 +267,7 @@ class StreamSession:
                     break
             if self.ended == "closed":
                 return
+            await self._reconfigure(utterances)  # a change that came with the end: refused or applied
             if self.service.batcher is not None:  # with the other streams ending now
                 finals = await self.service.batcher.finish(utterances)
             else:
