@@ -20,6 +20,7 @@ from harken.alphabet import Alphabet
 from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
 from harken.phrases import PhraseGraph, character_graph, checked, phrase_lm
 from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
+from harken.spotter import PhraseChains, PhraseSpotter, Spotted, apart, rewritten, spotter_chains
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,29 @@ def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
     return out
 
 
-def phrase_graph(alphabet: Alphabet, hot_words: Mapping[str, float]) -> PhraseGraph:
-    """Hot phrases for the search without a scorer: spelled in the model's labels, boundaries at its
-    space. ScorerError (one line) for a phrase the alphabet cannot spell."""
+MAX_CANDIDATES = 64  # spotted places weighed with a scorer per transcript, the likeliest first
+RESCORE_MARGIN = 20.0  # nats past a phrase's weighed boost that the spotter still proposes with a scorer
+
+
+@dataclass(frozen=True)
+class Spotting:
+    """Hot phrases boosted by the spotter: its chains, each phrase's labels and whole boost (per word
+    times its words); without a scorer also the graph of the phrases to avoid, charged in the search
+    itself (the beam must find what to write instead: a Python LM, so it costs time where boosts do not)."""
+
+    chains: PhraseChains | None
+    labels: list[tuple[int, ...]]
+    boosts: list[float]
+    penalties: PhraseGraph | None
+
+
+def spotting(
+    alphabet: Alphabet, hot_words: Mapping[str, float], scorer: Scorer | None, alpha: float
+) -> Spotting:
+    """Hot phrases spelled in the model's labels, words apart at its space. Without a scorer a phrase is
+    written where its boost makes up for its acoustics; with one (weighed by ``alpha``) the spotter
+    proposes and the search's own score decides. ScorerError (one line) for a phrase the alphabet cannot
+    spell."""
     if " " not in alphabet.symbols:
         raise ScorerError("hot words: the model's alphabet has no space, so it has no words to boost")
     for phrase in hot_words:
@@ -136,7 +157,14 @@ def phrase_graph(alphabet: Alphabet, hot_words: Mapping[str, float]) -> PhraseGr
         if missing:
             shown = "".join(sorted(set(missing)))[:10]
             raise ScorerError(f"hot word {phrase!r}: the model's alphabet cannot spell it ({shown!r})")
-    return character_graph(hot_words, alphabet.encode, alphabet.encode(" ")[0])
+    space = alphabet.encode(" ")[0]
+    boosted = {phrase: boost for phrase, boost in hot_words.items() if boost > 0}
+    scale, margin = (1.0, 0.0) if scorer is None else (alpha, RESCORE_MARGIN)
+    chains, labels = spotter_chains(boosted, alphabet.encode, space, alphabet.blank, scale, margin)
+    boosts = [boost * len(phrase.split()) for phrase, boost in boosted.items()]
+    avoided = {phrase: boost for phrase, boost in hot_words.items() if boost < 0}
+    penalties = character_graph(avoided, alphabet.encode, space) if avoided and scorer is None else None
+    return Spotting(chains if labels else None, labels, boosts, penalties)
 
 
 UTF8_TOP_N = 8  # bytes per frame a search with a UTF-8 scorer tries (the Russian sample: same text as 256)
@@ -151,7 +179,7 @@ class BeamDecoder:
         alphabet: Alphabet,
         settings: BeamSettings,
         scorer: Scorer | None = None,
-        phrases: PhraseGraph | None = None,  # the hot phrases' graph without a scorer (made if None)
+        spots: Spotting | None = None,  # the boosted phrases' spotting (made from the settings if None)
     ) -> None:
         from flashlight.lib.text import decoder as fl
 
@@ -159,21 +187,29 @@ class BeamDecoder:
         self.frames = 0
         self._finished = False
         self._words: list[str] = []
+        self._spotter: PhraseSpotter | None = None
+        self._spots: Spotting | None = None
+        self._seen: list[np.ndarray] = []  # with a scorer and phrases: the frames, to weigh the paths
+        self._final: list[Any] = []
+        self._read: dict[int, Decoded] = {}  # final hypotheses read so far
         space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
         self._space = space
         top_n = min(settings.cutoff_top_n, alphabet.n_classes)
         threshold, width = settings.beam_threshold, settings.width(scorer)
         if threshold is None:
             threshold = 10.0 if scorer is None else 25.0
-        if scorer is None:  # hot phrases: their bonus is the LM's score, in natural log (weight 1)
-            if settings.hot_words and phrases is None:
-                phrases = phrase_graph(alphabet, settings.hot_words)
-            self._lm = None if phrases is None else phrase_lm(phrases)
+        if settings.hot_words and (scorer is None or not scorer.utf8):  # boosts: spotted beside the search
+            alpha = 1.0 if scorer is None else settings.weights(scorer)[0]
+            self._spots = spots or spotting(alphabet, settings.hot_words, scorer, alpha)
+            if self._spots.chains is not None:
+                self._spotter = PhraseSpotter(self._spots.chains)
+        if scorer is None:  # phrases to avoid: charged in the search
+            graph = None if self._spots is None else self._spots.penalties
+            self._lm = fl.ZeroLM() if graph is None else phrase_lm(graph)  # held: flashlight calls into it
             options: Any = fl.LexiconFreeDecoderOptions(
                 width, top_n, threshold, 1.0, 0.0, True, fl.CriterionType.CTC
             )
-            lm = fl.ZeroLM() if self._lm is None else self._lm
-            self._search: Any = fl.LexiconFreeDecoder(options, lm, space, alphabet.blank, [])
+            self._search: Any = fl.LexiconFreeDecoder(options, self._lm, space, alphabet.blank, [])
         elif scorer.utf8:  # characters for words: scored by the LM as their last byte arrives
             self._words = list(scorer.vocabulary)
             options = fl.LexiconFreeDecoderOptions(  # its LM runs in Python: the likeliest bytes only
@@ -183,7 +219,8 @@ class BeamDecoder:
             self._lm = scorer.character_lm(settings.hot_words, alpha, beta)  # held: flashlight calls into it
             self._search = fl.LexiconFreeDecoder(options, self._lm, space, alphabet.blank, [])
         else:
-            trie, make_lm, self._words = scorer.search_parts(settings.hot_words)
+            avoided = {phrase: boost for phrase, boost in settings.hot_words.items() if boost < 0}
+            trie, make_lm, self._words = scorer.search_parts(avoided)
             self._lm = lm = make_lm()  # held: flashlight calls into it
             alpha, beta = settings.weights(scorer)
             options = fl.LexiconDecoderOptions(
@@ -203,17 +240,24 @@ class BeamDecoder:
         )
         frames = np.ascontiguousarray(_pruned(np.asarray(frames, np.float32), self.settings.cutoff_prob))
         self.frames += len(frames)
+        if self._spotter is not None:
+            self._spotter.extend(frames)
+            if self.scorer is not None:
+                self._seen.append(frames - frames.max(axis=1, keepdims=True))
         # flashlight-text holds the GIL while it decodes: a few frames at a time let other threads run.
         for start in range(0, len(frames), _STEP_FRAMES):
             piece = frames[start : start + _STEP_FRAMES]
             self._search.decode_step(piece.ctypes.data, piece.shape[0], piece.shape[1])
 
+    def _path(self, hypothesis: Any) -> list[int]:
+        """The hypothesis' label at each frame ([0] of its tokens is the start state)."""
+        return list(hypothesis.tokens)[1 : self.frames + 1]
+
     def _decoded(self, hypothesis: Any) -> Decoded:
-        path = list(hypothesis.tokens)[1 : self.frames + 1]  # [0] is the start state; then one per frame
         labels: list[int] = []
         steps: list[int] = []
         frame = 0
-        for label, run in groupby(path):
+        for label, run in groupby(self._path(hypothesis)):
             doubled_space = label == self._space and (not labels or labels[-1] == self._space)
             if 0 <= label < len(self.alphabet) and not doubled_space:
                 labels.append(label)
@@ -222,9 +266,47 @@ class BeamDecoder:
         while labels and labels[-1] == self._space:
             labels.pop()
             steps.pop()
-        return Decoded(
+        decoded = Decoded(
             self.alphabet.decode(labels), tuple(labels), tuple(steps), hypothesis.emittingModelScore
         )
+        return self._with_phrases(decoded, hypothesis)
+
+    def _with_phrases(self, decoded: Decoded, hypothesis: Any) -> Decoded:
+        """``decoded`` with the phrases spotted so far written in: without a scorer every one the spotter
+        keeps; with one, each whose changed transcript the search itself would score no lower (the
+        acoustics, alpha * (LM + the phrase's boost), beta per word), the most gain first."""
+        if self._spotter is None or self._spots is None:
+            return decoded
+        phrases, space = self._spots.labels, self._space
+        chosen = self._spotter.spotted() if self.scorer is None else self._judged(decoded, hypothesis)
+        if not chosen:
+            return decoded
+        labels, steps = rewritten(decoded.labels, decoded.timesteps, chosen, phrases, space)
+        return Decoded(self.alphabet.decode(labels), tuple(labels), tuple(steps), decoded.confidence)
+
+    def _judged(self, decoded: Decoded, hypothesis: Any) -> list[Spotted]:
+        """The spotted places where writing the phrase raises the search's score of ``decoded``."""
+        assert self.scorer is not None and self._spotter is not None and self._spots is not None
+        candidates = self._spotter.candidates()[:MAX_CANDIDATES]
+        if not candidates:
+            return []
+        alpha, beta = self.settings.weights(self.scorer)
+        seen = np.concatenate(self._seen) if len(self._seen) > 1 else self._seen[0]  # [time, n_classes]
+        self._seen = [seen]
+        path = np.asarray(self._path(hypothesis))
+        words = decoded.text.split()
+        base = self.scorer.log10(words)
+        judged: list[tuple[float, Spotted]] = []
+        for spot in candidates:
+            span = np.arange(spot.first, min(spot.last + 1, len(path)))
+            acoustic = spot.score - float(seen[span, path[span]].sum())  # the phrase's path against its own
+            changed, _ = rewritten(decoded.labels, decoded.timesteps, [spot], self._spots.labels, self._space)
+            changed_words = self.alphabet.decode(changed).split()
+            lm = LN10 * (self.scorer.log10(changed_words) - base) + self._spots.boosts[spot.phrase]
+            change = acoustic + alpha * lm + beta * (len(changed_words) - len(words))
+            if change >= 0.0:
+                judged.append((change, spot))
+        return apart([spot for _, spot in sorted(judged, key=lambda pair: -pair[0])])
 
     def result(self) -> Decoded:
         """The best transcript of the frames so far (its last word may still change)."""
@@ -243,9 +325,12 @@ class BeamDecoder:
             self._search.decode_end()
             self._finished = True
             self._final = sorted(self._search.get_all_final_hypothesis(), key=lambda h: -h.score)
+            self._read = {}
         results: list[Decoded] = []
-        for hypothesis in self._final:
-            decoded = self._decoded(hypothesis)
+        for index, hypothesis in enumerate(self._final):
+            if index not in self._read:  # read as needed: phrases are written into each one read
+                self._read[index] = self._decoded(hypothesis)
+            decoded = self._read[index]
             if all(decoded.text != seen.text for seen in results):
                 results.append(decoded)
             if len(results) == n_best:
@@ -269,9 +354,10 @@ class Decoder:
 
     def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
         self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
-        self._phrases: PhraseGraph | None = None  # made once: its transitions are remembered
-        if scorer is None and settings.hot_words:  # its one-line refusals now, not in the first search
-            self._phrases = phrase_graph(alphabet, settings.hot_words)
+        self._spots: Spotting | None = None  # made once for every search, its one-line refusals now
+        if settings.hot_words and (scorer is None or not scorer.utf8):
+            alpha = 1.0 if scorer is None else settings.weights(scorer)[0]
+            self._spots = spotting(alphabet, settings.hot_words, scorer, alpha)
         if scorer is not None and settings.hot_words:
             scorer.check_hot_words(settings.hot_words)
 
@@ -289,7 +375,7 @@ class Decoder:
         return (
             GreedyDecoder(self.alphabet)
             if self.greedy
-            else BeamDecoder(self.alphabet, self.settings, self.scorer, self._phrases)
+            else BeamDecoder(self.alphabet, self.settings, self.scorer, self._spots)
         )
 
     def decode(self, log_probs: torch.Tensor | np.ndarray, n_best: int = 1) -> list[Decoded]:

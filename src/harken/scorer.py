@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,7 @@ class Scorer:
         self._check_vocabulary()
         self._tries: dict[tuple[tuple[str, float], ...], tuple[Any, Any, list[str]]] = {}
         self._unigram_scores: list[float] | None = None
+        self._index: dict[str, int] | None = None
 
     def _unigrams(self) -> list[float]:
         """Each vocabulary word's score after <s> (the trie's look-ahead), computed once."""
@@ -273,8 +274,24 @@ class Scorer:
         """ScorerError when a hot word cannot be used with this scorer."""
         if self.utf8:
             self.character_lm(hot_words, self.alpha, self.beta)
-        else:
-            self.search_parts(hot_words)  # builds (and keeps) the trie the first search will use
+        else:  # boosts are spotted beside the search; phrases to avoid are charged in it
+            for phrase in hot_words:
+                if not phrase.split() or self.alphabet.unknown(phrase):
+                    raise ScorerError(f"hot word {phrase!r}: words the model's alphabet can spell, please")
+            avoided = {phrase: boost for phrase, boost in hot_words.items() if boost < 0}
+            self.search_parts(avoided)  # builds (and keeps) the trie the first search will use
+
+    def log10(self, words: Sequence[str]) -> float:
+        """The LM's log10 probability of a whole transcript's words (from <s> to </s>; words outside the
+        vocabulary as <unk>), as the search scores them."""
+        if self._index is None:
+            self._index = {word: position for position, word in enumerate(self.vocabulary)}
+        unknown = len(self.vocabulary) - 1
+        state, total = self.kenlm.start(False), 0.0
+        for word in words:
+            state, score = self.kenlm.score(state, self._index.get(word, unknown))
+            total += score
+        return total + self.kenlm.finish(state)[1]
 
     def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
         """(spelling trie, a maker of the search's LM, word texts) for a word scorer's beam search with
