@@ -2,8 +2,10 @@
 
 The beam search is flashlight-text's C++ decoder (the one torchaudio wraps). With a scorer it is
 DeepSpeech's: words are spelled through the scorer's vocabulary trie, each completed word adds
-``alpha * ln P(word | previous words) + beta``, a word outside the vocabulary cannot be spelled, and
-hot words add their boost. Without a scorer it is a plain CTC prefix beam search.
+``alpha * ln P(word | previous words) + beta`` and a word outside the vocabulary cannot be spelled.
+Without a scorer it is a plain CTC prefix beam search. Hot phrases to boost are spotted beside the search
+and written into its transcripts (with a scorer, where the search's own score says they win); phrases to
+avoid are charged in it.
 """
 
 from __future__ import annotations

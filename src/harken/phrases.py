@@ -1,18 +1,17 @@
-"""Hot phrases: whole word sequences made likelier (or less likely) in the beam search.
+"""Hot phrases: their bounds, and the phrases to avoid, charged in the beam search.
 
 A hot phrase ("fiona walker:6") is a sequence of words with a boost per word, DeepSpeech's hot-word unit
 (natural log, added to each of the phrase's words; with a scorer it is weighed by alpha like the LM's
-score). The search is given the boost as the phrase is spelled, so that its hypotheses survive pruning
-before the phrase is complete, and takes back what it gave when a hypothesis leaves the phrase before its
-end: only whole phrases keep their boost. A negative boost (a phrase to avoid) is charged only when the
-phrase is whole. A hypothesis' bonus is always
+score). Boosted phrases are spotted beside the search (:mod:`harken.spotter`). A phrase to avoid (a
+negative boost) must be charged in the search itself, so that the beam finds what to write instead; it is
+charged only when the phrase is whole. :class:`PhraseGraph` is general: it can also give a positive boost
+along a phrase and take back what it gave when a hypothesis leaves the phrase before its end, so that a
+hypothesis' bonus is always
 
     (the boosts of the whole phrases it holds) + (the credit of the phrase it is part-way through)
 
-so a partial match that diverges, or an utterance that ends inside one, ends with nothing.
-
 The search proposes labels one at a time: characters without a scorer (a phrase then starts and ends at
-word boundaries, so "cat" is not rewarded inside "concatenate"), words with one. :class:`PhraseGraph`
+word boundaries, so "cat" is not charged inside "concatenate"), words with one. :class:`PhraseGraph`
 follows them: a trie of the phrases' label sequences whose transitions (the longest phrase prefix that
 the history ends with, Aho-Corasick style) are found when first needed and then remembered.
 """
