@@ -127,6 +127,28 @@ def test_any_step_size_and_any_batch_give_the_same_numbers(trained: tuple) -> No
     np.testing.assert_allclose(batch[1:], whole, atol=1e-5)
 
 
+def test_signed_weights_compute_the_same_integers(ldc_model: Path, trained: tuple) -> None:
+    """The uint8 × uint8 products turned uint8 × int8 (the weights less 128, no zero point): on a CPU whose
+    uint8 × int8 kernel is exact (VNNI) the outputs are identical, loud rows (full 8-bit range) included."""
+    import onnx
+
+    _, windows, session = trained
+    loaded = checkpoint.load_model(ldc_model)
+    proto = quantization.int8_model(loaded.model, loaded.dims.features.n_mfcc)
+    before = sum(node.op_type == "MatMulInteger" and len(node.input) == 4 for node in proto.graph.node)
+    assert quantization.with_signed_weights(proto) == before > 0
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    products = [node for node in proto.graph.node if node.op_type == "MatMulInteger"]
+    assert all(types[node.input[1]] == onnx.TensorProto.INT8 and len(node.input) == 3 for node in products)
+    if not quantization.signed_products_exact():
+        pytest.skip("this CPU's uint8 x int8 kernel saturates: harken keeps the uint8 x uint8 products here")
+    signed = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    loud = windows * np.linspace(0.1, 40, windows.shape[1], dtype=np.float32)[None, :, None]
+    for case in (windows, loud, np.concatenate([windows, loud])):
+        for got, expected in zip(_run(signed, case), _run(session, case), strict=True):
+            assert np.array_equal(got, expected)
+
+
 def test_bidirectional_models_are_refused() -> None:
     from conftest import ldc_config
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from harken import audio, checkpoint, decoder, features
+from harken import audio, checkpoint, decoder, features, quantization
 from harken.alphabet import Alphabet
 from harken.config import DecoderConfig
 from harken.decoder import BeamSettings, Decoder, settings_from
@@ -123,6 +123,8 @@ class OnnxBackend:
                 f"{path}: exported by harken {self.metadata.get('harken_version', '?')} in format {version}; "
                 f"this harken reads format {FORMAT_VERSION} (upgrade harken)"
             )
+        if self.metadata.get("quantization") == quantization.SCHEME and quantization.signed_products_exact():
+            self.session = self._signed(path, options)
         self.n_hidden = int(self.session.get_inputs()[1].shape[2])
         classes = self.session.get_outputs()[0].shape[2]
         self.n_classes = classes if isinstance(classes, int) else 0  # only for an empty call's shape
@@ -134,6 +136,19 @@ class OnnxBackend:
                 "with harken export --quantize int8",
                 stacklevel=3,
             )
+
+    @staticmethod
+    def _signed(path: Path, options: Any) -> Any:
+        """The int8 graph with int8 weights in every product: the same integers, a faster kernel on CPUs
+        that multiply uint8 by int8 exactly (AVX-512 VNNI: 1.7x for 64 stream steps at once)."""
+        import onnx
+        import onnxruntime
+
+        proto = onnx.load(str(path))
+        quantization.with_signed_weights(proto)
+        return onnxruntime.InferenceSession(
+            proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
 
     def __call__(self, windows: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         if windows.shape[1] == 0:  # the int8 graph's Scan does not take zero frames

@@ -31,6 +31,7 @@ whole files and side-by-side stretches give the same numbers. The graph has the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,3 +282,76 @@ def int8_model(model: DeepSpeech, n_mfcc: int) -> Any:
     result = helper.make_model(proto, opset_imports=[helper.make_opsetid("", OPSET)])
     result.ir_version = 8  # opset 17's
     return result
+
+
+@functools.lru_cache(maxsize=1)
+def signed_products_exact() -> bool:
+    """Whether this machine's onnxruntime multiplies full-range uint8 rows by int8 weights exactly (AVX-512
+    VNNI and AVX-VNNI add each product into int32; AVX2 and plain AVX-512 add pairs in int16 and saturate).
+    Found by trying: rows of 255 by weights of 127 saturate at half their value where it is inexact."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-127, 128, (256, 16), dtype=np.int8)
+    weights[:, 0] = 127
+    node = helper.make_node("MatMulInteger", ["rows", "weights"], ["products"])
+    proto = helper.make_graph(
+        [node], "probe",
+        [helper.make_tensor_value_info("rows", TensorProto.UINT8, ["batch", 256])],
+        [helper.make_tensor_value_info("products", TensorProto.INT32, ["batch", 16])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )  # fmt: skip
+    model = helper.make_model(proto, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    for batch in (1, 7, 64):  # one row, a few, many: onnxruntime picks its kernels by shape
+        rows = rng.integers(0, 256, (batch, 256), dtype=np.uint8)
+        rows[0] = 255
+        exact = rows.astype(np.int64) @ weights.astype(np.int64)
+        if not np.array_equal(session.run(None, {"rows": rows})[0], exact):
+            return False
+    return True
+
+
+def with_signed_weights(model: Any) -> int:
+    """Turn the int8 graph's uint8 × uint8 products (int8 weights stored offset by 128, exact on every
+    CPU) into uint8 × int8 ones in place: the same integers, and on a CPU where
+    :func:`signed_products_exact` holds, the faster kernel (2.3× measured at 64 rows on AVX-512 VNNI).
+    Returns how many products were turned. Only top-level products qualify (the LSTM step's already is)."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {tensor.name: tensor for tensor in model.graph.initializer}
+    turned = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger" or len(node.input) != 4:
+            continue
+        weight, zero = constants.get(node.input[1]), constants.get(node.input[3])
+        if weight is None or zero is None or weight.data_type != TensorProto.UINT8:
+            continue
+        if numpy_helper.to_array(zero).shape != () or int(numpy_helper.to_array(zero)) != 128:
+            continue
+        signed = (numpy_helper.to_array(weight).astype(np.int16) - 128).astype(np.int8)
+        weight.CopyFrom(numpy_helper.from_array(signed, weight.name))
+        del node.input[3]  # no zero point: the weights are signed
+        turned += 1
+    used = _inputs(model.graph)
+    unused = [tensor for tensor in model.graph.initializer if tensor.name not in used]
+    for tensor in unused:  # zero points no product reads any more (the LSTM body has its own)
+        model.graph.initializer.remove(tensor)
+    return turned
+
+
+def _inputs(graph: Any) -> set[str]:
+    """Every name the graph's nodes read, in its subgraphs (the LSTM's Scan body) too."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                names |= _inputs(attribute.g)
+    return names
