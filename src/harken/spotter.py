@@ -1,18 +1,18 @@
-"""Hot phrases without a scorer: a CTC phrase spotter beside the beam search.
+"""Hot phrases: a CTC phrase spotter beside the beam search.
 
-The search without a scorer has no language model, so each frame's labels are judged on the acoustics
-alone and a hot phrase's boost is all that can change its mind. The spotter asks that question directly,
-for every phrase at once: over some stretch of frames, does spelling the phrase there (a word of its own:
-a space before and after it, unless it starts or ends the utterance) score within its boost of the best
-path? Where it does, the phrase replaces what the search wrote over those frames. Only whole phrases are
-ever written, so a partial match earns nothing.
+A boost asks one question: over some stretch of frames, does spelling the phrase there (a word of its
+own: a space before and after it, unless it starts or ends the utterance) score within its boost of what
+would be written there otherwise? The spotter asks it for every phrase at every frame at once. Without a
+scorer its answer decides: a phrase is written where its boost makes up for its acoustics. With one, the
+decoder weighs each place it proposes with the search's own score (the LM included). Only whole phrases
+are ever written, so a partial match earns nothing.
 
 Scores are relative to the best path: ``rel[t, k] = log p(k | t) - max_j log p(j | t) <= 0``, so the best
 path scores 0 over any stretch, and a phrase spelled from frame s to frame e scores ``r <= 0`` (its best
-CTC alignment there, found by a Viterbi pass over all phrases' label chains side by side). A phrase is
-written where ``r + boost >= 0`` (its boost: per word, natural log, times its words), the most gain first,
-never two over the same frames. The pass is causal and goes frame by frame, so a stream spots exactly what
-the whole file does, and the cost is a few vector operations per frame whatever the number of phrases.
+CTC alignment there, found by a Viterbi pass over all phrases' chains side by side). A phrase is spotted
+where ``r + boost >= 0`` (its boost: per word, natural log, times its words), the most gain first, never
+two over the same frames. The pass is causal and goes frame by frame, so a stream spots exactly what the
+whole file does, and each frame costs a few vector operations whatever the number of phrases.
 """
 
 from __future__ import annotations
@@ -49,43 +49,33 @@ def _unpacked(value: float) -> tuple[float, int]:
 
 
 class PhraseChains:
-    """Every phrase's CTC label chain, one per row of width W, right-aligned (the trailing space in the
-    last column) after at least one column of padding: [pad..., space, blank, c1, blank, c2, ..., blank,
-    cn, blank, space]. The rows are laid end to end in one vector (contiguous arrays are several times
-    faster to step than strided ones); the padding column that starts each row is a wall between rows."""
+    """Every phrase's CTC chain as two rows of states: ``labels`` [space, c1, ..., cn, space] and, after
+    each, the blank that may follow it. Rows have width W, right-aligned (the trailing space in the last
+    column) after at least one column of padding, and lie end to end in one vector per kind (contiguous
+    arrays step several times faster than strided ones); the padding, whose label scores NEVER, is a wall
+    between rows."""
 
     def __init__(self, phrases: Sequence[Sequence[int]], boosts: Sequence[float], space: int, blank: int):
-        chains: list[list[int]] = []
-        for labels in phrases:
-            chain = [space]
-            for label in labels:
-                chain += [blank, label]
-            chains.append(chain + [blank, space])
-        width = 1 + max((len(chain) for chain in chains), default=3)
+        chains = [[space, *labels, space] for labels in phrases]
+        width = 1 + max((len(chain) for chain in chains), default=2)
         self.boosts = np.asarray(boosts, np.float64)  # [P] whole-phrase boosts
-        grid = np.full((len(chains), width), blank, np.int64)  # [P, W]
-        # Moves into a state: from the one before it always (the padding is never reached); from two
-        # before over an optional blank (a label that differs from the label two back): 0 where allowed,
-        # NEVER where not.
-        from_two = np.full((len(chains), width), NEVER)
-        first = np.zeros(len(chains), np.int64)  # [P] each chain's leading space's column
+        self.blank, self.rows, self.width = blank, len(chains), width
+        grid = np.full((len(chains), width), -1, np.int64)  # [P, W]; -1: padding
         for row, chain in enumerate(chains):
-            first[row] = width - len(chain)
-            grid[row, first[row] :] = chain
-            for j in range(first[row] + 2, width):
-                if grid[row, j] != blank and grid[row, j] != grid[row, j - 2]:
-                    from_two[row, j] = 0.0
-        self.rows, self.width = len(chains), width
-        self.labels = grid.reshape(-1)  # [P * W]
-        self.from_two = from_two.reshape(-1)[2:]  # [P * W - 2]: moves into states 2...
+            grid[row, width - len(chain) :] = chain
+        self.labels = grid.reshape(-1)  # [P * W]: each label state's label (-1: padding, scored NEVER)
+        # A label follows the one before it directly or over a blank, except a repeated label, which needs
+        # the blank between (CTC would merge the two): these are the states before a repeat.
+        repeats = (self.labels[1:] == self.labels[:-1]) & (self.labels[1:] >= 0)
+        self.before_repeats = np.flatnonzero(repeats)
         starts = np.arange(len(chains)) * width
-        self.walls = starts  # [P] each row's first column: always NEVER
-        self.entries = starts + first  # [P] the leading spaces: entered at any frame
-        # At the utterance's start a phrase needs no leading space (enter at its blank or first label);
-        # at its end no trailing one (leave from its last label or the blank after it).
-        self.start_entries = np.concatenate([self.entries, starts + first + 1, starts + first + 2])
+        first = starts + width - np.asarray([len(chain) for chain in chains], np.int64)
+        self.entries = first  # [P] the leading spaces: entered at any frame
+        # At the utterance's start a phrase needs no leading space: it may enter at the blank after that
+        # space or at its first label; at the utterance's end it may leave from its last label or the
+        # blank after it, not only from its trailing space.
+        self.first_labels = first + 1
         self.exits = starts + width - 1  # [P] the trailing spaces
-        self.end_exits = (starts[:, None] + np.arange(width - 3, width)).reshape(-1)  # [P * 3]
 
 
 class PhraseSpotter:
@@ -93,20 +83,13 @@ class PhraseSpotter:
 
     def __init__(self, chains: PhraseChains) -> None:
         self.chains = chains
-        # Two buffers, one holding each state's packed best path as of the frames seen ([P * W]), the
-        # other the next frame's; the views a step reads and writes are made once for either way round.
-        self._buffers = (np.full(len(chains.labels), NEVER), np.full(len(chains.labels), NEVER))
-        width = chains.width
-        self._swapped = [_step_views(*self._buffers, width), _step_views(*self._buffers[::-1], width)]
-        self._views = self._swapped[0]
-        self._over = np.empty(len(chains.from_two))
+        size, width = len(chains.labels), chains.width
+        self.said = np.full(size, NEVER)  # [P * W] packed best path that ends in each label state
+        self.after = np.full(size, NEVER)  # [P * W] ... in the blank after it
+        self._done = np.empty(size)  # [P * W] ... that has said the label, with or without the blank
+        self._views = (self.said[1:], self._done[:-1], self.said[width - 1 :: width])
         self.frames = 0
         self.found: list[Spotted] = []
-
-    @property
-    def value(self) -> np.ndarray:
-        """[P * W]: each state's packed best path as of the frames seen."""
-        return self._views[0]
 
     def extend(self, log_probs: np.ndarray) -> None:
         """log_probs: [time, n_classes], the frames that follow those already seen."""
@@ -123,21 +106,29 @@ class PhraseSpotter:
         """One block of frames (log-probs [time, n_classes]) through every chain."""
         chains = self.chains
         rel = np.maximum(np.round((block - block.max(axis=1, keepdims=True)) * GRID) / GRID, -(2.0**19))
-        emitted = rel[:, chains.labels]  # [time, P * W] on the grid, <= 0
-        emitted[:, chains.walls] = NEVER  # nothing crosses from one row into the next
+        rel = np.concatenate([rel, np.full((len(rel), 1), NEVER)], axis=1)  # label -1 (padding): NEVER
+        emitted = np.take(rel, chains.labels, axis=1)  # [time, P * W] on the grid, <= 0 (C order: fast)
+        blanks = rel[:, chains.blank].tolist()  # [time]
         exits = np.empty((len(emitted), chains.rows))  # [time, P]: the trailing spaces' values
-        entries, over, skip = chains.entries, self._over, chains.from_two
+        said, after, done, entries = self.said, self.after, self._done, chains.entries
+        repeats = chains.before_repeats if len(chains.before_repeats) else None
+        said_on, done_back, trailing = self._views
         for offset, frame in enumerate(emitted):
             t = self.frames + offset
-            value, following, value_on, value_back, following_on, back2, following_on2, ends = self._views
-            np.maximum(value_on, value_back, out=following_on)  # stay, or one state on
-            np.add(back2, skip, out=over)
-            np.maximum(following_on2, over, out=following_on2)  # or two, over a blank
-            # Entering now: nothing before this frame (all else scores <= 0, so never worse)
-            following[entries if t else chains.start_entries] = t * START
-            np.add(following, frame, out=following)
-            exits[offset] = ends
-            self._views = self._swapped[following is self._buffers[1]]
+            np.maximum(said, after, out=done)
+            if repeats is None:
+                np.add(done, blanks[offset], out=after)  # a blank: after the label, or after its blank
+            else:
+                kept = after[repeats]  # before a repeated label only the blank may lead on
+                np.add(done, blanks[offset], out=after)
+                done[repeats] = kept
+            np.maximum(said_on, done_back, out=said_on)  # the same label again, or the next one
+            said[entries] = t * START  # entering now: nothing before (all else scores <= 0: never worse)
+            if t == 0:
+                said[chains.first_labels] = 0.0
+                after[entries] = blanks[offset]
+            np.add(said, frame, out=said)
+            exits[offset] = trailing
         for offset, phrase in zip(*np.nonzero(exits + chains.boosts >= 0.0), strict=True):
             packed = float(exits[offset, phrase])
             self.found.append(self._spot(int(phrase), packed, self.frames + int(offset)))
@@ -154,7 +145,8 @@ class PhraseSpotter:
         utterance's end): the best span per phrase and first frame, most gain first."""
         if self.frames == 0 or self.chains.rows == 0:
             return []
-        ends = self.value[self.chains.end_exits].reshape(-1, 3).max(axis=1)  # [P]
+        last = self.chains.exits - 1  # the last labels
+        ends = np.maximum(np.maximum(self.said[last], self.after[last]), self.said[self.chains.exits])  # [P]
         found = list(self.found)
         for phrase in np.flatnonzero(ends + self.chains.boosts >= 0.0):
             found.append(self._spot(int(phrase), float(ends[phrase]), self.frames - 1))
@@ -178,13 +170,6 @@ def apart(candidates: Sequence[Spotted]) -> list[Spotted]:
         if all(candidate.last < c.first or candidate.first > c.last for c in chosen):
             chosen.append(candidate)
     return chosen
-
-
-def _step_views(value: np.ndarray, following: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
-    """What a step from ``value`` to ``following`` reads and writes: both, the shifted views, and the
-    trailing spaces (every row's last state) of ``following``."""
-    ends = following[width - 1 :: width]
-    return value, following, value[1:], value[:-1], following[1:], value[:-2], following[2:], ends
 
 
 def spotter_chains(
