@@ -217,6 +217,21 @@ def test_hot_phrases_without_a_scorer() -> None:
         decoder.Decoder(ALPHABET, decoder.BeamSettings(hot_words={"café": 1.0}))
 
 
+@pytest.mark.parametrize("with_scorer", [False, True])
+def test_a_stream_with_hot_phrases_ends_as_the_whole_file(scorer: decoder.Scorer, with_scorer: bool) -> None:
+    hot = {"dark suite in": 10.0, "greasy wash": 3.0, "wash soap": 5.0}
+    settings = decoder.BeamSettings(beam_width=50, hot_words=hot)
+    chosen = scorer if with_scorer else None
+    whole = decoder.Decoder(ALPHABET, settings, chosen).decode(NOISY, n_best=3)
+    assert "dark suite in greasy wash" in whole[0].text and "soap" not in whole[0].text
+    for step in (1, 7, 40):
+        stream = decoder.Decoder(ALPHABET, settings, chosen).stream()
+        for start in range(0, len(NOISY), step):
+            stream.extend(NOISY[start : start + step])
+            stream.result()  # partials on the way change nothing
+        assert stream.finish(3) == whole
+
+
 def test_alpha_and_beta_change_the_outcome(scorer: decoder.Scorer) -> None:
     def best(alpha: float, beta: float) -> str:
         settings = decoder.BeamSettings(beam_width=100, alpha=alpha, beta=beta)
