@@ -163,13 +163,21 @@ class PhraseSpotter:
         return sorted(apart(self.candidates()), key=lambda s: s.first)
 
 
+SHARED_FRAMES = 3  # two phrases back to back share the space between them (a CTC space is 1-3 frames)
+
+
 def apart(candidates: Sequence[Spotted]) -> list[Spotted]:
-    """From candidates in order of preference, those that share no frame with one before them."""
+    """From candidates in order of preference, those that overlap none before them by more than the
+    space two phrases back to back share."""
     chosen: list[Spotted] = []
     for candidate in candidates:
-        if all(candidate.last < c.first or candidate.first > c.last for c in chosen):
+        if all(_ordered(candidate, c) or _ordered(c, candidate) for c in chosen):
             chosen.append(candidate)
     return chosen
+
+
+def _ordered(before: Spotted, after: Spotted) -> bool:
+    return before.first < after.first and before.last < after.first + SHARED_FRAMES
 
 
 def spotter_chains(
