@@ -47,6 +47,27 @@ def test_top_k_gz_text_csv_transcripts_and_lowercasing(tmp_path: Path) -> None:
     assert read_info(output).vocabulary == ("the", "cat")
 
 
+def test_punctuation_and_capitals_are_read_as_the_words_they_surround(tmp_path: Path) -> None:
+    """Ordinary prose builds the scorer its plain words build: "Oven." is "oven", "(cat" is "cat", "don't"
+    keeps its apostrophe (the alphabet has one); a byte-order mark is not a character of the first word."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("turn on the oven\nthe cat don't sit on the oven\nopen the door and the oven\n")
+    prose = tmp_path / "prose.txt"
+    prose.write_text(
+        "\ufeffTurn on the Oven.\nThe (cat) don't sit on the oven!\n\"Open the door, and the oven...\"\n",
+        encoding="utf-8",
+    )
+    infos, scorers = [], []
+    for text in (plain, prose):
+        output = tmp_path / f"{text.stem}.scorer"
+        build(LmConfig(text=(text,), output=output, order=2), ENGLISH, lambda _: None)
+        infos.append(read_info(output))
+        scorers.append(Scorer(output, ENGLISH))
+    assert infos[0].vocabulary == infos[1].vocabulary and "don't" in infos[1].vocabulary
+    sentence = "open the oven and the cat".split()
+    assert scorers[0].log10(sentence) == scorers[1].log10(sentence)
+
+
 def test_bad_text_is_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("\n  \n")

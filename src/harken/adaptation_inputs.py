@@ -11,7 +11,6 @@ import csv
 import gzip
 import hashlib
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from harken import audio, manifest
 from harken.alphabet import Alphabet
+from harken.language_model import words_of
 from harken.manifest import Sample
 from harken.storage import atomic_write
 
@@ -47,30 +47,6 @@ class DomainText:
     running_words: int
     distinct_words: int
     unspellable_words: int  # running words with a character the model's alphabet lacks (left out of the LM)
-
-
-def _punctuation(char: str) -> bool:
-    return unicodedata.category(char)[0] in "PS"
-
-
-def words_of(line: str, alphabet: Alphabet, lowercase: bool) -> list[str]:
-    """A line's words as the scorer gets them: lowercased when the alphabet has no capitals, without a
-    UTF-8 BOM, and stripped of the punctuation around them that the alphabet does not spell ("oven." and
-    "(oven" are "oven"; "don't" keeps its apostrophe where the alphabet has one)."""
-    text = line.replace("\ufeff", "")
-    if lowercase:
-        text = text.lower()
-    known = set(alphabet.symbols)
-    found = []
-    for word in text.split():
-        start, end = 0, len(word)
-        while start < end and word[start] not in known and _punctuation(word[start]):
-            start += 1
-        while end > start and word[end - 1] not in known and _punctuation(word[end - 1]):
-            end -= 1
-        if start < end:
-            found.append(word[start:end])
-    return found
 
 
 def read_text(path: Path, alphabet: Alphabet) -> DomainText:

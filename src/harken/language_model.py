@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -210,6 +211,30 @@ def _lines(paths: tuple[Path, ...]) -> Iterator[str]:
             raise ScorerError(f"{path}: not UTF-8 text ({error.__class__.__name__})") from None
 
 
+def _punctuation(char: str) -> bool:
+    return unicodedata.category(char)[0] in "PS"
+
+
+def words_of(line: str, alphabet: Alphabet, lowercase: bool) -> list[str]:
+    """A line's words as the scorer gets them: lowercased when the alphabet has no capitals, without a
+    UTF-8 BOM, and stripped of the punctuation around them that the alphabet does not spell ("oven." and
+    "(oven" are "oven"; "don't" keeps its apostrophe where the alphabet has one)."""
+    text = line.replace("\ufeff", "")
+    if lowercase:
+        text = text.lower()
+    known = set(alphabet.symbols)
+    found = []
+    for word in text.split():
+        start, end = 0, len(word)
+        while start < end and word[start] not in known and _punctuation(word[start]):
+            start += 1
+        while end > start and word[end - 1] not in known and _punctuation(word[end - 1]):
+            end -= 1
+        if start < end:
+            found.append(word[start:end])
+    return found
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     words: tuple[str, ...]  # most frequent first
@@ -231,8 +256,10 @@ def count_words(config: LmConfig, alphabet: Alphabet | None, lowercase: bool, co
     counts: Counter[str] = Counter()
     with gzip.open(corpus, "wt", encoding="utf-8", compresslevel=1) as out:
         for line in _lines(config.text):
-            text = line.lower() if lowercase else line
-            words = text.split() if alphabet is not None else [c for c in text if not c.isspace()]
+            if alphabet is not None:
+                words = words_of(line, alphabet, lowercase)
+            else:
+                words = [c for c in (line.lower() if lowercase else line) if not c.isspace()]
             if words:
                 counts.update(words)
                 out.write(" ".join(words) + "\n")
