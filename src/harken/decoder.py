@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -256,18 +255,18 @@ class BeamDecoder:
         return list(hypothesis.tokens)[1 : self.frames + 1]
 
     def _decoded(self, hypothesis: Any) -> Decoded:
-        labels: list[int] = []
-        steps: list[int] = []
-        frame = 0
-        for label, run in groupby(self._path(hypothesis)):
-            doubled_space = label == self._space and (not labels or labels[-1] == self._space)
-            if 0 <= label < len(self.alphabet) and not doubled_space:
-                labels.append(label)
-                steps.append(frame)
-            frame += len(list(run))
-        while labels and labels[-1] == self._space:
-            labels.pop()
-            steps.pop()
+        """The hypothesis' labels (repeats merged, blanks dropped, spaces never doubled nor at the ends)
+        and the frame each starts at. In numpy: a stream reads its best hypothesis at every step."""
+        path = np.asarray(self._path(hypothesis), np.int64)  # [frames]
+        starts = np.flatnonzero(np.diff(path, prepend=-1))  # [runs] the first frame of each run
+        runs = path[starts]
+        kept = (runs >= 0) & (runs < len(self.alphabet))  # not the blank
+        runs, starts = runs[kept], starts[kept]
+        space = runs == self._space
+        doubled = space & np.concatenate([[True], space[:-1]])  # a space after a space, or first
+        runs, starts = runs[~doubled], starts[~doubled]
+        end = len(runs) - 1 if len(runs) and runs[-1] == self._space else len(runs)
+        labels, steps = runs[:end].tolist(), starts[:end].tolist()
         decoded = Decoded(
             self.alphabet.decode(labels), tuple(labels), tuple(steps), hypothesis.emittingModelScore
         )
