@@ -7,6 +7,7 @@ import torch
 
 from harken import decoder
 from harken.alphabet import Alphabet
+from harken.scorer import ScorerError
 
 DATA = Path(__file__).parent / "data"
 ALPHABET = Alphabet.from_file(DATA / "alphabet.txt")
@@ -213,7 +214,7 @@ def test_hot_phrases_without_a_scorer() -> None:
     assert "dark suit in" in best({"suit": 1.0})  # a word boundary must follow the phrase: " " over "e"
     assert best({"wash": -20.0}) != plain and " wash " not in best({"wash": -20.0})
     assert best({"greasy wash": 2.0}, width=1) == best({"greasy wash": 2.0}, width=16)  # never greedy
-    with pytest.raises(decoder.ScorerError, match="hot word 'café': the model's alphabet cannot spell"):
+    with pytest.raises(ScorerError, match="hot word 'café': the model's alphabet cannot spell"):
         decoder.Decoder(ALPHABET, decoder.BeamSettings(hot_words={"café": 1.0}))
 
 
@@ -230,6 +231,31 @@ def test_a_stream_with_hot_phrases_ends_as_the_whole_file(scorer: decoder.Scorer
             stream.extend(NOISY[start : start + step])
             stream.result()  # partials on the way change nothing
         assert stream.finish(3) == whole
+
+
+def test_written_phrases_keep_to_what_the_search_could_write(scorer: decoder.Scorer) -> None:
+    """Found by review: partials at a stream's start crashed with a scorer; a phrase cut a word and left a
+    piece the vocabulary lacks ("d ark"); a boost brought back a phrase to avoid; a phrase already
+    transcribed lost its timings."""
+    live = decoder.BeamDecoder(ALPHABET, decoder.BeamSettings(beam_width=16, hot_words={"she": 2.0}), scorer)
+    for t in range(len(NOISY)):
+        live.extend(NOISY[t : t + 1])
+        live.result()
+    assert live.finish()[0].text == LDC
+
+    def best(hot: dict[str, float], chosen: decoder.Scorer | None = scorer) -> decoder.Decoded:
+        return decoder.Decoder(ALPHABET, decoder.BeamSettings(beam_width=50, hot_words=hot), chosen).decode(
+            NOISY
+        )[0]
+
+    for boost in (5.0, 20.0, 60.0):
+        words = best({"ark": boost}).text.split()
+        assert all(scorer.knows(word) or word == "ark" for word in words), words
+    for chosen in (scorer, None):
+        assert " wash water " not in f" {best({'wash water': -30.0, 'water': 3.0}, chosen).text} "
+        plain, boosted = best({}, chosen), best({"dark": 1.0}, chosen)
+        assert "dark" in plain.text.split() and boosted.text == plain.text
+        assert boosted.timesteps == plain.timesteps
 
 
 def test_alpha_and_beta_change_the_outcome(scorer: decoder.Scorer) -> None:

@@ -19,9 +19,9 @@ import torch
 
 from harken.alphabet import Alphabet
 from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
-from harken.phrases import PhraseGraph, character_graph, checked, phrase_lm
-from harken.scorer import LN10, UNKNOWN, Scorer, ScorerError, parse_hot_words
-from harken.spotter import PhraseChains, PhraseSpotter, Spotted, apart, rewritten, spotter_chains
+from harken.phrase_writer import PhraseWriter, Spotting, spotting
+from harken.phrases import checked, phrase_lm
+from harken.scorer import LN10, UNKNOWN, Scorer, parse_hot_words
 
 
 @dataclass(frozen=True)
@@ -128,46 +128,6 @@ def _pruned(frames: np.ndarray, cutoff_prob: float) -> np.ndarray:
     return out
 
 
-MAX_CANDIDATES = 64  # spotted places weighed with a scorer per transcript, the likeliest first
-RESCORE_MARGIN = 20.0  # nats past a phrase's weighed boost that the spotter still proposes with a scorer
-
-
-@dataclass(frozen=True)
-class Spotting:
-    """Hot phrases boosted by the spotter: its chains, each phrase's labels and whole boost (per word
-    times its words); without a scorer also the graph of the phrases to avoid, charged in the search
-    itself (the beam must find what to write instead: a Python LM, so it costs time where boosts do not)."""
-
-    chains: PhraseChains | None
-    labels: list[tuple[int, ...]]
-    boosts: list[float]
-    penalties: PhraseGraph | None
-
-
-def spotting(
-    alphabet: Alphabet, hot_words: Mapping[str, float], scorer: Scorer | None, alpha: float
-) -> Spotting:
-    """Hot phrases spelled in the model's labels, words apart at its space. Without a scorer a phrase is
-    written where its boost makes up for its acoustics; with one (weighed by ``alpha``) the spotter
-    proposes and the search's own score decides. ScorerError (one line) for a phrase the alphabet cannot
-    spell."""
-    if " " not in alphabet.symbols:
-        raise ScorerError("hot words: the model's alphabet has no space, so it has no words to boost")
-    for phrase in hot_words:
-        missing = alphabet.unknown(phrase)
-        if missing:
-            shown = "".join(sorted(set(missing)))[:10]
-            raise ScorerError(f"hot word {phrase!r}: the model's alphabet cannot spell it ({shown!r})")
-    space = alphabet.encode(" ")[0]
-    boosted = {phrase: boost for phrase, boost in hot_words.items() if boost > 0}
-    scale, margin = (1.0, 0.0) if scorer is None else (alpha, RESCORE_MARGIN)
-    chains, labels = spotter_chains(boosted, alphabet.encode, space, alphabet.blank, scale, margin)
-    boosts = [boost * len(phrase.split()) for phrase, boost in boosted.items()]
-    avoided = {phrase: boost for phrase, boost in hot_words.items() if boost < 0}
-    penalties = character_graph(avoided, alphabet.encode, space) if avoided and scorer is None else None
-    return Spotting(chains if labels else None, labels, boosts, penalties)
-
-
 UTF8_TOP_N = 8  # bytes per frame a search with a UTF-8 scorer tries (the Russian sample: same text as 256)
 
 
@@ -188,9 +148,8 @@ class BeamDecoder:
         self.frames = 0
         self._finished = False
         self._words: list[str] = []
-        self._spotter: PhraseSpotter | None = None
-        self._spots: Spotting | None = None
-        self._seen: list[np.ndarray] = []  # with a scorer and phrases: the frames, to weigh the paths
+        self._writer: PhraseWriter | None = None
+        spotted: Spotting | None = None
         self._final: list[Any] = []
         self._read: dict[int, Decoded] = {}  # final hypotheses read so far
         space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
@@ -200,12 +159,12 @@ class BeamDecoder:
         if threshold is None:
             threshold = 10.0 if scorer is None else 25.0
         if settings.hot_words and (scorer is None or not scorer.utf8):  # boosts: spotted beside the search
-            alpha = 1.0 if scorer is None else settings.weights(scorer)[0]
-            self._spots = spots or spotting(alphabet, settings.hot_words, scorer, alpha)
-            if self._spots.chains is not None:
-                self._spotter = PhraseSpotter(self._spots.chains)
+            weights = (1.0, 0.0) if scorer is None else settings.weights(scorer)
+            spotted = spots or spotting(alphabet, settings.hot_words, scorer, weights[0])
+            if spotted.chains is not None:
+                self._writer = PhraseWriter(spotted, alphabet, scorer, weights)
         if scorer is None:  # phrases to avoid: charged in the search
-            graph = None if self._spots is None else self._spots.penalties
+            graph = None if spotted is None else spotted.penalties
             self._lm = fl.ZeroLM() if graph is None else phrase_lm(graph)  # held: flashlight calls into it
             options: Any = fl.LexiconFreeDecoderOptions(
                 width, top_n, threshold, 1.0, 0.0, True, fl.CriterionType.CTC
@@ -240,11 +199,9 @@ class BeamDecoder:
             log_probs.detach().float().cpu().numpy() if isinstance(log_probs, torch.Tensor) else log_probs
         )
         frames = np.ascontiguousarray(_pruned(np.asarray(frames, np.float32), self.settings.cutoff_prob))
+        if self._writer is not None:
+            self._writer.extend(frames)
         self.frames += len(frames)
-        if self._spotter is not None:
-            self._spotter.extend(frames)
-            if self.scorer is not None:
-                self._seen.append(frames - frames.max(axis=1, keepdims=True))
         # flashlight-text holds the GIL while it decodes: a few frames at a time let other threads run.
         for start in range(0, len(frames), _STEP_FRAMES):
             piece = frames[start : start + _STEP_FRAMES]
@@ -254,7 +211,7 @@ class BeamDecoder:
         """The hypothesis' label at each frame ([0] of its tokens is the start state)."""
         return list(hypothesis.tokens)[1 : self.frames + 1]
 
-    def _decoded(self, hypothesis: Any) -> Decoded:
+    def _decoded(self, hypothesis: Any, final: bool = False) -> Decoded:
         """The hypothesis' labels (repeats merged, blanks dropped, spaces never doubled nor at the ends)
         and the frame each starts at. In numpy: a stream reads its best hypothesis at every step."""
         path = np.asarray(self._path(hypothesis), np.int64)  # [frames]
@@ -270,44 +227,11 @@ class BeamDecoder:
         decoded = Decoded(
             self.alphabet.decode(labels), tuple(labels), tuple(steps), hypothesis.emittingModelScore
         )
-        return self._with_phrases(decoded, hypothesis)
-
-    def _with_phrases(self, decoded: Decoded, hypothesis: Any) -> Decoded:
-        """``decoded`` with the phrases spotted so far written in: without a scorer every one the spotter
-        keeps; with one, each whose changed transcript the search itself would score no lower (the
-        acoustics, alpha * (LM + the phrase's boost), beta per word), the most gain first."""
-        if self._spotter is None or self._spots is None:
+        written = None if self._writer is None else self._writer.written(decoded, path.tolist(), final)
+        if written is None:
             return decoded
-        phrases, space = self._spots.labels, self._space
-        chosen = self._spotter.spotted() if self.scorer is None else self._judged(decoded, hypothesis)
-        if not chosen:
-            return decoded
-        labels, steps = rewritten(decoded.labels, decoded.timesteps, chosen, phrases, space)
+        labels, steps = written
         return Decoded(self.alphabet.decode(labels), tuple(labels), tuple(steps), decoded.confidence)
-
-    def _judged(self, decoded: Decoded, hypothesis: Any) -> list[Spotted]:
-        """The spotted places where writing the phrase raises the search's score of ``decoded``."""
-        assert self.scorer is not None and self._spotter is not None and self._spots is not None
-        candidates = self._spotter.candidates()[:MAX_CANDIDATES]
-        if not candidates:
-            return []
-        alpha, beta = self.settings.weights(self.scorer)
-        seen = np.concatenate(self._seen) if len(self._seen) > 1 else self._seen[0]  # [time, n_classes]
-        self._seen = [seen]
-        path = np.asarray(self._path(hypothesis))
-        words = decoded.text.split()
-        base = self.scorer.log10(words)
-        judged: list[tuple[float, Spotted]] = []
-        for spot in candidates:
-            span = np.arange(spot.first, min(spot.last + 1, len(path)))
-            acoustic = spot.score - float(seen[span, path[span]].sum())  # the phrase's path against its own
-            changed, _ = rewritten(decoded.labels, decoded.timesteps, [spot], self._spots.labels, self._space)
-            changed_words = self.alphabet.decode(changed).split()
-            lm = LN10 * (self.scorer.log10(changed_words) - base) + self._spots.boosts[spot.phrase]
-            change = acoustic + alpha * lm + beta * (len(changed_words) - len(words))
-            if change >= 0.0:
-                judged.append((change, spot))
-        return apart([spot for _, spot in sorted(judged, key=lambda pair: -pair[0])])
 
     def result(self) -> Decoded:
         """The best transcript of the frames so far (its last word may still change)."""
@@ -328,9 +252,9 @@ class BeamDecoder:
             self._final = sorted(self._search.get_all_final_hypothesis(), key=lambda h: -h.score)
             self._read = {}
         results: list[Decoded] = []
-        for index, hypothesis in enumerate(self._final):
+        for index, hypothesis in enumerate(self._final[: max(4 * n_best, 16)]):
             if index not in self._read:  # read as needed: phrases are written into each one read
-                self._read[index] = self._decoded(hypothesis)
+                self._read[index] = self._decoded(hypothesis, final=True)
             decoded = self._read[index]
             if all(decoded.text != seen.text for seen in results):
                 results.append(decoded)

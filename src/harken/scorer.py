@@ -281,17 +281,24 @@ class Scorer:
             avoided = {phrase: boost for phrase, boost in hot_words.items() if boost < 0}
             self.search_parts(avoided)  # builds (and keeps) the trie the first search will use
 
-    def log10(self, words: Sequence[str]) -> float:
-        """The LM's log10 probability of a whole transcript's words (from <s> to </s>; words outside the
-        vocabulary as <unk>), as the search scores them."""
+    def _indices(self) -> dict[str, int]:
         if self._index is None:
-            self._index = {word: position for position, word in enumerate(self.vocabulary)}
-        unknown = len(self.vocabulary) - 1
-        state, total = self.kenlm.start(False), 0.0
-        for word in words:
-            state, score = self.kenlm.score(state, self._index.get(word, unknown))
-            total += score
-        return total + self.kenlm.finish(state)[1]
+            self._index = {word: position for position, word in enumerate(self.vocabulary[:-1])}
+        return self._index
+
+    def knows(self, word: str) -> bool:
+        """Whether ``word`` is in the vocabulary (the search can spell it)."""
+        return word in self._indices()
+
+    def log10(self, words: Sequence[str], context: int = 0, begins: bool = True, ends: bool = True) -> float:
+        """The LM's log10 probability of ``words`` (outside the vocabulary as <unk>) as the search scores
+        them: the first ``context`` are only context; from <s> if ``begins``, to </s> if ``ends``."""
+        index, unknown = self._indices(), len(self.vocabulary) - 1
+        state, total = self.kenlm.start(not begins), 0.0
+        for position, word in enumerate(words):
+            state, score = self.kenlm.score(state, index.get(word, unknown))
+            total += score if position >= context else 0.0
+        return total + (self.kenlm.finish(state)[1] if ends else 0.0)
 
     def search_parts(self, hot_words: Mapping[str, float]) -> tuple[Any, Any, list[str]]:
         """(spelling trie, a maker of the search's LM, word texts) for a word scorer's beam search with

@@ -30,6 +30,8 @@ NEVER = -1e30  # a state no path reaches
 GRID = 2.0**12
 START = 2.0**-32
 BLOCK = 16  # frames gathered at a time (a whole file's at once would not stay in the cache)
+MAX_HITS = 100_000  # places kept while a stream goes on (one utterance's worth is far fewer)
+MAX_CANDIDATES = 10_000  # places ever proposed for one transcript
 MAX_FRAMES = 2**20  # about 5.8 hours at 20 ms a frame: an utterance is far shorter
 
 
@@ -42,10 +44,21 @@ class Spotted:
     gain: float  # score plus its boost (>= 0)
 
 
-def _unpacked(value: float) -> tuple[float, int]:
-    """(score, start frame) of a packed path value."""
-    steps = np.floor(value * GRID)
-    return float(steps / GRID), int(round((value - steps / GRID) / START))
+def _fields(hits: np.ndarray, boosts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """hits [n, 3] (phrase, packed value, last frame) -> phrase, first frame, last frame, score, gain."""
+    phrase, value, last = hits[:, 0].astype(np.int64), hits[:, 1], hits[:, 2].astype(np.int64)
+    score = np.floor(value * GRID) / GRID
+    first = np.round((value - score) / START).astype(np.int64)
+    return phrase, first, last, score, score + boosts[phrase]
+
+
+def _best(hits: np.ndarray, boosts: np.ndarray) -> np.ndarray:
+    """The hits with the most gain per phrase and first frame, most gain first (ties: earlier, then the
+    phrase listed first)."""
+    phrase, first, _, _, gain = _fields(hits, boosts)
+    order = np.lexsort((phrase, first, -gain))
+    _, keep = np.unique(np.stack([phrase[order], first[order]], axis=1), axis=0, return_index=True)
+    return hits[order[np.sort(keep)]]
 
 
 class PhraseChains:
@@ -89,7 +102,8 @@ class PhraseSpotter:
         self._done = np.empty(size)  # [P * W] ... that has said the label, with or without the blank
         self._views = (self.said[1:], self._done[:-1], self.said[width - 1 :: width])
         self.frames = 0
-        self.found: list[Spotted] = []
+        self.found: list[np.ndarray] = []  # [hits, 3] blocks: phrase, packed value, last frame
+        self._hits = 0
 
     def extend(self, log_probs: np.ndarray) -> None:
         """log_probs: [time, n_classes], the frames that follow those already seen."""
@@ -129,16 +143,14 @@ class PhraseSpotter:
                 after[entries] = blanks[offset]
             np.add(said, frame, out=said)
             exits[offset] = trailing
-        for offset, phrase in zip(*np.nonzero(exits + chains.boosts >= 0.0), strict=True):
-            packed = float(exits[offset, phrase])
-            self.found.append(self._spot(int(phrase), packed, self.frames + int(offset)))
+        offsets, phrases = np.nonzero(exits + chains.boosts >= 0.0)
+        if len(phrases):  # [hits]: the phrase, its packed value, its last frame
+            self.found.append(np.stack([phrases, exits[offsets, phrases], self.frames + offsets], axis=1))
+            self._hits += len(phrases)
         self.frames += len(emitted)
-        if len(self.found) > 10_000:  # one utterance's worth is far fewer; keep the best if not
-            self.found = sorted(self.found, key=lambda s: -s.gain)[:1000]
-
-    def _spot(self, phrase: int, value: float, last: int) -> Spotted:
-        score, first = _unpacked(value)
-        return Spotted(phrase, first, last, score, score + float(self.chains.boosts[phrase]))
+        if self._hits > MAX_HITS and self.frames % BLOCK == 0:  # at the same frames however fed
+            best = _best(np.concatenate(self.found), chains.boosts)[: MAX_HITS // 2]
+            self.found, self._hits = [best], len(best)
 
     def candidates(self) -> list[Spotted]:
         """Every place a phrase may be written, as of the frames seen (their end counts as the
@@ -147,15 +159,14 @@ class PhraseSpotter:
             return []
         last = self.chains.exits - 1  # the last labels
         ends = np.maximum(np.maximum(self.said[last], self.after[last]), self.said[self.chains.exits])  # [P]
-        found = list(self.found)
-        for phrase in np.flatnonzero(ends + self.chains.boosts >= 0.0):
-            found.append(self._spot(int(phrase), float(ends[phrase]), self.frames - 1))
-        best: dict[tuple[int, int], Spotted] = {}
-        for spot in found:
-            key = (spot.phrase, spot.first)
-            if key not in best or spot.gain > best[key].gain:
-                best[key] = spot
-        return sorted(best.values(), key=lambda s: (-s.gain, s.first, s.phrase))
+        phrases = np.flatnonzero(ends + self.chains.boosts >= 0.0)
+        last_frame = np.full(len(phrases), self.frames - 1)
+        found = [*self.found, np.stack([phrases, ends[phrases], last_frame], axis=1)]
+        best = _best(np.concatenate(found), self.chains.boosts)[:MAX_CANDIDATES]
+        return [
+            Spotted(int(phrase), int(first), int(last), float(score), float(gain))
+            for phrase, first, last, score, gain in zip(*_fields(best, self.chains.boosts), strict=True)
+        ]
 
     def spotted(self) -> list[Spotted]:
         """The phrases to write, as of the frames seen, by first frame: the most gain first, never two
@@ -192,7 +203,7 @@ def spotter_chains(
     words is spotted within ``scale`` * n * its boost + ``margin`` of the best path."""
     phrases = [(tuple(encode(p)), boost * len(p.split())) for p, boost in hot_words.items() if boost > 0]
     labels = [labels for labels, _ in phrases]
-    boosts = [scale * boost + margin for _, boost in phrases]
+    boosts = [min(scale * boost + margin, 2.0**18) for _, boost in phrases]  # within the packing's range
     return PhraseChains(labels, boosts, space, blank), labels
 
 
@@ -207,16 +218,24 @@ def rewritten(
     a space either side, spaces never doubled nor at the ends."""
     out: list[tuple[int, int]] = []
     pending = sorted(spotted, key=lambda s: s.first)
+    said = [
+        [
+            step
+            for label, step in zip(labels, steps, strict=True)
+            if s.first <= step <= s.last and label != space
+        ]
+        for s in pending
+    ]  # the frames of the letters each phrase is written over: where it was said
     index = 0
     for label, step in zip(labels, steps, strict=True):
         while index < len(pending) and pending[index].first <= step:
-            out += _spelled(pending[index], phrases, space)
+            out += _spelled(pending[index], said[index], phrases, space)
             index += 1
         if index and pending[index - 1].last >= step:
             continue  # under the phrase just written
         out.append((label, step))
-    for spot in pending[index:]:
-        out += _spelled(spot, phrases, space)
+    for spot, frames in zip(pending[index:], said[index:], strict=True):
+        out += _spelled(spot, frames, phrases, space)
     cleaned: list[tuple[int, int]] = []
     for label, step in out:
         if label == space and (not cleaned or cleaned[-1][0] == space):
@@ -227,8 +246,13 @@ def rewritten(
     return [label for label, _ in cleaned], [step for _, step in cleaned]
 
 
-def _spelled(spot: Spotted, phrases: Sequence[Sequence[int]], space: int) -> list[tuple[int, int]]:
-    """The phrase's labels with spaces either side, their frames spread over the frames it spans."""
-    labels = [space, *phrases[spot.phrase], space]
-    width = max(spot.last - spot.first, 0)
-    return [(label, spot.first + (width * i) // max(len(labels) - 1, 1)) for i, label in enumerate(labels)]
+def _spelled(
+    spot: Spotted, said: Sequence[int], phrases: Sequence[Sequence[int]], space: int
+) -> list[tuple[int, int]]:
+    """The phrase's labels with spaces either side, their frames spread from the first to the last frame
+    of the letters written over (``said``), or over the frames it spans where there were none."""
+    first, last = (min(said), max(said)) if said else (spot.first, spot.last)
+    letters = phrases[spot.phrase]
+    width = max(last - first, 0)
+    spread = [first + (width * i) // max(len(letters) - 1, 1) for i in range(len(letters))]
+    return [(space, first), *zip(letters, spread, strict=True), (space, last)]
