@@ -12,6 +12,7 @@ eat" from "the"): the search could never have written that.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,27 +115,33 @@ class PhraseWriter:
             self._weighed.clear()
         seen: np.ndarray | None = None
         steps = np.asarray(path, np.int64)  # [frames] (none at a stream's very start)
-        for spot in self.spotter.candidates()[:limit]:
-            if spot.last >= len(steps):  # the hypothesis has not reached the phrase's end yet
+        for found in self.spotter.candidates()[:limit]:
+            if found.last >= len(steps):  # the hypothesis has not reached the phrase's end yet
                 continue
+            spot = _widened(found, decoded.labels, decoded.timesteps, self.space)
             key = (spot.phrase, spot.first, spot.last, decoded.text)
             change = self._weighed.get(key)
             if change is None:
                 if seen is None:
                     seen = np.concatenate(self._seen) if len(self._seen) > 1 else self._seen[0]
                     self._seen = [seen]  # [time, n_classes]
-                change = self._change(decoded, steps, seen, spot)
+                change = self._change(decoded, steps, seen, found, spot)
                 self._weighed[key] = change
             if change >= 0.0:
                 judged.append((change, spot))
         return apart([spot for _, spot in sorted(judged, key=lambda pair: -pair[0])])
 
-    def _change(self, decoded: Any, path: np.ndarray, seen: np.ndarray, spot: Spotted) -> float:
-        """How much the search's score of ``decoded`` rises with ``spot`` written (-inf: never)."""
+    def _change(
+        self, decoded: Any, path: np.ndarray, seen: np.ndarray, found: Spotted, spot: Spotted
+    ) -> float:
+        """How much the search's score of ``decoded`` rises with ``spot`` (``found`` widened to whole
+        words) written (-inf: never). The new path: the phrase's over ``found``, blanks over the rest."""
         assert self.scorer is not None
         alpha, beta = self.weights
         span = np.arange(spot.first, spot.last + 1)
-        acoustic = spot.score - float(seen[span, path[span]].sum())  # the phrase's path against its own
+        rest = span[(span < found.first) | (span > found.last)]
+        spoken = found.score + float(seen[rest, self.alphabet.blank].sum())
+        acoustic = spoken - float(seen[span, path[span]].sum())  # against the transcript's own path
         changed, _ = rewritten(decoded.labels, decoded.timesteps, [spot], self.spots.labels, self.space)
         words, new = decoded.text.split(), self.alphabet.decode(changed).split()
         phrase = set(self.spots.words[spot.phrase])
@@ -142,6 +149,21 @@ class PhraseWriter:
             return float("-inf")  # a piece of a word left beside the phrase: the search cannot spell it
         lm = LN10 * _lm_change(self.scorer, words, new) + self.spots.boosts[spot.phrase]
         return acoustic + alpha * lm + beta * (len(new) - len(words))
+
+
+def _widened(spot: Spotted, labels: Sequence[int], steps: Sequence[int], space: int) -> Spotted:
+    """``spot`` spanning the whole words of the transcript it touches (with a scorer a rewrite may not
+    leave a piece of a word: the search could not spell it)."""
+    first, last = spot.first, spot.last
+    word: list[int] = []
+    for label, step in [*zip(labels, steps, strict=True), (space, -1)]:
+        if label != space:
+            word.append(step)
+            continue
+        if word and any(first <= frame <= last for frame in word):
+            first, last = min(first, word[0]), max(last, word[-1])
+        word = []
+    return dataclasses.replace(spot, first=first, last=last)
 
 
 def _lm_change(scorer: Scorer, words: Sequence[str], new: Sequence[str]) -> float:
