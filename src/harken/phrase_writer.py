@@ -80,7 +80,7 @@ class PhraseWriter:
         self.spotter = PhraseSpotter(spots.chains)
         self.space = alphabet.encode(" ")[0]
         self._seen: list[np.ndarray] = []  # with a scorer: the frames, relative to their best label
-        self._weighed: dict[tuple[int, int, int, str], float] = {}
+        self._weighed: dict[tuple[Spotted, str, tuple[int, ...]], float] = {}
 
     def extend(self, frames: np.ndarray) -> None:
         """frames: [time, n_classes] log-probs, the frames that follow those already seen."""
@@ -91,10 +91,7 @@ class PhraseWriter:
     def written(self, decoded: Any, path: list[int], final: bool) -> tuple[list[int], list[int]] | None:
         """(labels, frames) of ``decoded`` (a Decoded; ``path``: its label at every frame) with the
         phrases written in, or None where none is."""
-        if self.scorer is None:
-            proposed = self.spotter.spotted()
-        else:
-            proposed = self._judged(decoded, path, MAX_JUDGED if final else MAX_JUDGED_PARTIAL)
+        proposed = self.spotter.spotted() if self.scorer is None else self._judged(decoded, path, final)
         chosen = [spot for spot in proposed if self._changes(decoded, spot)]
         if not chosen:
             return None
@@ -108,8 +105,11 @@ class PhraseWriter:
         before, after = f" {decoded.text} ", f" {self.alphabet.decode(labels)} "
         return all(after.count(f" {p} ") <= before.count(f" {p} ") for p in self.spots.avoided)
 
-    def _judged(self, decoded: Any, path: list[int], limit: int) -> list[Spotted]:
-        """The places where writing the phrase raises the search's own score of ``decoded``, most first."""
+    def _judged(self, decoded: Any, path: list[int], final: bool) -> list[Spotted]:
+        """The places where writing the phrase raises the search's own score of ``decoded``, most first.
+        A final transcript weighs them all afresh (so a stream ends as the whole file does); a partial
+        weighs the likeliest and remembers them, by all they depend on."""
+        limit = MAX_JUDGED if final else MAX_JUDGED_PARTIAL
         judged: list[tuple[float, Spotted]] = []
         if len(self._weighed) > 100_000:  # a long stream: what was weighed for old transcripts goes
             self._weighed.clear()
@@ -119,8 +119,8 @@ class PhraseWriter:
             if found.last >= len(steps):  # the hypothesis has not reached the phrase's end yet
                 continue
             spot = _widened(found, decoded.labels, decoded.timesteps, self.space)
-            key = (spot.phrase, spot.first, spot.last, decoded.text)
-            change = self._weighed.get(key)
+            key = (found, decoded.text, tuple(path[spot.first : spot.last + 1]))
+            change = None if final else self._weighed.get(key)
             if change is None:
                 if seen is None:
                     seen = np.concatenate(self._seen) if len(self._seen) > 1 else self._seen[0]
