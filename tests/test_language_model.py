@@ -54,7 +54,7 @@ def test_punctuation_and_capitals_are_read_as_the_words_they_surround(tmp_path: 
     plain.write_text("turn on the oven\nthe cat don't sit on the oven\nopen the door and the oven\n")
     prose = tmp_path / "prose.txt"
     prose.write_text(
-        "\ufeffTurn on the Oven.\nThe (cat) don't sit on the oven!\n\"Open the door, and the oven...\"\n",
+        '\ufeffTurn on the Oven.\nThe (cat) don\'t sit on the oven!\n"Open the door, and the oven..."\n',
         encoding="utf-8",
     )
     infos, scorers = [], []
@@ -64,7 +64,7 @@ def test_punctuation_and_capitals_are_read_as_the_words_they_surround(tmp_path: 
         infos.append(read_info(output))
         scorers.append(Scorer(output, ENGLISH))
     assert infos[0].vocabulary == infos[1].vocabulary and "don't" in infos[1].vocabulary
-    sentence = "open the oven and the cat".split()
+    sentence = ["open", "the", "oven", "and", "the", "cat"]
     assert scorers[0].log10(sentence) == scorers[1].log10(sentence)
 
 
