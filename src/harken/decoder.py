@@ -19,7 +19,7 @@ import torch
 
 from harken.alphabet import Alphabet
 from harken.config import BEAM_WITH_SCORER, BEAM_WITHOUT_SCORER, DecoderConfig, check_search
-from harken.phrase_writer import PhraseWriter, Spotting, spotting
+from harken.phrase_writer import PhraseWriter, Spotting, spotting_for
 from harken.phrases import checked, phrase_lm
 from harken.scorer import LN10, UNKNOWN, Scorer, parse_hot_words
 
@@ -149,7 +149,6 @@ class BeamDecoder:
         self._finished = False
         self._words: list[str] = []
         self._writer: PhraseWriter | None = None
-        spotted: Spotting | None = None
         self._final: list[Any] = []
         self._read: dict[int, Decoded] = {}  # final hypotheses read so far
         space = alphabet.symbols.index(" ") if " " in alphabet.symbols else alphabet.blank
@@ -158,11 +157,10 @@ class BeamDecoder:
         threshold, width = settings.beam_threshold, settings.width(scorer)
         if threshold is None:
             threshold = 10.0 if scorer is None else 25.0
-        if settings.hot_words and (scorer is None or not scorer.utf8):  # boosts: spotted beside the search
+        spotted = spots or spotting_for(alphabet, settings, scorer)  # boosts: spotted beside the search
+        if spotted is not None and spotted.chains is not None:
             weights = (1.0, 0.0) if scorer is None else settings.weights(scorer)
-            spotted = spots or spotting(alphabet, settings.hot_words, scorer, weights[0])
-            if spotted.chains is not None:
-                self._writer = PhraseWriter(spotted, alphabet, scorer, weights)
+            self._writer = PhraseWriter(spotted, alphabet, scorer, weights)
         if scorer is None:  # phrases to avoid: charged in the search
             graph = None if spotted is None else spotted.penalties
             self._lm = fl.ZeroLM() if graph is None else phrase_lm(graph)  # held: flashlight calls into it
@@ -227,7 +225,7 @@ class BeamDecoder:
         decoded = Decoded(
             self.alphabet.decode(labels), tuple(labels), tuple(steps), hypothesis.emittingModelScore
         )
-        written = None if self._writer is None else self._writer.written(decoded, path.tolist(), final)
+        written = None if self._writer is None else self._writer.written(decoded, path, final)
         if written is None:
             return decoded
         labels, steps = written
@@ -279,10 +277,8 @@ class Decoder:
 
     def __init__(self, alphabet: Alphabet, settings: BeamSettings, scorer: Scorer | None = None) -> None:
         self.alphabet, self.settings, self.scorer = alphabet, settings, scorer
-        self._spots: Spotting | None = None  # made once for every search, its one-line refusals now
-        if settings.hot_words and (scorer is None or not scorer.utf8):
-            alpha = 1.0 if scorer is None else settings.weights(scorer)[0]
-            self._spots = spotting(alphabet, settings.hot_words, scorer, alpha)
+        # Made once for every search; its one-line refusals now, not in the first search.
+        self._spots: Spotting | None = spotting_for(alphabet, settings, scorer)
         if scorer is not None and settings.hot_words:
             scorer.check_hot_words(settings.hot_words)
 

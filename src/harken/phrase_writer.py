@@ -68,6 +68,15 @@ def spotting(
     return Spotting(chains if labels else None, labels, boosts, words, tuple(avoided), penalties)
 
 
+def spotting_for(alphabet: Alphabet, settings: Any, scorer: Scorer | None) -> Spotting | None:
+    """The spotting of ``settings.hot_words`` (a decoder's BeamSettings) for a search with or without
+    ``scorer``; None without hot words or with a UTF-8 scorer (its character LM takes its hot words)."""
+    if not settings.hot_words or (scorer is not None and scorer.utf8):
+        return None
+    alpha = 1.0 if scorer is None else settings.weights(scorer)[0]
+    return spotting(alphabet, settings.hot_words, scorer, alpha)
+
+
 class PhraseWriter:
     """One search's phrase writing: its spotter, the frames it saw (to weigh paths) and the places
     already weighed (a stream reads its best transcript at every step)."""
@@ -88,7 +97,7 @@ class PhraseWriter:
         if self.scorer is not None:
             self._seen.append(frames - frames.max(axis=1, keepdims=True))
 
-    def written(self, decoded: Any, path: list[int], final: bool) -> tuple[list[int], list[int]] | None:
+    def written(self, decoded: Any, path: np.ndarray, final: bool) -> tuple[list[int], list[int]] | None:
         """(labels, frames) of ``decoded`` (a Decoded; ``path``: its label at every frame) with the
         phrases written in, or None where none is."""
         proposed = self.spotter.spotted() if self.scorer is None else self._judged(decoded, path, final)
@@ -105,7 +114,7 @@ class PhraseWriter:
         before, after = f" {decoded.text} ", f" {self.alphabet.decode(labels)} "
         return all(after.count(f" {p} ") <= before.count(f" {p} ") for p in self.spots.avoided)
 
-    def _judged(self, decoded: Any, path: list[int], final: bool) -> list[Spotted]:
+    def _judged(self, decoded: Any, path: np.ndarray, final: bool) -> list[Spotted]:
         """The places where writing the phrase raises the search's own score of ``decoded``, most first.
         A final transcript weighs them all afresh (so a stream ends as the whole file does); a partial
         weighs the likeliest and remembers them, by all they depend on."""
@@ -114,7 +123,7 @@ class PhraseWriter:
         if len(self._weighed) > 100_000:  # a long stream: what was weighed for old transcripts goes
             self._weighed.clear()
         seen: np.ndarray | None = None
-        steps = np.asarray(path, np.int64)  # [frames] (none at a stream's very start)
+        steps = path  # [frames] int64 (none at a stream's very start)
         for found in self.spotter.candidates()[:limit]:
             if found.last >= len(steps):  # the hypothesis has not reached the phrase's end yet
                 continue

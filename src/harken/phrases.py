@@ -56,10 +56,7 @@ class PhraseGraph:
     end follows them); None when labels are words (every label is a word of its own).
     """
 
-    def __init__(
-        self, phrases: Mapping[tuple[int, ...], float], boundary: int | None, early: float = 1.0
-    ) -> None:
-        self.early = early  # the share of a phrase's boost given along it (the rest when it is whole)
+    def __init__(self, phrases: Mapping[tuple[int, ...], float], boundary: int | None) -> None:
         self.boundary = boundary
         self.paths: list[tuple[int, ...]] = [(), ()]  # node -> the labels that lead to it from ROOT
         self.children: list[dict[int, int]] = [{}, {}]
@@ -88,7 +85,7 @@ class PhraseGraph:
                 self.pending.append(0.0)
             # A boost is given evenly along the phrase's labels; a penalty only when the phrase is whole
             # (given early, it would prune hypotheses that merely start like the phrase).
-            self.pending[child] = max(self.pending[child], self.early * boost * depth / len(labels))
+            self.pending[child] = max(self.pending[child], boost * depth / len(labels))
             node = child
         self.ends[node] += boost
         self.is_end[node] = True
@@ -149,7 +146,7 @@ class PhraseGraph:
         return self._banked(self.paths[node] + (self.boundary,)) - self.pending[node]
 
 
-def character_graph(phrases: Mapping[str, float], encode: Any, space: int, early: float = 1.0) -> PhraseGraph:
+def character_graph(phrases: Mapping[str, float], encode: Any, space: int) -> PhraseGraph:
     """Phrases spelled in the model's labels (``encode(text) -> labels``), boundaries at ``space``: the
     boost of a phrase of n words is n times its per-word boost, given evenly along its characters."""
     spelled: dict[tuple[int, ...], float] = {}
@@ -157,16 +154,16 @@ def character_graph(phrases: Mapping[str, float], encode: Any, space: int, early
         words = phrase.split()
         labels = tuple(encode(" ".join(words)))
         spelled[labels] = spelled.get(labels, 0.0) + boost * len(words)
-    return PhraseGraph(spelled, space, early)
+    return PhraseGraph(spelled, space)
 
 
-def word_graph(phrases: Mapping[str, float], index: Mapping[str, int], early: float = 1.0) -> PhraseGraph:
+def word_graph(phrases: Mapping[str, float], index: Mapping[str, int]) -> PhraseGraph:
     """Phrases as sequences of the search's word indices: each word of a phrase carries its boost."""
     spelled: dict[tuple[int, ...], float] = {}
     for phrase, boost in phrases.items():
         words = tuple(index[word] for word in phrase.split())
         spelled[words] = spelled.get(words, 0.0) + boost * len(words)
-    return PhraseGraph(spelled, None, early)
+    return PhraseGraph(spelled, None)
 
 
 def phrase_lm(graph: PhraseGraph) -> Any:

@@ -194,11 +194,6 @@ def _character_lm(
     return CharacterLM()
 
 
-def look_ahead(words: int, boost: float, known: bool) -> float:
-    """The boost a word of a hot phrase of ``words`` words adds to the spelling trie's look-ahead."""
-    return boost if words == 1 else max(boost, 0.0)  # a part may not complete
-
-
 class Scorer:
     """A scorer loaded for one alphabet: the LM, the word list and the spelling trie for the search.
 
@@ -274,10 +269,7 @@ class Scorer:
         """ScorerError when a hot word cannot be used with this scorer."""
         if self.utf8:
             self.character_lm(hot_words, self.alpha, self.beta)
-        else:  # boosts are spotted beside the search; phrases to avoid are charged in it
-            for phrase in hot_words:
-                if not phrase.split() or self.alphabet.unknown(phrase):
-                    raise ScorerError(f"hot word {phrase!r}: words the model's alphabet can spell, please")
+        else:  # boosts are spotted beside the search (phrase_writer.spotting checks their spelling);
             avoided = {phrase: boost for phrase, boost in hot_words.items() if boost < 0}
             self.search_parts(avoided)  # builds (and keeps) the trie the first search will use
 
@@ -320,12 +312,11 @@ class Scorer:
                 continue  # a phrase to avoid that the vocabulary cannot spell anyway: adding it would
             sayable[phrase] = boost  # make its words spellable
             for word in phrase.split():
-                known = word in index
-                if not known:  # out of the scorer's vocabulary: spellable, scored as <unk>
+                if word not in index:  # out of the scorer's vocabulary: spellable, scored as <unk>
                     index[word] = len(words)
                     words.append(word)
                     to_lm.append(len(self.vocabulary) - 1)  # KenLM's <unk>
-                ahead = look_ahead(len(phrase.split()), boost, known)
+                ahead = boost if len(phrase.split()) == 1 else max(boost, 0.0)  # a part may not complete
                 boosts[index[word]] = max(boosts.get(index[word], ahead), ahead)
         graph = word_graph(sayable, index)
         kenlm = self.kenlm
