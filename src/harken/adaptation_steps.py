@@ -324,9 +324,9 @@ def copy_model(source: Path, target: Path) -> None:
 
 
 def newest_checkpoint(directory: Path) -> Path:
-    """The checkpoint ``transcribe`` loads from ``directory``: the best on dev, else the last."""
-    for kind in checkpoint.kinds_for("auto", training=False):
-        found = checkpoint.listing(directory, kind)
-        if found:
-            return found[-1]
-    raise AdaptError(f"{directory}: no checkpoint found")
+    """The checkpoint ``transcribe`` loads from ``directory``: the best on dev, else the last (one that
+    cannot be read is skipped, as the loader does)."""
+    found = checkpoint.newest(directory, checkpoint.kinds_for("auto", training=False))
+    if found is None:
+        raise AdaptError(f"{directory}: no checkpoint found")
+    return found[0]
